@@ -1,0 +1,188 @@
+"""The one-call pipeline: expand -> search -> derive -> fine-tune -> profile, with an optional run folder.
+
+With ``run_dir`` every stage checkpoints atomically after each epoch and a second call with the same folder
+resumes where the first stopped (a finished stage is not run again). Everything else is a plain function call.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from .costs import build_cost_table, get_cost_model
+from .derive import derive, max_output_difference
+from .ops import get_op
+from .profile import profile
+from .runs import CheckpointError, atomic_save, load_checkpoint, save_portable, write_json
+from .space import Supernet, expand
+from .tasks import Classification, Task
+from .train import TrainConfig, evaluate, fit
+
+__all__ = ["CompressConfig", "CompressResult", "compress", "train_stage"]
+
+
+@dataclass
+class CompressConfig:
+    ops: str | list[str] = "default"
+    lam: float = 0.5
+    cost: str = "macs"
+    search_epochs: int = 10
+    finetune_epochs: int = 10
+    lr: float = 0.05               # weights, during search
+    finetune_lr: float = 0.02
+    weight_decay: float = 5e-4
+    arch_lr: float = 0.01
+    tau_start: float = 5.0
+    tau_end: float = 0.5
+    gate: str = "gumbel"
+    include_pooling: bool = False
+    seed: int = 0
+    max_batches: int | None = None
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.lam < 0:
+            raise ValueError(f"lambda must be >= 0 (it weighs the resource cost), got {self.lam}")
+        for name in ("search_epochs", "finetune_epochs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        get_cost_model(self.cost)
+
+
+@dataclass
+class CompressResult:
+    model: nn.Module                     # the derived, fine-tuned plain model
+    supernet: Supernet
+    choices: dict[str, str]
+    report: dict = field(default_factory=dict)
+
+
+def _fingerprint(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def train_stage(stage: str, model: nn.Module, task: Task, train_data: Iterable, val_data: Iterable | None,
+                cfg: TrainConfig, run_dir: Path | None, fingerprint: str, log=print, **fit_kwargs) -> list:
+    """``fit`` with per-epoch atomic checkpoints in ``run_dir/checkpoints/<stage>.pt``, resumed if present."""
+    path = Path(run_dir) / "checkpoints" / f"{stage}.pt" if run_dir is not None else None
+    state = None
+    if path is not None and path.exists():
+        state = load_checkpoint(path, stage)
+        if state.get("fingerprint") != fingerprint:
+            raise CheckpointError(f"{path} was written by a run with another configuration; "
+                                  "use a new run folder or restore the original settings")
+        if state["epoch"] >= cfg.epochs:
+            log(f"{stage}: finished earlier, loaded from {path}")
+        else:
+            log(f"{stage}: resuming after epoch {state['epoch']} from {path}")
+
+    def save(full_state: dict, _entry) -> None:
+        if path is not None:
+            atomic_save({"lwdc_checkpoint": stage, "fingerprint": fingerprint, **full_state}, path)
+
+    if state is not None and state["epoch"] >= cfg.epochs:
+        model.load_state_dict(state["model"])
+        if isinstance(model, Supernet) and state.get("gate"):
+            model.gate.load_state_dict(state["gate"])
+        from .train import EpochLog
+        return [EpochLog(**h) for h in state["history"]]
+    return fit(model, task, train_data, val_data, cfg, state=state, on_epoch=save, log=log, **fit_kwargs)
+
+
+def _example_from(data: Iterable) -> torch.Tensor:
+    x, _ = next(iter(data))
+    return x[:1].clone()
+
+
+def _layer_rows(supernet: Supernet, choices: dict[str, str]) -> list[dict]:
+    rows = []
+    for name, layer in supernet.choice_layers().items():
+        original, chosen = get_op("original"), get_op(choices[name])
+        rows.append({
+            "name": name, "original": f"{layer.spec.kind}{'x'.join(map(str, layer.spec.kernel))}"
+                                      f"{'_g%d' % layer.spec.groups if layer.spec.groups > 1 else ''} "
+                                      f"{layer.spec.in_ch}->{layer.spec.out_ch} s{layer.spec.stride[0]}",
+            "chosen": choices[name], "candidates": layer.op_names,
+            "probabilities": [round(float(p), 4) for p in layer.probabilities()],
+            "params_before": original.params(layer.spec), "params_after": chosen.params(layer.spec),
+            "macs_before": original.macs(layer.spec), "macs_after": chosen.macs(layer.spec),
+        })
+    return rows
+
+
+def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, *,
+             example_input: torch.Tensor | None = None, task: Task | None = None,
+             config: CompressConfig | None = None, run_dir: str | Path | None = None, log=print,
+             **overrides) -> CompressResult:
+    """Compress ``model``: the user names the operator set (``ops``) and the factor (``lam``), nothing per layer.
+
+    ``train_data``/``val_data`` are iterables of ``(input, target)`` batches (a ``BatchLoader``, a torch
+    ``DataLoader``...). Keyword overrides set fields of :class:`CompressConfig`. The user's model is not changed.
+    """
+    cfg = CompressConfig(**{**(asdict(config) if config else {}), **overrides})
+    cfg.validate()
+    task = task or Classification()
+    example = example_input if example_input is not None else _example_from(train_data)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    fingerprint = _fingerprint(asdict(cfg))
+    started = time.perf_counter()
+
+    before = profile(model, example).as_dict()
+    before.update(evaluate(model, task, val_data, cfg.max_batches) if val_data is not None else {})
+    log(f"original: {before['params']:,} params, {before['macs']:,} MACs, "
+        f"{task.primary} {before.get(task.primary, float('nan')):.2f}")
+
+    torch.manual_seed(cfg.seed)
+    supernet = expand(model, example, cfg.ops, include_pooling=cfg.include_pooling, gate=cfg.gate, seed=cfg.seed)
+    for s in supernet.skipped:
+        log(f"left as is: {s.name}: {s.reason}")
+    objective = build_cost_table(get_cost_model(cfg.cost), supernet, model, example)
+    report_tables = tuple(build_cost_table(get_cost_model(c), supernet, model, example)
+                          for c in ("params", "macs") if c != objective.name)
+    log(f"search space: {len(supernet.choice_layers())} layers, "
+        f"{sum(len(l.branches) for l in supernet.choice_layers().values())} branches; cost {objective.name}")
+
+    t0 = time.perf_counter()
+    search_cfg = TrainConfig(epochs=cfg.search_epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                             arch_lr=cfg.arch_lr, lam=cfg.lam, tau_start=cfg.tau_start, tau_end=cfg.tau_end,
+                             max_batches=cfg.max_batches, progress=cfg.progress, desc="search")
+    search_log = train_stage("search", supernet, task, train_data, val_data, search_cfg, run_dir, fingerprint,
+                             log=log, cost_table=objective, report_tables=report_tables)
+    search_time = time.perf_counter() - t0
+
+    choices = supernet.choices()
+    derived = derive(supernet)
+    derive_diff = max_output_difference(supernet, derived, example)
+
+    t0 = time.perf_counter()
+    tune_cfg = TrainConfig(epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, weight_decay=cfg.weight_decay,
+                           max_batches=cfg.max_batches, progress=cfg.progress, desc="finetune")
+    tune_log = train_stage("finetune", derived, task, train_data, val_data, tune_cfg, run_dir, fingerprint, log=log)
+    tune_time = time.perf_counter() - t0
+
+    after = profile(derived, example).as_dict()
+    after.update(evaluate(derived, task, val_data, cfg.max_batches) if val_data is not None else {})
+    report = {
+        "config": asdict(cfg), "lambda": cfg.lam, "cost": objective.name, "task": task.name,
+        "primary_metric": task.primary, "example_input_shape": list(example.shape),
+        "before": before, "after": after,
+        "ratios": {k: after[k] / before[k] for k in ("params", "macs", "latency_ms") if before.get(k)},
+        "expected_cost_ratio": {t.name: t.chosen_ratio(supernet) for t in (objective, *report_tables)},
+        "choices": choices, "layers": _layer_rows(supernet, choices),
+        "skipped": [asdict(s) for s in supernet.skipped],
+        "derive_max_abs_diff": derive_diff,
+        "history": {"search": [asdict(h) for h in search_log], "finetune": [asdict(h) for h in tune_log]},
+        "wall_time_s": {"search": search_time, "finetune": tune_time, "total": time.perf_counter() - started},
+    }
+    if run_dir is not None:
+        atomic_save({"lwdc_checkpoint": "model", "choices": choices, "state_dict": derived.state_dict()},
+                    run_dir / "model_state.pt")
+        save_portable(derived, example, run_dir / "model.pt2")
+        write_json(run_dir / "report.json", report)      # written last: its presence marks a finished run
+    return CompressResult(derived, supernet, choices, report)

@@ -1,0 +1,218 @@
+"""Command line: a thin shell over the Python API (``lwdc --help``)."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import click
+import torch
+
+from .api import CompressConfig, _fingerprint, compress, train_stage
+from .ops import OP_SETS, op_patterns
+from .profile import profile as profile_model
+from .runs import read_json, write_json
+from .tasks import Classification
+from .train import TrainConfig, evaluate
+
+
+def _fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+def format_summary(report: dict) -> str:
+    """The before/after table printed at the end of a run."""
+    b, a = report["before"], report["after"]
+    metric = report.get("primary_metric", "accuracy")
+
+    def row(label, before, after, fmt):
+        ratio = f"{after / before:6.3f}x" if before else "      -"
+        return f"| {label:<18} | {fmt(before):>12} | {fmt(after):>12} | {ratio} |"
+
+    lines = [f"| {'':<18} | {'before':>12} | {'after':>12} |   ratio |", f"|{'-' * 20}|{'-' * 14}|{'-' * 14}|---------|",
+             row("params", b["params"], a["params"], lambda v: f"{v:,}"),
+             row("MACs", b["macs"], a["macs"], lambda v: f"{v:,}"),
+             row("latency b=1 (ms)", b["latency_ms"], a["latency_ms"], lambda v: f"{v:.3f}")]
+    if metric in b and metric in a:
+        lines.append(f"| {metric + ' (%)':<18} | {b[metric]:>12.2f} | {a[metric]:>12.2f} | "
+                     f"{a[metric] - b[metric]:+6.2f}  |")
+    counts: dict[str, int] = {}
+    for op in report["choices"].values():
+        counts[op] = counts.get(op, 0) + 1
+    lines.append(f"lambda {report['lambda']}, cost {report['cost']}; chosen operators: "
+                 + ", ".join(f"{op} x{n}" for op, n in sorted(counts.items(), key=lambda kv: -kv[1])))
+    lines.append(f"wall time: search {report['wall_time_s']['search']:.0f}s, "
+                 f"fine-tune {report['wall_time_s']['finetune']:.0f}s, total {report['wall_time_s']['total']:.0f}s")
+    return "\n".join(lines)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lwdc")
+def main() -> None:
+    """lwdc: turn a bulky CNN into a lightweight plain PyTorch model by layer-wise differentiable compression."""
+
+
+_RUN_OPTIONS = [
+    click.option("--model", "model_name", default="resnet20", show_default=True, help="Registered model name."),
+    click.option("--width", default=1.0, show_default=True, help="Width multiplier of the model."),
+    click.option("--data", default="cifar10-subset", show_default=True,
+                 help="cifar10-subset (shipped), cifar10, cifar100, or a folder / .tar.gz of a known layout."),
+    click.option("--cache-dir", default=None, help="Where unpacked and decoded data sets are cached."),
+    click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
+                 help="state_dict of a trained model to compress (else --pretrain-epochs trains one)."),
+    click.option("--pretrain-epochs", default=0, show_default=True, help="Train the baseline first."),
+    click.option("--search-epochs", default=10, show_default=True),
+    click.option("--finetune-epochs", default=10, show_default=True),
+    click.option("--lam", default=0.5, show_default=True, type=float, help="Weight of the resource cost."),
+    click.option("--ops", default="default", show_default=True,
+                 help=f"Operator set ({', '.join(OP_SETS)}) or comma-separated names."),
+    click.option("--cost", default="macs", show_default=True, type=click.Choice(["params", "macs", "flops"])),
+    click.option("--batch-size", default=128, show_default=True),
+    click.option("--lr", default=0.05, show_default=True, help="Weight learning rate (pretrain and search)."),
+    click.option("--finetune-lr", default=0.02, show_default=True),
+    click.option("--arch-lr", default=0.01, show_default=True, help="Gate learning rate (Adam)."),
+    click.option("--seed", default=0, show_default=True),
+    click.option("--max-batches", default=None, type=int, help="Cap batches per epoch (quick looks)."),
+    click.option("--threads", default=None, type=int, help="torch intra-op threads (default: torch's)."),
+    click.option("--run-dir", default=None, type=click.Path(file_okay=False), help="Run folder (default runs/<time>)."),
+    click.option("--progress/--no-progress", default=True, show_default=True),
+]
+
+
+def _run_options(fn):
+    for option in reversed(_RUN_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def _run(settings: dict, run_dir: Path, log=click.echo) -> dict:
+    """Everything ``compress`` and ``demo`` do once the run folder exists; resumable stage by stage."""
+    from .data import BatchLoader, load_data, random_crop_flip
+    from .models import create_model
+
+    if settings.get("threads"):
+        torch.set_num_threads(settings["threads"])
+    torch.manual_seed(settings["seed"])
+    bundle = load_data(settings["data"], cache_dir=settings.get("cache_dir"))
+    train = BatchLoader(bundle.train, settings["batch_size"], shuffle=True, augment=random_crop_flip(4),
+                        seed=settings["seed"], drop_last=True)
+    test = BatchLoader(bundle.test, 256)
+    model = create_model(settings["model_name"], num_classes=bundle.num_classes,
+                         in_channels=bundle.input_shape[0], width=settings["width"])
+    task = Classification()
+    log(f"data {bundle.name}: {len(bundle.train)} train / {len(bundle.test)} test, {bundle.num_classes} classes; "
+        f"model {settings['model_name']} (width {settings['width']})")
+    if settings.get("weights"):
+        try:
+            model.load_state_dict(torch.load(settings["weights"], map_location="cpu", weights_only=True))
+        except Exception as exc:
+            _fail(f"cannot load --weights {settings['weights']} into {settings['model_name']}: {exc}")
+    elif settings["pretrain_epochs"] > 0:
+        cfg = TrainConfig(epochs=settings["pretrain_epochs"], lr=settings["lr"], max_batches=settings["max_batches"],
+                          progress=settings["progress"], desc="pretrain")
+        train_stage("pretrain", model, task, train, test, cfg, run_dir, _fingerprint(settings), log=log)
+    else:
+        log("warning: no --weights and no --pretrain-epochs: compressing an untrained model")
+    names = {f.name for f in fields(CompressConfig)}
+    cfg = CompressConfig(**{k: v for k, v in settings.items() if k in names})
+    result = compress(model, train, test, task=task, config=cfg, run_dir=run_dir, log=log)
+    return result.report
+
+
+def _start(settings: dict, run_dir: str | None, resume: str | None) -> None:
+    if resume:
+        folder = Path(resume)
+        if not (folder / "config.json").exists():
+            _fail(f"--resume {folder}: no config.json there; is it an lwdc run folder?")
+        if (folder / "report.json").exists():
+            click.echo(f"{folder} finished earlier; not running it again.\n")
+            click.echo(format_summary(read_json(folder / "report.json")))
+            return
+        settings = read_json(folder / "config.json")
+    else:
+        folder = Path(run_dir or f"runs/{settings['model_name']}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if folder.exists() and any(folder.iterdir()):
+            _fail(f"run folder {folder} exists and is not empty; pass --resume {folder} or another --run-dir")
+        try:
+            CompressConfig(**{k: v for k, v in settings.items() if k in {f.name for f in fields(CompressConfig)}}
+                           ).validate()
+            from .ops import resolve_ops
+            resolve_ops(settings["ops"])
+        except ValueError as exc:
+            _fail(str(exc))
+        write_json(folder / "config.json", settings)
+    click.echo(f"run folder: {folder}")
+    try:
+        report = _run(settings, folder)
+    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+        _fail(f"{type(exc).__name__}: {exc}")
+    click.echo("\n" + format_summary(report))
+    click.echo(f"\nreport: {folder / 'report.json'}   model: {folder / 'model.pt2'} "
+               "(load with torch.export.load(path).module())")
+
+
+@main.command("compress")
+@_run_options
+@click.option("--resume", type=click.Path(file_okay=False), default=None, help="Continue an interrupted run folder.")
+def compress_cmd(resume, run_dir, **settings) -> None:
+    """Search, derive and fine-tune a compressed model; write a run folder with report.json."""
+    _start(settings, run_dir, resume)
+
+
+@main.command()
+@click.option("--run-dir", default=None, type=click.Path(file_okay=False))
+@click.option("--quick", is_flag=True, help="A one-minute smoke version (few batches per epoch).")
+def demo(run_dir, quick) -> None:
+    """Train a small ResNet on the shipped CIFAR-10 subset, compress it, fine-tune, print before/after."""
+    settings = {o.name: o.default for o in compress_cmd.params if o.name not in ("resume", "run_dir")}
+    settings.update(model_name="resnet20", width=0.5, pretrain_epochs=15, search_epochs=8, finetune_epochs=8,
+                    lam=1.0, lr=0.1, finetune_lr=0.05, arch_lr=0.05, batch_size=64)
+    if quick:
+        settings.update(pretrain_epochs=1, search_epochs=1, finetune_epochs=1, max_batches=5)
+    _start(settings, run_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}", None)
+
+
+@main.command("profile")
+@click.option("--model", "model_name", default=None, help="Registered model name.")
+@click.option("--width", default=1.0, show_default=True)
+@click.option("--run", "run", type=click.Path(exists=True, file_okay=False), default=None,
+              help="A finished run folder: profile its model.pt2.")
+@click.option("--input-shape", default="3,32,32", show_default=True, help="C,H,W (or C,L) of one sample.")
+@click.option("--num-classes", default=10, show_default=True)
+@click.option("--batch-size", default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def profile_cmd(model_name, width, run, input_shape, num_classes, batch_size, as_json) -> None:
+    """Parameters, MACs and measured CPU latency of a model."""
+    try:
+        shape = tuple(int(v) for v in input_shape.split(","))
+    except ValueError:
+        _fail(f"--input-shape must be comma-separated integers like 3,32,32; got {input_shape!r}")
+    if run:
+        report = read_json(Path(run) / "report.json")
+        shape = tuple(report["example_input_shape"][1:])
+        model = torch.export.load(str(Path(run) / "model.pt2")).module()
+    elif model_name:
+        from .models import create_model
+        model = create_model(model_name, num_classes=num_classes, in_channels=shape[0], width=width)
+    else:
+        _fail("give --model NAME or --run RUN_DIR")
+    result = profile_model(model, torch.randn(batch_size, *shape))
+    if as_json:
+        click.echo(json.dumps(result.as_dict()))
+    else:
+        click.echo(f"params {result.params:,}  MACs {result.macs:,}  latency {result.latency_ms:.3f} ms "
+                   f"(batch {batch_size}, PyTorch eager, {torch.get_num_threads()} threads)")
+
+
+@main.command()
+def ops() -> None:
+    """List operator names and named operator sets."""
+    click.echo("operator patterns: " + ", ".join(op_patterns()))
+    for name, members in OP_SETS.items():
+        click.echo(f"{name:>8}: {', '.join(members)}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""The cost-model interface and the table the search objective is built from.
+
+A cost model prices one candidate branch of one layer, and a whole plain network. ``CostTable`` turns those
+prices into the objective's cost term: the expected cost of the network under the gates' distribution,
+normalised by the original network's cost, so lambda means the same across models and cost units.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from ..ops import LayerSpec
+from ..space import Supernet
+
+__all__ = ["CostModel", "CostTable", "build_cost_table"]
+
+
+class CostModel(Protocol):
+    name: str
+    unit: str
+
+    def branch_cost(self, spec: LayerSpec, op_name: str, branch: nn.Module) -> float: ...
+
+    def network_cost(self, model: nn.Module, example_input: torch.Tensor) -> float: ...
+
+
+@dataclass
+class CostTable:
+    name: str
+    unit: str
+    layer_costs: dict[str, torch.Tensor]   # choice layer name -> cost of each branch, in branch order
+    fixed: float                           # everything that was not expanded
+    reference: float                       # the original network
+
+    def expected_ratio(self, supernet: Supernet) -> torch.Tensor:
+        """Differentiable: (fixed + sum over layers of E[branch cost]) / original cost."""
+        total = torch.tensor(self.fixed)
+        for name, layer in supernet.choice_layers().items():
+            total = total + (layer.probabilities() * self.layer_costs[name].to(layer.alpha.device)).sum().cpu()
+        return total / self.reference
+
+    def chosen_ratio(self, supernet: Supernet) -> float:
+        """The ratio of the network that would be derived now (argmax choices)."""
+        total = self.fixed
+        for name, layer in supernet.choice_layers().items():
+            total += float(self.layer_costs[name][layer.chosen])
+        return total / self.reference
+
+
+def build_cost_table(cost_model: CostModel, supernet: Supernet, original: nn.Module,
+                     example_input: torch.Tensor) -> CostTable:
+    """Price every branch of ``supernet``; the original model gives the reference and the un-expanded rest."""
+    layer_costs, originals = {}, 0.0
+    for name, layer in supernet.choice_layers().items():
+        layer_costs[name] = torch.tensor(
+            [cost_model.branch_cost(layer.spec, op, branch) for op, branch in zip(layer.op_names, layer.branches)],
+            dtype=torch.float64).float()
+        originals += cost_model.branch_cost(layer.spec, "original", original.get_submodule(name))
+    reference = float(cost_model.network_cost(original, example_input))
+    if reference <= 0:
+        raise ValueError(f"the original model's {cost_model.name} cost is {reference}; it cannot normalise the objective")
+    return CostTable(cost_model.name, cost_model.unit, layer_costs, reference - originals, reference)

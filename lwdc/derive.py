@@ -1,0 +1,51 @@
+"""Derivation: the supernet with its chosen gates -> a plain model built of ``torch.nn`` layers only.
+
+Each choice layer is replaced by (a copy of) its chosen branch, trained weights included, so the derived model
+computes exactly what the supernet computes in eval mode. The result holds nothing of lwdc: it can be trained,
+exported and analysed like any PyTorch model.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .space import ChoiceLayer, Supernet
+
+__all__ = ["derive", "max_output_difference"]
+
+
+def derive(supernet: Supernet, choices: dict[str, str] | None = None) -> nn.Module:
+    """Materialise the current choices (argmax of each gate, or ``choices`` where given) into a plain model."""
+    layers = supernet.choice_layers()
+    picks = {name: layer.chosen_op for name, layer in layers.items()}
+    if choices:
+        unknown = set(choices) - set(layers)
+        if unknown:
+            raise KeyError(f"no choice layer named {sorted(unknown)}")
+        picks.update(choices)
+    net = copy.deepcopy(supernet.net)
+    for name, op in picks.items():
+        layer = net.get_submodule(name)
+        assert isinstance(layer, ChoiceLayer)
+        if op not in layer.op_names:
+            raise ValueError(f"layer {name!r} has no operator {op!r}; it has {layer.op_names}")
+        branch = layer.branches[layer.op_names.index(op)]
+        parent_name, _, attr = name.rpartition(".")
+        setattr(net.get_submodule(parent_name) if parent_name else net, attr, branch)
+    leftovers = [n for n, m in net.named_modules() if isinstance(m, ChoiceLayer)]
+    assert not leftovers, f"derive left choice layers behind: {leftovers}"
+    net.train(supernet.training)
+    return net
+
+
+@torch.no_grad()
+def max_output_difference(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
+    """Largest absolute difference between two models' eval-mode outputs on ``x`` (modes are restored)."""
+    modes = [(m, m.training) for m in (a, b)]
+    try:
+        return float((a.eval()(x) - b.eval()(x)).abs().max())
+    finally:
+        for m, mode in modes:
+            m.train(mode)

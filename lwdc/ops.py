@@ -1,0 +1,240 @@
+"""Candidate operators: one registry name -> a builder plus closed-form parameter and MAC counts.
+
+Every operator replaces one convolution (or pooling) layer and must produce the same output shape. It inherits
+the replaced layer's stride and uses "same" padding (``dilation * (k - 1) / 2``), as in Appendix A of the LWDC
+paper. Names describe 2-D kernels (``conv3x3_g4``); on a ``Conv1d`` the same name means a kernel of 3.
+
+Counts are per sample (batch 1). MACs count multiply-accumulates of convolutions only, the convention of
+``torch.utils.flop_counter.FlopCounterMode`` (which reports FLOPs = 2 x MACs): pooling, BatchNorm, ReLU and
+bias additions count zero. Parameters count every trainable tensor element, BatchNorm's affine ones included.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+__all__ = [
+    "LayerSpec", "OpSpec", "UnknownOperatorError", "get_op", "resolve_ops", "OP_SETS", "op_patterns",
+]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """What a replaceable layer looks like from outside: enough to build and count any candidate for it."""
+
+    kind: str                    # "conv" or "pool"
+    dims: int                    # 1 (Conv1d / pooling 1d) or 2
+    in_ch: int
+    out_ch: int
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    groups: int
+    bias: bool
+    in_size: tuple[int, ...]     # spatial size of the input (H, W) or (L,)
+    out_size: tuple[int, ...]    # spatial size of the output
+
+    @property
+    def out_positions(self) -> int:
+        return math.prod(self.out_size)
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """A candidate operator: ``fits`` says why it cannot replace a layer (None if it can)."""
+
+    name: str
+    build: Callable[[LayerSpec, nn.Module], nn.Module]
+    params: Callable[[LayerSpec], int]
+    macs: Callable[[LayerSpec], int]
+    fits: Callable[[LayerSpec], str | None]
+
+
+class UnknownOperatorError(ValueError):
+    pass
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def _conv_cls(dims: int) -> type[nn.Module]:
+    return {1: nn.Conv1d, 2: nn.Conv2d}[dims]
+
+
+def _same_out_size(spec: LayerSpec, k: int, dilation: int) -> tuple[int, ...]:
+    """Output size of a k-kernel with "same" padding and the layer's stride."""
+    pad = dilation * (k - 1) // 2
+    return tuple((n + 2 * pad - dilation * (k - 1) - 1) // s + 1 for n, s in zip(spec.in_size, spec.stride))
+
+
+def _shape_reason(spec: LayerSpec, k: int, dilation: int = 1) -> str | None:
+    out = _same_out_size(spec, k, dilation)
+    if out != spec.out_size:
+        return f"output size {out} with 'same' padding differs from the layer's {spec.out_size}"
+    return None
+
+
+def _conv_params(cin: int, cout: int, k: int, groups: int, dims: int, bias: bool) -> int:
+    return cout * (cin // groups) * k ** dims + (cout if bias else 0)
+
+
+# ----------------------------------------------------------------------------------------------- operators
+def _original() -> OpSpec:
+    def params(s: LayerSpec) -> int:
+        if s.kind == "pool":
+            return 0
+        return s.out_ch * (s.in_ch // s.groups) * math.prod(s.kernel) + (s.out_ch if s.bias else 0)
+
+    def macs(s: LayerSpec) -> int:
+        if s.kind == "pool":
+            return 0
+        return s.out_positions * s.out_ch * (s.in_ch // s.groups) * math.prod(s.kernel)
+
+    return OpSpec("original", lambda s, orig: copy.deepcopy(orig), params, macs, lambda s: None)
+
+
+def _grouped_conv(k: int, g: int) -> OpSpec:
+    def fits(s: LayerSpec) -> str | None:
+        if k % 2 == 0:
+            return f"kernel {k} is even: 'same' padding is impossible"
+        if s.in_ch % g or s.out_ch % g:
+            return f"groups {g} does not divide channels {s.in_ch}->{s.out_ch}"
+        return _shape_reason(s, k)
+
+    def build(s: LayerSpec, orig: nn.Module) -> nn.Module:
+        return _conv_cls(s.dims)(s.in_ch, s.out_ch, k, stride=s.stride, padding=(k - 1) // 2, groups=g, bias=s.bias)
+
+    return OpSpec(
+        f"conv{k}x{k}" + (f"_g{g}" if g > 1 else ""), build,
+        lambda s: _conv_params(s.in_ch, s.out_ch, k, g, s.dims, s.bias),
+        lambda s: s.out_positions * s.out_ch * (s.in_ch // g) * k ** s.dims,
+        fits,
+    )
+
+
+def _separable(k: int, dilation: int) -> OpSpec:
+    """Depthwise k x k (dilated if asked) -> BN -> ReLU -> pointwise 1 x 1, as in MobileNet."""
+
+    def fits(s: LayerSpec) -> str | None:
+        return f"kernel {k} is even: 'same' padding is impossible" if k % 2 == 0 else _shape_reason(s, k, dilation)
+
+    def build(s: LayerSpec, orig: nn.Module) -> nn.Module:
+        conv = _conv_cls(s.dims)
+        bn = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}[s.dims]
+        return nn.Sequential(
+            conv(s.in_ch, s.in_ch, k, stride=s.stride, padding=dilation * (k - 1) // 2, dilation=dilation,
+                 groups=s.in_ch, bias=False),
+            bn(s.in_ch), nn.ReLU(inplace=False),
+            conv(s.in_ch, s.out_ch, 1, bias=s.bias),
+        )
+
+    def params(s: LayerSpec) -> int:
+        return s.in_ch * k ** s.dims + 2 * s.in_ch + _conv_params(s.in_ch, s.out_ch, 1, 1, s.dims, s.bias)
+
+    def macs(s: LayerSpec) -> int:
+        return s.out_positions * (s.in_ch * k ** s.dims + s.in_ch * s.out_ch)
+
+    prefix = "dilsep" if dilation > 1 else "sep"
+    return OpSpec(f"{prefix}{k}x{k}", build, params, macs, fits)
+
+
+def _pool(kind: str, k: int) -> OpSpec:
+    def fits(s: LayerSpec) -> str | None:
+        if s.in_ch != s.out_ch:
+            return f"pooling keeps channels, the layer maps {s.in_ch}->{s.out_ch}"
+        return _shape_reason(s, k)
+
+    def build(s: LayerSpec, orig: nn.Module) -> nn.Module:
+        if kind == "max":
+            return {1: nn.MaxPool1d, 2: nn.MaxPool2d}[s.dims](k, stride=s.stride, padding=(k - 1) // 2)
+        cls = {1: nn.AvgPool1d, 2: nn.AvgPool2d}[s.dims]
+        return cls(k, stride=s.stride, padding=(k - 1) // 2, count_include_pad=False)
+
+    return OpSpec(f"{kind}pool{k}x{k}", build, lambda s: 0, lambda s: 0, fits)
+
+
+def _skip() -> OpSpec:
+    """Identity where shapes match; otherwise parameter-free "option A" of CIFAR ResNets: subsample by the
+    stride (a 1-wide max-pool) and zero-pad the extra output channels. It cannot remove channels."""
+
+    def fits(s: LayerSpec) -> str | None:
+        if s.out_ch < s.in_ch:
+            return f"skip cannot reduce channels ({s.in_ch}->{s.out_ch})"
+        out = tuple((n - 1) // st + 1 for n, st in zip(s.in_size, s.stride))
+        if out != s.out_size:
+            return f"subsampling by the stride gives {out}, the layer gives {s.out_size}"
+        return None
+
+    def build(s: LayerSpec, orig: nn.Module) -> nn.Module:
+        layers: list[nn.Module] = []
+        if any(st > 1 for st in s.stride):
+            layers.append({1: nn.MaxPool1d, 2: nn.MaxPool2d}[s.dims](1, stride=s.stride))
+        if s.out_ch > s.in_ch:
+            # On an (N, C, *spatial) tensor the pad module sees (C, *spatial) as one unbatched sample, so its
+            # last pair of pad amounts lands on the channel axis.
+            pad = (0, 0) * s.dims + (0, s.out_ch - s.in_ch)
+            layers.append({1: nn.ConstantPad2d, 2: nn.ConstantPad3d}[s.dims](pad, 0.0))
+        if not layers:
+            return nn.Identity()
+        return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
+
+    return OpSpec("skip", build, lambda s: 0, lambda s: 0, fits)
+
+
+# ----------------------------------------------------------------------------------------------- registry
+_PATTERNS: list[tuple[str, re.Pattern[str], Callable[[re.Match[str]], OpSpec]]] = [
+    ("original", re.compile(r"original"), lambda m: _original()),
+    ("conv{k}x{k}", re.compile(r"conv(\d+)x\1"), lambda m: _grouped_conv(int(m[1]), 1)),
+    ("conv{k}x{k}_g{g}", re.compile(r"conv(\d+)x\1_g(\d+)"), lambda m: _grouped_conv(int(m[1]), int(m[2]))),
+    ("sep{k}x{k}", re.compile(r"sep(\d+)x\1"), lambda m: _separable(int(m[1]), 1)),
+    ("dilsep{k}x{k}", re.compile(r"dilsep(\d+)x\1"), lambda m: _separable(int(m[1]), 2)),
+    ("avgpool{k}x{k}", re.compile(r"avgpool(\d+)x\1"), lambda m: _pool("avg", int(m[1]))),
+    ("maxpool{k}x{k}", re.compile(r"maxpool(\d+)x\1"), lambda m: _pool("max", int(m[1]))),
+    ("skip", re.compile(r"skip"), lambda m: _skip()),
+]
+
+#: Named operator sets. ``paper`` follows Appendix A of the LWDC paper; ``default`` drops the pooling
+#: replacements (they rarely win inside residual blocks) and adds a 5x5 separable and 8 groups;
+#: ``minimal`` is the smallest set that still spans "keep", "cheap" and "remove".
+OP_SETS: dict[str, tuple[str, ...]] = {
+    "paper": ("original", "conv3x3_g2", "conv3x3_g4", "conv1x1", "conv1x1_g2", "sep3x3",
+              "avgpool3x3", "maxpool3x3", "skip"),
+    "default": ("original", "conv3x3_g2", "conv3x3_g4", "conv3x3_g8", "conv1x1", "sep3x3", "sep5x5",
+                "dilsep3x3", "skip"),
+    "minimal": ("original", "sep3x3", "skip"),
+}
+
+
+def op_patterns() -> list[str]:
+    return [p for p, _, _ in _PATTERNS]
+
+
+def get_op(name: str) -> OpSpec:
+    """Look up an operator by name; a name with numbers (``conv5x5_g16``) is parsed, not listed."""
+    for _, pattern, make in _PATTERNS:
+        match = pattern.fullmatch(name)
+        if match:
+            if any(int(n) < 1 for n in match.groups()):
+                break
+            return make(match)
+    raise UnknownOperatorError(
+        f"unknown operator {name!r}; valid names follow the patterns {', '.join(op_patterns())} "
+        f"(e.g. conv3x3_g4, sep5x5), or use a named set: {', '.join(OP_SETS)}"
+    )
+
+
+def resolve_ops(ops: str | list[str] | tuple[str, ...]) -> list[OpSpec]:
+    """A named set (``"default"``), a comma-separated string, or a list of names -> operator specs."""
+    if isinstance(ops, str):
+        names = list(OP_SETS[ops]) if ops in OP_SETS else [n.strip() for n in ops.split(",") if n.strip()]
+    else:
+        names = list(ops)
+    if not names:
+        raise UnknownOperatorError(f"the operator list is empty; name a set ({', '.join(OP_SETS)}) or operators")
+    if len(set(names)) != len(names):
+        raise UnknownOperatorError(f"operator list has duplicates: {names}")
+    return [get_op(n) for n in names]

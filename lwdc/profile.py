@@ -1,0 +1,72 @@
+"""Measure a plain model: parameters, multiply-accumulates and CPU latency.
+
+MACs come from ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs / 2), an independent counter of what
+actually ran, so they also check the closed-form counts of ``lwdc.ops``. Latency is the median of repeated
+timed runs, because single timings on a shared CPU are noisy.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["Profile", "count_params", "count_macs", "measure_latency", "profile"]
+
+
+@dataclass
+class Profile:
+    params: int
+    macs: int                    # per sample
+    latency_ms: float | None     # median, at the profiled batch size
+    batch_size: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, example_input: torch.Tensor) -> int:
+    """Multiply-accumulates per sample of one eval-mode forward pass."""
+    was = model.training
+    model.eval()
+    try:
+        with FlopCounterMode(display=False) as counter:
+            model(example_input)
+    finally:
+        model.train(was)
+    return counter.get_total_flops() // 2 // example_input.shape[0]
+
+
+@torch.no_grad()
+def measure_latency(model: nn.Module, example_input: torch.Tensor, repeats: int = 30, warmup: int = 5) -> float:
+    """Median wall time in milliseconds of an eval-mode forward pass, PyTorch eager on the CPU."""
+    was = model.training
+    model.eval()
+    try:
+        for _ in range(warmup):
+            model(example_input)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(example_input)
+            times.append((time.perf_counter() - start) * 1e3)
+    finally:
+        model.train(was)
+    return statistics.median(times)
+
+
+def profile(model: nn.Module, example_input: torch.Tensor, latency: bool = True, repeats: int = 30) -> Profile:
+    return Profile(
+        params=count_params(model),
+        macs=count_macs(model, example_input),
+        latency_ms=measure_latency(model, example_input, repeats=repeats) if latency else None,
+        batch_size=int(example_input.shape[0]),
+    )

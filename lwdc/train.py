@@ -1,0 +1,186 @@
+"""One training loop for baseline training, architecture search and fine-tuning.
+
+Search is fine-tuning plus three things: a second optimiser for the gates' alpha vectors, an annealed gate
+temperature, and the resource term ``lam * expected cost ratio`` added to the task loss. Weights and gates are
+updated together on the same batch (single-level, "in one go"), as the LWDC paper trains them.
+
+Choices made where the paper is silent (see docs/DESIGN.md for the measurements behind them):
+* weights: SGD, Nesterov momentum 0.9, weight decay 5e-4, cosine learning-rate decay per step;
+* gates: Adam (betas 0.5, 0.999, no weight decay), learning rate ``arch_lr``;
+* gate temperature: exponential decay from ``tau_start`` to ``tau_end`` over the search.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .gate import anneal_temperature
+from .space import Supernet
+from .tasks import Task
+
+__all__ = ["TrainConfig", "EpochLog", "TrainingDiverged", "fit", "evaluate"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last checkpoint written is the last good state."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    arch_lr: float = 0.01
+    lam: float = 0.0
+    tau_start: float = 5.0
+    tau_end: float = 0.5
+    max_batches: int | None = None      # cap on batches per epoch (smoke tests, quick looks)
+    progress: bool = True
+    desc: str = "train"
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    train: dict[str, float]
+    val: dict[str, float]
+    seconds: float
+    cost_ratios: dict[str, float] = field(default_factory=dict)   # of the argmax choice, per cost table
+    tau: float | None = None
+    probabilities: dict[str, list[float]] = field(default_factory=dict)
+
+    def line(self, desc: str, epochs: int, primary: str) -> str:
+        parts = [f"{desc:<9} epoch {self.epoch + 1:>3}/{epochs}", f"loss {self.train.get('loss', math.nan):.4f}",
+                 f"train {primary} {self.train.get(primary, math.nan):6.2f}"]
+        if self.val:
+            parts.append(f"val {primary} {self.val.get(primary, math.nan):6.2f}")
+        parts += [f"{name} {ratio:.3f}x" for name, ratio in self.cost_ratios.items()]
+        if self.tau is not None:
+            parts.append(f"tau {self.tau:.2f}")
+        parts.append(f"{self.seconds:.1f}s")
+        return "  ".join(parts)
+
+
+def _batches(loader: Iterable, limit: int | None):
+    for i, batch in enumerate(loader):
+        if limit is not None and i >= limit:
+            return
+        yield batch
+
+
+def _num_batches(loader: Iterable, limit: int | None) -> int | None:
+    try:
+        n = len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return limit
+    return min(n, limit) if limit is not None else n
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, task: Task, loader: Iterable, max_batches: int | None = None) -> dict[str, float]:
+    """Eval-mode metrics over a loader (the supernet evaluates its argmax choice)."""
+    was = model.training
+    model.eval()
+    stats: dict[str, float] = {}
+    try:
+        for x, y in _batches(loader, max_batches):
+            for k, v in task.batch_stats(model(x), y).items():
+                stats[k] = stats.get(k, 0.0) + v
+    finally:
+        model.train(was)
+    return task.summarize(stats)
+
+
+def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterable | None, cfg: TrainConfig, *,
+        cost_table=None, report_tables: tuple = (), state: dict | None = None,
+        on_epoch: Callable[[dict, EpochLog], None] | None = None, log: Callable[[str], None] = print) -> list[EpochLog]:
+    """Train ``model`` in place for ``cfg.epochs`` epochs; a :class:`Supernet` is searched, anything else trained.
+
+    ``cost_table`` prices the search (needed when ``cfg.lam > 0``); ``report_tables`` only add their argmax
+    ratio to each epoch's line. ``state`` is a dict from an earlier ``on_epoch`` call to resume from; ``on_epoch``
+    receives the full resumable state after every epoch (write it atomically).
+    """
+    if cfg.lam < 0:
+        raise ValueError(f"lambda must be >= 0, got {cfg.lam}")
+    search = isinstance(model, Supernet)
+    if search and cfg.lam > 0 and cost_table is None:
+        raise ValueError("a search with lam > 0 needs a cost_table")
+    weights = model.weight_parameters() if search else [p for p in model.parameters()]
+    optimizer = torch.optim.SGD(weights, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+                                weight_decay=cfg.weight_decay)
+    arch_optimizer = torch.optim.Adam(model.arch_parameters(), lr=cfg.arch_lr, betas=(0.5, 0.999)) if search else None
+    steps_per_epoch = _num_batches(train_loader, cfg.max_batches) or 1
+    total_steps = max(cfg.epochs * steps_per_epoch, 1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
+    history: list[EpochLog] = []
+    start_epoch = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if search:
+            arch_optimizer.load_state_dict(state["arch_optimizer"])
+            model.gate.load_state_dict(state["gate"])
+        torch.set_rng_state(state["torch_rng"])
+        history = [EpochLog(**h) for h in state["history"]]
+        start_epoch = int(state["epoch"])
+
+    tables = ((cost_table,) if cost_table is not None else ()) + tuple(report_tables)
+    for epoch in range(start_epoch, cfg.epochs):
+        if hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(epoch)
+        model.train()
+        stats: dict[str, float] = {}
+        started = time.perf_counter()
+        bar = tqdm(_batches(train_loader, cfg.max_batches), total=steps_per_epoch, disable=not cfg.progress,
+                   desc=f"{cfg.desc} {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
+        for step, (x, y) in enumerate(bar):
+            if search:
+                global_step = epoch * steps_per_epoch + step
+                model.gate.tau = anneal_temperature(global_step / total_steps, cfg.tau_start, cfg.tau_end)
+            output = model(x)
+            loss = task.loss(output, y)
+            if search and cfg.lam > 0:
+                loss = loss + cfg.lam * cost_table.expected_ratio(model)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"{cfg.desc}: loss is {float(loss)} at epoch {epoch + 1}, step {step + 1}; "
+                                       "the last checkpoint holds the last good state (try a lower learning rate)")
+            optimizer.zero_grad(set_to_none=True)
+            if arch_optimizer is not None:
+                arch_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if arch_optimizer is not None:
+                arch_optimizer.step()
+            scheduler.step()
+            for k, v in task.batch_stats(output.detach(), y).items():
+                stats[k] = stats.get(k, 0.0) + v
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+        bar.close()
+        val = evaluate(model, task, val_loader) if val_loader is not None else {}
+        entry = EpochLog(
+            epoch=epoch, train=task.summarize(stats), val=val, seconds=time.perf_counter() - started,
+            cost_ratios={t.name: t.chosen_ratio(model) for t in tables} if search else {},
+            tau=model.gate.tau if search else None,
+            probabilities={n: [round(float(p), 5) for p in layer.probabilities()]
+                           for n, layer in model.choice_layers().items()} if search else {},
+        )
+        history.append(entry)
+        log(entry.line(cfg.desc, cfg.epochs, task.primary))
+        if on_epoch is not None:
+            on_epoch({
+                "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "arch_optimizer": arch_optimizer.state_dict() if arch_optimizer is not None else None,
+                "gate": model.gate.state_dict() if search else None, "torch_rng": torch.get_rng_state(),
+                "history": [asdict(h) for h in history],
+            }, entry)
+    return history

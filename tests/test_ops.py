@@ -1,0 +1,108 @@
+"""Every operator's closed-form counts against an independent counter, and the registry's errors."""
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from lwdc.ops import OP_SETS, LayerSpec, UnknownOperatorError, get_op, resolve_ops
+from lwdc.profile import count_macs, count_params
+
+ALL_OPS = ["original", "conv3x3", "conv3x3_g2", "conv3x3_g4", "conv3x3_g8", "conv1x1", "conv1x1_g2",
+           "conv1x1_g4", "conv5x5_g2", "sep3x3", "sep5x5", "dilsep3x3", "dilsep5x5", "avgpool3x3",
+           "maxpool3x3", "skip"]
+
+
+def conv_spec(dims, cin, cout, stride, size, k=3, groups=1, bias=False):
+    out = tuple((n + 2 * (k // 2) - k) // stride + 1 for n in size)
+    return LayerSpec("conv", dims, cin, cout, (k,) * dims, (stride,) * dims, (k // 2,) * dims, (1,) * dims,
+                     groups, bias, size, out)
+
+
+def original_conv(spec):
+    cls = nn.Conv1d if spec.dims == 1 else nn.Conv2d
+    return cls(spec.in_ch, spec.out_ch, spec.kernel, spec.stride, spec.padding, groups=spec.groups, bias=spec.bias)
+
+
+CASES = [
+    # dims, cin, cout, stride, size, groups, bias -- odd channel counts and odd sizes included
+    (2, 16, 16, 1, (8, 8), 1, False),
+    (2, 16, 32, 2, (9, 9), 1, False),
+    (2, 24, 24, 2, (7, 10), 1, True),
+    (2, 7, 9, 1, (5, 5), 1, True),
+    (2, 15, 15, 2, (11, 11), 1, False),
+    (2, 8, 8, 1, (6, 6), 8, False),      # a depthwise original
+    (1, 12, 24, 2, (33,), 1, False),
+    (1, 5, 5, 1, (17,), 1, True),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}d-{c[1]}to{c[2]}-s{c[3]}-{c[4]}-g{c[5]}-b{int(c[6])}")
+@pytest.mark.parametrize("name", ALL_OPS)
+def test_closed_form_counts_equal_independent_counter(case, name):
+    dims, cin, cout, stride, size, groups, bias = case
+    spec = conv_spec(dims, cin, cout, stride, size, groups=groups, bias=bias)
+    op = get_op(name)
+    reason = op.fits(spec)
+    if reason is not None:
+        pytest.skip(reason)
+    module = op.build(spec, original_conv(spec))
+    x = torch.randn(2, cin, *size)
+    out = module.eval()(x)
+    assert tuple(out.shape) == (2, cout, *spec.out_size)
+    assert op.params(spec) == count_params(module)
+    assert op.macs(spec) == count_macs(module, x)
+
+
+def test_every_operator_fits_somewhere():
+    """The parametrised test above must not skip an operator everywhere (that would hide a broken count)."""
+    for name in ALL_OPS:
+        op = get_op(name)
+        assert any(op.fits(conv_spec(d, ci, co, s, sz, groups=g, bias=b)) is None
+                   for d, ci, co, s, sz, g, b in CASES), name
+
+
+def test_fits_explains_mismatch():
+    spec = conv_spec(2, 6, 9, 1, (8, 8))
+    assert "groups 2" in get_op("conv3x3_g2").fits(spec)
+    assert "pooling keeps channels" in get_op("maxpool3x3").fits(spec)
+    assert get_op("skip").fits(spec) is None                       # 6 -> 9 channels: zero-padded
+    assert "cannot reduce" in get_op("skip").fits(conv_spec(2, 9, 6, 1, (8, 8)))
+    valid = LayerSpec("conv", 2, 4, 4, (3, 3), (1, 1), (0, 0), (1, 1), 1, False, (8, 8), (6, 6))
+    assert "differs" in get_op("sep3x3").fits(valid)
+
+
+def test_skip_is_identity_or_subsample_and_pad():
+    spec = conv_spec(2, 4, 8, 2, (6, 6))
+    x = torch.randn(1, 4, 6, 6)
+    y = get_op("skip").build(spec, None)(x)
+    assert torch.equal(y[:, :4], x[:, :, ::2, ::2]) and torch.all(y[:, 4:] == 0)
+    same = conv_spec(2, 4, 4, 1, (6, 6))
+    assert isinstance(get_op("skip").build(same, None), nn.Identity)
+
+
+def test_original_keeps_weights():
+    spec = conv_spec(2, 4, 4, 1, (6, 6))
+    conv = original_conv(spec)
+    copy = get_op("original").build(spec, conv)
+    assert copy is not conv and torch.equal(copy.weight, conv.weight)
+
+
+def test_named_sets_and_lists_resolve():
+    for name in OP_SETS:
+        assert [o.name for o in resolve_ops(name)] == list(OP_SETS[name])
+    assert [o.name for o in resolve_ops("original, sep3x3,skip")] == ["original", "sep3x3", "skip"]
+    assert [o.name for o in resolve_ops(["conv3x3_g16"])] == ["conv3x3_g16"]
+
+
+@pytest.mark.parametrize("bad", ["conv3x3_g0", "sepconv", "conv3x5", "", "Original"])
+def test_unknown_operator_lists_valid_names(bad):
+    with pytest.raises(UnknownOperatorError) as err:
+        resolve_ops([bad] if bad else bad)
+    message = str(err.value)
+    assert "default" in message and ("conv{k}x{k}_g{g}" in message or "empty" in message)
+
+
+def test_duplicate_operators_rejected():
+    with pytest.raises(UnknownOperatorError, match="duplicates"):
+        resolve_ops(["skip", "skip"])
