@@ -109,7 +109,7 @@ def _layer_rows(supernet: Supernet, choices: dict[str, str]) -> list[dict]:
                                       f"{'_g%d' % layer.spec.groups if layer.spec.groups > 1 else ''} "
                                       f"{layer.spec.in_ch}->{layer.spec.out_ch} s{layer.spec.stride[0]}",
             "chosen": choices[name], "candidates": layer.op_names,
-            "probabilities": [round(float(p), 4) for p in layer.probabilities()],
+            "probabilities": [round(float(p), 4) for p in layer.probabilities().detach()],
             "params_before": original.params(layer.spec), "params_after": chosen.params(layer.spec),
             "macs_before": original.macs(layer.spec), "macs_after": chosen.macs(layer.spec),
         })

@@ -76,7 +76,8 @@ def save_portable(model: nn.Module, example_input: torch.Tensor, path: Path) -> 
     model.eval()
     try:
         batch = torch.export.Dim("batch", min=1, max=65536)
-        program = torch.export.export(model, (example_input,), dynamic_shapes=({0: batch},))
+        sample = example_input[:1].expand(2, *example_input.shape[1:]).contiguous()  # batch 1 would specialise
+        program = torch.export.export(model, (sample,), dynamic_shapes=({0: batch},))
     finally:
         model.train(was)
     _atomic(path, lambda f: torch.export.save(program, f))

@@ -24,7 +24,7 @@ from .gate import anneal_temperature
 from .space import Supernet
 from .tasks import Task
 
-__all__ = ["TrainConfig", "EpochLog", "TrainingDiverged", "fit", "evaluate"]
+__all__ = ["TrainConfig", "EpochLog", "TrainingDiverged", "fit", "evaluate", "recalibrate_batchnorm"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -41,6 +41,7 @@ class TrainConfig:
     lam: float = 0.0
     tau_start: float = 5.0
     tau_end: float = 0.5
+    bn_batches: int = 20                # BatchNorm re-estimation before a supernet is evaluated
     max_batches: int | None = None      # cap on batches per epoch (smoke tests, quick looks)
     progress: bool = True
     desc: str = "train"
@@ -81,6 +82,38 @@ def _num_batches(loader: Iterable, limit: int | None) -> int | None:
     except TypeError:
         return limit
     return min(n, limit) if limit is not None else n
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, loader: Iterable, batches: int) -> None:
+    """Re-estimate BatchNorm running statistics for the network as it is now.
+
+    In a supernet the BatchNorm after a choice layer has averaged statistics over whichever branches were
+    sampled, so eval-mode numbers would describe no real network. Before the supernet is evaluated (and so
+    before it is derived) the statistics are recomputed as a plain average over ``batches`` training batches
+    of its current argmax network.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms or batches <= 0:
+        return
+    was = model.training
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None                      # cumulative average
+    layers = model.choice_layers().values() if isinstance(model, Supernet) else []
+    for layer in layers:
+        layer.fixed = layer.chosen
+    model.train()
+    try:
+        for x, _ in _batches(loader, batches):
+            model(x)
+    finally:
+        for layer in layers:
+            layer.fixed = None
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+        model.train(was)
 
 
 @torch.no_grad()
@@ -163,14 +196,16 @@ def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterab
             scheduler.step()
             for k, v in task.batch_stats(output.detach(), y).items():
                 stats[k] = stats.get(k, 0.0) + v
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}")
         bar.close()
+        if search:
+            recalibrate_batchnorm(model, train_loader, cfg.bn_batches)
         val = evaluate(model, task, val_loader) if val_loader is not None else {}
         entry = EpochLog(
             epoch=epoch, train=task.summarize(stats), val=val, seconds=time.perf_counter() - started,
             cost_ratios={t.name: t.chosen_ratio(model) for t in tables} if search else {},
             tau=model.gate.tau if search else None,
-            probabilities={n: [round(float(p), 5) for p in layer.probabilities()]
+            probabilities={n: [round(float(p), 5) for p in layer.probabilities().detach()]
                            for n, layer in model.choice_layers().items()} if search else {},
         )
         history.append(entry)

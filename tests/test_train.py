@@ -1,0 +1,91 @@
+"""The loop trains, the search responds to lambda, and bad settings are refused."""
+import math
+
+import pytest
+import torch
+
+from lwdc.costs import build_cost_table, get_cost_model
+from lwdc.derive import derive
+from lwdc.space import expand
+from lwdc.tasks import Classification
+from lwdc.train import TrainConfig, TrainingDiverged, evaluate, fit
+
+from conftest import TinyNet
+
+
+def test_plain_training_learns(quadrants):
+    train, val = quadrants
+    torch.manual_seed(0)
+    net = TinyNet()
+    task = Classification()
+    history = fit(net, task, train, val, TrainConfig(epochs=8, lr=0.05, progress=False), log=lambda s: None)
+    assert history[-1].val["accuracy"] > 90 and history[-1].train["loss"] < history[0].train["loss"]
+    assert evaluate(net, task, val)["accuracy"] == pytest.approx(history[-1].val["accuracy"])
+
+
+def _search(lam, train, val, epochs=6, seed=0):
+    torch.manual_seed(seed)
+    net = TinyNet(width=16)
+    fit(net, Classification(), train, None, TrainConfig(epochs=3, lr=0.05, progress=False), log=lambda s: None)
+    example = train[0][0][:1]
+    supernet = expand(net, example, "default", seed=seed)
+    table = build_cost_table(get_cost_model("macs"), supernet, net, example)
+    cfg = TrainConfig(epochs=epochs, lr=0.05, arch_lr=0.05, lam=lam, tau_start=3, tau_end=0.5, progress=False)
+    fit(supernet, Classification(), train, val, cfg, cost_table=table, log=lambda s: None)
+    return supernet, table
+
+
+def test_larger_lambda_gives_fewer_macs(quadrants):
+    """Monotone over three lambdas on a tiny search (the issue's acceptance check)."""
+    train, val = quadrants
+    ratios = []
+    for lam in (0.0, 0.5, 4.0):
+        supernet, table = _search(lam, train, val)
+        ratios.append(table.chosen_ratio(supernet))
+    assert ratios[0] > ratios[1] > ratios[2], ratios
+
+
+def test_derived_model_scores_what_the_searched_supernet_scores(quadrants):
+    train, val = quadrants
+    supernet, table = _search(0.0, train, val)
+    task = Classification()
+    acc = evaluate(supernet, task, val)["accuracy"]
+    derived = derive(supernet)
+    assert evaluate(derived, task, val)["accuracy"] == pytest.approx(acc)
+
+
+def test_negative_lambda_and_missing_cost_rejected(quadrants):
+    train, val = quadrants
+    supernet = expand(TinyNet(), train[0][0][:1])
+    with pytest.raises(ValueError, match="lambda must be >= 0"):
+        fit(supernet, Classification(), train, None, TrainConfig(epochs=1, lam=-1, progress=False))
+    with pytest.raises(ValueError, match="cost_table"):
+        fit(supernet, Classification(), train, None, TrainConfig(epochs=1, lam=1, progress=False))
+
+
+def test_nan_loss_stops_with_step(quadrants):
+    train, _ = quadrants
+    bad = [(x * math.inf, y) for x, y in train]
+    with pytest.raises(TrainingDiverged, match="epoch 1, step 1"):
+        fit(TinyNet(), Classification(), bad, None, TrainConfig(epochs=1, progress=False), log=lambda s: None)
+
+
+def test_resume_from_epoch_state_matches_uninterrupted(quadrants):
+    train, val = quadrants
+    states = []
+
+    def run(epochs, state=None, keep=None):
+        torch.manual_seed(0)
+        net = TinyNet()
+        supernet = expand(net, train[0][0][:1], "minimal", seed=0)
+        table = build_cost_table(get_cost_model("params"), supernet, net, train[0][0][:1])
+        cfg = TrainConfig(epochs=epochs, lam=0.3, progress=False)
+        fit(supernet, Classification(), train, None, cfg, cost_table=table, state=state,
+            on_epoch=(lambda s, e: keep.append(s)) if keep is not None else None, log=lambda s: None)
+        return supernet
+
+    full = run(3)
+    run(3, keep=states)                          # the same run, recording its per-epoch states
+    resumed = run(3, state=states[0])            # restart after epoch 1
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), k
