@@ -1,4 +1,5 @@
 """The loop trains, the search responds to lambda, and bad settings are refused."""
+import copy
 import math
 
 import pytest
@@ -81,7 +82,7 @@ def test_resume_from_epoch_state_matches_uninterrupted(quadrants):
         table = build_cost_table(get_cost_model("params"), supernet, net, train[0][0][:1])
         cfg = TrainConfig(epochs=epochs, lam=0.3, progress=False)
         fit(supernet, Classification(), train, None, cfg, cost_table=table, state=state,
-            on_epoch=(lambda s, e: keep.append(s)) if keep is not None else None, log=lambda s: None)
+            on_epoch=(lambda s, e: keep.append(copy.deepcopy(s))) if keep is not None else None, log=lambda s: None)
         return supernet
 
     full = run(3)
