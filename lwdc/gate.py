@@ -26,9 +26,29 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["Gate", "GATE_MODES", "anneal_temperature", "choice_probabilities"]
+__all__ = ["Gate", "GATE_MODES", "anneal_temperature", "choice_probabilities", "join"]
 
 GATE_MODES = ("gumbel", "argmax")
+
+
+class _GateJoin(torch.autograd.Function):
+    """Forward: the chosen branch's output, unchanged. Backward: the output gradient g passes through, and the
+    comparison coefficient receives <g, o_j - o_k>. One fused op instead of a subtract-multiply-add chain."""
+
+    @staticmethod
+    def forward(ctx, out: torch.Tensor, coef: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(delta)
+        return out.clone()    # a fresh tensor, so in-place ops downstream (ReLU(inplace=True)) stay legal
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (delta,) = ctx.saved_tensors
+        return grad, torch.dot(grad.reshape(-1), delta.reshape(-1)).reshape(()), None
+
+
+def join(out: torch.Tensor, coef: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """``out + coef * delta`` in value (coef is 0) and in gradient, at the cost of one copy and one dot product."""
+    return _GateJoin.apply(out, coef, delta.detach())
 
 
 @dataclass
@@ -52,9 +72,8 @@ class Gate:
     def sample(self, alpha: torch.Tensor) -> tuple[int, int, torch.Tensor]:
         """Pick the branch to run (k) and the branch to compare with (j != k).
 
-        Returns k, j and a zero-valued scalar whose gradient feeds alpha: the caller adds
-        ``coef * (o_j - o_k).detach()`` to its output, which changes no value and routes (N-1) <g, o_j - o_k>
-        into s_j.
+        Returns k, j and a zero-valued scalar whose gradient feeds alpha: the caller returns
+        ``join(o_k, coef, o_j - o_k)``, which changes no value and routes (N-1) <g, o_j - o_k> into s_j.
         """
         n = alpha.shape[0]
         logits = alpha

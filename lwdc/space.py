@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .gate import Gate, choice_probabilities
+from .gate import Gate, choice_probabilities, join
 from .ops import LayerSpec, OpSpec, get_op, resolve_ops
 
 __all__ = ["ChoiceLayer", "Supernet", "Skipped", "ExpansionError", "expand"]
@@ -66,7 +66,7 @@ class ChoiceLayer(nn.Module):
             out = self.branches[k](x)
             with torch.no_grad():
                 delta = self.branches[j](x) - out
-            return out + coef * delta        # value: exactly out; gradient: see lwdc.gate
+            return join(out, coef, delta)    # value: exactly out; gradient: see lwdc.gate
         self.last_index = self.chosen
         return self.branches[self.last_index](x)
 
