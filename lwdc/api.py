@@ -22,6 +22,7 @@ from .profile import profile
 from .runs import CheckpointError, atomic_save, load_checkpoint, save_portable, write_json
 from .space import Supernet, expand
 from .tasks import Classification, Task
+from .warmup import warm_up_branches
 from .train import TrainConfig, evaluate, fit
 
 __all__ = ["CompressConfig", "CompressResult", "compress", "train_stage"]
@@ -30,8 +31,10 @@ __all__ = ["CompressConfig", "CompressResult", "compress", "train_stage"]
 @dataclass
 class CompressConfig:
     ops: str | list[str] = "default"
-    lam: float = 0.5
+    lam: float = 1.0
     cost: str = "macs"
+    original_prob: float | None = 0.9  # initial P(original) of every gate (None: uniform)
+    warmup_epochs: float = 1.0     # branch warm-up by local distillation, in epochs of the training data
     search_epochs: int = 10
     finetune_epochs: int = 10
     lr: float = 0.05               # weights, during search
@@ -49,7 +52,7 @@ class CompressConfig:
     def validate(self) -> None:
         if self.lam < 0:
             raise ValueError(f"lambda must be >= 0 (it weighs the resource cost), got {self.lam}")
-        for name in ("search_epochs", "finetune_epochs"):
+        for name in ("warmup_epochs", "search_epochs", "finetune_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         get_cost_model(self.cost)
@@ -93,6 +96,15 @@ def train_stage(stage: str, model: nn.Module, task: Task, train_data: Iterable, 
         from .train import EpochLog
         return [EpochLog(**h) for h in state["history"]]
     return fit(model, task, train_data, val_data, cfg, state=state, on_epoch=save, log=log, **fit_kwargs)
+
+
+def _batches_for(data: Iterable, epochs: float, cap: int | None) -> int:
+    try:
+        per_epoch = len(data)  # type: ignore[arg-type]
+    except TypeError:
+        per_epoch = cap or 100
+    per_epoch = min(per_epoch, cap) if cap else per_epoch
+    return max(1, int(round(per_epoch * epochs)))
 
 
 def _example_from(data: Iterable) -> torch.Tensor:
@@ -140,6 +152,7 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
 
     torch.manual_seed(cfg.seed)
     supernet = expand(model, example, cfg.ops, include_pooling=cfg.include_pooling, gate=cfg.gate, seed=cfg.seed)
+    supernet.init_gates(cfg.original_prob)
     for s in supernet.skipped:
         log(f"left as is: {s.name}: {s.reason}")
     objective = build_cost_table(get_cost_model(cfg.cost), supernet, model, example)
@@ -148,6 +161,14 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
     log(f"search space: {len(supernet.choice_layers())} layers, "
         f"{sum(len(l.branches) for l in supernet.choice_layers().values())} branches; cost {objective.name}")
 
+    t0 = time.perf_counter()
+    resuming = run_dir is not None and (run_dir / "checkpoints" / "search.pt").exists()
+    warmup = {}
+    if cfg.warmup_epochs > 0 and not resuming:     # a search checkpoint already holds the warmed-up branches
+        torch.manual_seed(cfg.seed)
+        warmup = warm_up_branches(supernet, train_data, _batches_for(train_data, cfg.warmup_epochs, cfg.max_batches),
+                                  log=log)
+    warmup_time = time.perf_counter() - t0
     t0 = time.perf_counter()
     search_cfg = TrainConfig(epochs=cfg.search_epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
                              arch_lr=cfg.arch_lr, lam=cfg.lam, tau_start=cfg.tau_start, tau_end=cfg.tau_end,
@@ -178,7 +199,8 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
         "skipped": [asdict(s) for s in supernet.skipped],
         "derive_max_abs_diff": derive_diff,
         "history": {"search": [asdict(h) for h in search_log], "finetune": [asdict(h) for h in tune_log]},
-        "wall_time_s": {"search": search_time, "finetune": tune_time, "total": time.perf_counter() - started},
+        "warmup_error": warmup,
+        "wall_time_s": {"warmup": warmup_time, "search": search_time, "finetune": tune_time, "total": time.perf_counter() - started},
     }
     if run_dir is not None:
         atomic_save({"lwdc_checkpoint": "model", "choices": choices, "state_dict": derived.state_dict()},

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from dataclasses import asdict, fields
@@ -65,12 +66,18 @@ _RUN_OPTIONS = [
     click.option("--pretrain-epochs", default=0, show_default=True, help="Train the baseline first."),
     click.option("--search-epochs", default=10, show_default=True),
     click.option("--finetune-epochs", default=10, show_default=True),
-    click.option("--lam", default=0.5, show_default=True, type=float, help="Weight of the resource cost."),
+    click.option("--lam", default=1.0, show_default=True, type=float,
+                 help="Weight of the resource cost (larger: smaller model)."),
+    click.option("--original-prob", default=0.9, show_default=True, type=float,
+                 help="Initial probability of keeping each original layer."),
+    click.option("--warmup-epochs", default=1.0, show_default=True, type=float,
+                 help="Branch warm-up by local distillation before the search."),
     click.option("--ops", default="default", show_default=True,
                  help=f"Operator set ({', '.join(OP_SETS)}) or comma-separated names."),
     click.option("--cost", default="macs", show_default=True, type=click.Choice(["params", "macs", "flops"])),
     click.option("--batch-size", default=128, show_default=True),
-    click.option("--lr", default=0.05, show_default=True, help="Weight learning rate (pretrain and search)."),
+    click.option("--pretrain-lr", default=0.1, show_default=True, help="Learning rate of baseline training."),
+    click.option("--lr", default=0.05, show_default=True, help="Weight learning rate during the search."),
     click.option("--finetune-lr", default=0.02, show_default=True),
     click.option("--arch-lr", default=0.01, show_default=True, help="Gate learning rate (Adam)."),
     click.option("--seed", default=0, show_default=True),
@@ -110,7 +117,7 @@ def _run(settings: dict, run_dir: Path, log=click.echo) -> dict:
         except Exception as exc:
             _fail(f"cannot load --weights {settings['weights']} into {settings['model_name']}: {exc}")
     elif settings["pretrain_epochs"] > 0:
-        cfg = TrainConfig(epochs=settings["pretrain_epochs"], lr=settings["lr"], max_batches=settings["max_batches"],
+        cfg = TrainConfig(epochs=settings["pretrain_epochs"], lr=settings["pretrain_lr"], max_batches=settings["max_batches"],
                           progress=settings["progress"], desc="pretrain")
         train_stage("pretrain", model, task, train, test, cfg, run_dir, _fingerprint(settings), log=log)
     else:
@@ -121,7 +128,23 @@ def _run(settings: dict, run_dir: Path, log=click.echo) -> dict:
     return result.report
 
 
+def _validate(settings: dict) -> None:
+    """Refuse bad settings before anything is written."""
+    from .models import list_models
+    from .ops import resolve_ops
+
+    names = {f.name for f in fields(CompressConfig)}
+    try:
+        CompressConfig(**{k: v for k, v in settings.items() if k in names}).validate()
+        resolve_ops(settings["ops"])
+    except ValueError as exc:
+        _fail(str(exc))
+    if settings["model_name"] not in list_models():
+        _fail(f"unknown model {settings['model_name']!r}; registered models: {', '.join(list_models())}")
+
+
 def _start(settings: dict, run_dir: str | None, resume: str | None) -> None:
+    created = False
     if resume:
         folder = Path(resume)
         if not (folder / "config.json").exists():
@@ -135,18 +158,15 @@ def _start(settings: dict, run_dir: str | None, resume: str | None) -> None:
         folder = Path(run_dir or f"runs/{settings['model_name']}-{time.strftime('%Y%m%d-%H%M%S')}")
         if folder.exists() and any(folder.iterdir()):
             _fail(f"run folder {folder} exists and is not empty; pass --resume {folder} or another --run-dir")
-        try:
-            CompressConfig(**{k: v for k, v in settings.items() if k in {f.name for f in fields(CompressConfig)}}
-                           ).validate()
-            from .ops import resolve_ops
-            resolve_ops(settings["ops"])
-        except ValueError as exc:
-            _fail(str(exc))
+        _validate(settings)
+        created = not folder.exists()
         write_json(folder / "config.json", settings)
     click.echo(f"run folder: {folder}")
     try:
         report = _run(settings, folder)
     except (ValueError, RuntimeError, FileNotFoundError) as exc:
+        if created and not (folder / "checkpoints").exists():      # failed before any work: leave no husk
+            shutil.rmtree(folder, ignore_errors=True)
         _fail(f"{type(exc).__name__}: {exc}")
     click.echo("\n" + format_summary(report))
     click.echo(f"\nreport: {folder / 'report.json'}   model: {folder / 'model.pt2'} "
@@ -168,7 +188,7 @@ def demo(run_dir, quick) -> None:
     """Train a small ResNet on the shipped CIFAR-10 subset, compress it, fine-tune, print before/after."""
     settings = {o.name: o.default for o in compress_cmd.params if o.name not in ("resume", "run_dir")}
     settings.update(model_name="resnet20", width=0.5, pretrain_epochs=15, search_epochs=8, finetune_epochs=8,
-                    lam=1.0, lr=0.1, finetune_lr=0.05, arch_lr=0.05, batch_size=64)
+                    lam=1.0, finetune_lr=0.05, batch_size=64)
     if quick:
         settings.update(pretrain_epochs=1, search_epochs=1, finetune_epochs=1, max_batches=5)
     _start(settings, run_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}", None)

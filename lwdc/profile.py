@@ -46,18 +46,27 @@ def count_macs(model: nn.Module, example_input: torch.Tensor) -> int:
 
 
 @torch.no_grad()
-def measure_latency(model: nn.Module, example_input: torch.Tensor, repeats: int = 30, warmup: int = 5) -> float:
-    """Median wall time in milliseconds of an eval-mode forward pass, PyTorch eager on the CPU."""
+def measure_latency(model: nn.Module, example_input: torch.Tensor, repeats: int = 30, warmup: int = 5,
+                    min_seconds: float = 0.2) -> float:
+    """Median wall time in milliseconds of an eval-mode forward pass, PyTorch eager on the CPU.
+
+    Warm-up runs for at least ``warmup`` calls and ``min_seconds`` (the first calls of a fresh model create
+    oneDNN kernels and can be 100x slower); timing takes at least ``repeats`` calls and ``min_seconds``.
+    """
     was = model.training
     model.eval()
     try:
-        for _ in range(warmup):
+        start = time.perf_counter()
+        n = 0
+        while n < warmup or time.perf_counter() - start < min_seconds:
             model(example_input)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
+            n += 1
+        times: list[float] = []
+        start = time.perf_counter()
+        while len(times) < repeats or time.perf_counter() - start < min_seconds:
+            t = time.perf_counter()
             model(example_input)
-            times.append((time.perf_counter() - start) * 1e3)
+            times.append((time.perf_counter() - t) * 1e3)
     finally:
         model.train(was)
     return statistics.median(times)

@@ -8,6 +8,7 @@ called exactly once by a :class:`ChoiceLayer`. Anything it cannot expand is left
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
@@ -98,6 +99,21 @@ class Supernet(nn.Module):
     def weight_parameters(self) -> list[nn.Parameter]:
         arch = {id(p) for p in self.arch_parameters()}
         return [p for p in self.parameters() if id(p) not in arch]
+
+    @torch.no_grad()
+    def init_gates(self, original_prob: float | None) -> None:
+        """Start every gate at P(original) = ``original_prob``, the rest uniform (``None``: all uniform).
+
+        Starting from a trained model, a prior on the original keeps most sampled paths close to it, so the
+        search compares each alternative against a working network instead of against noise.
+        """
+        for layer in self.choice_layers().values():
+            layer.alpha.zero_()
+            n = len(layer.op_names)
+            if original_prob is not None and "original" in layer.op_names and n > 1:
+                if not 0 < original_prob < 1:
+                    raise ValueError(f"original_prob must be in (0, 1), got {original_prob}")
+                layer.alpha[layer.op_names.index("original")] = math.log(original_prob * (n - 1) / (1 - original_prob))
 
     def choices(self) -> dict[str, str]:
         """Layer name -> the operator it would keep now."""

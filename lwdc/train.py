@@ -101,7 +101,8 @@ def recalibrate_batchnorm(model: nn.Module, loader: Iterable, batches: int) -> N
     for m in norms:
         m.reset_running_stats()
         m.momentum = None                      # cumulative average
-    layers = model.choice_layers().values() if isinstance(model, Supernet) else []
+    layers = list(model.choice_layers().values()) if isinstance(model, Supernet) else []
+    forced = [layer.fixed for layer in layers]
     for layer in layers:
         layer.fixed = layer.chosen
     model.train()
@@ -109,8 +110,8 @@ def recalibrate_batchnorm(model: nn.Module, loader: Iterable, batches: int) -> N
         for x, _ in _batches(loader, batches):
             model(x)
     finally:
-        for layer in layers:
-            layer.fixed = None
+        for layer, fixed in zip(layers, forced):
+            layer.fixed = fixed
         for m, momentum in zip(norms, saved):
             m.momentum = momentum
         model.train(was)

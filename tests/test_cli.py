@@ -1,0 +1,83 @@
+"""The command line end to end on the shipped subset (a few batches), and its errors on bad input."""
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from lwdc.cli import main
+
+QUICK = ["--model", "resnet8", "--width", "0.5", "--pretrain-epochs", "1", "--search-epochs", "1",
+         "--finetune-epochs", "1", "--max-batches", "3", "--batch-size", "32", "--no-progress", "--warmup-epochs", "0.5"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "quick"
+    result = CliRunner().invoke(main, ["compress", *QUICK, "--run-dir", str(run)])
+    assert result.exit_code == 0, result.output
+    return run, result.output
+
+
+def test_compress_writes_a_complete_run_folder(finished_run):
+    run, output = finished_run
+    for name in ("config.json", "report.json", "model.pt2", "model_state.pt", "checkpoints/search.pt",
+                 "checkpoints/finetune.pt", "checkpoints/pretrain.pt"):
+        assert (run / name).exists(), name
+    assert not list(run.rglob("*.tmp")), "a temporary file was left behind"
+    report = json.loads((run / "report.json").read_text())
+    assert set(report["choices"]) == {row["name"] for row in report["layers"]}
+    assert report["lambda"] == 1.0 and report["derive_max_abs_diff"] <= 1e-5
+    for key in ("params", "macs", "latency_ms", "accuracy"):
+        assert key in report["before"] and key in report["after"]
+    assert "| params" in output and "search    epoch   1/1" in output
+    model = torch.export.load(str(run / "model.pt2")).module()
+    assert model(torch.randn(5, 3, 32, 32)).shape == (5, 10)
+
+
+def test_resume_of_a_finished_run_does_not_rerun(finished_run):
+    run, _ = finished_run
+    before = (run / "report.json").read_text()
+    result = CliRunner().invoke(main, ["compress", "--resume", str(run)])
+    assert result.exit_code == 0 and "finished earlier" in result.output
+    assert (run / "report.json").read_text() == before
+
+
+def test_existing_run_folder_is_not_overwritten(finished_run):
+    run, _ = finished_run
+    result = CliRunner().invoke(main, ["compress", *QUICK, "--run-dir", str(run)])
+    assert result.exit_code != 0 and "--resume" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ops", "original,sep3x3,warp9"], "unknown operator 'warp9'"),
+    (["--lam", "-0.5"], "lambda must be >= 0"),
+    (["--model", "resnet21"], "unknown model 'resnet21'"),
+])
+def test_bad_settings_fail_before_writing_anything(tmp_path, args, message):
+    run = tmp_path / "bad"
+    result = CliRunner().invoke(main, ["compress", *QUICK, "--run-dir", str(run), *args])
+    assert result.exit_code != 0
+    assert message in result.output
+    assert not (run / "report.json").exists()
+
+
+def test_data_path_without_layout_names_the_layouts(tmp_path):
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "readme.txt").write_text("nothing here")
+    result = CliRunner().invoke(main, ["compress", *QUICK, "--run-dir", str(tmp_path / "r"), "--data",
+                                       str(tmp_path / "junk")])
+    assert result.exit_code != 0
+    assert "cifar-10-batches-py" in result.output and "train/<class>" in result.output
+    assert not (tmp_path / "r" / "report.json").exists()
+
+
+def test_profile_and_ops_commands(finished_run):
+    run, _ = finished_run
+    out = CliRunner().invoke(main, ["profile", "--model", "resnet20", "--json"])
+    assert out.exit_code == 0
+    assert json.loads(out.output)["params"] == 272474
+    out = CliRunner().invoke(main, ["profile", "--run", str(run)])
+    assert out.exit_code == 0 and "MACs" in out.output
+    out = CliRunner().invoke(main, ["ops"])
+    assert "default" in out.output and "sep{k}x{k}" in out.output
