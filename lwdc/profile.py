@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -28,6 +29,22 @@ class Profile:
         return asdict(self)
 
 
+@contextmanager
+def eval_mode(model: nn.Module):
+    """Eval mode for the block, then the previous mode. A ``torch.export`` module has its mode baked in and
+    refuses ``eval()``: it is used as it is."""
+    was = model.training
+    try:
+        model.eval()
+    except NotImplementedError:
+        yield model
+        return
+    try:
+        yield model
+    finally:
+        model.train(was)
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -35,13 +52,8 @@ def count_params(model: nn.Module) -> int:
 @torch.no_grad()
 def count_macs(model: nn.Module, example_input: torch.Tensor) -> int:
     """Multiply-accumulates per sample of one eval-mode forward pass."""
-    was = model.training
-    model.eval()
-    try:
-        with FlopCounterMode(display=False) as counter:
-            model(example_input)
-    finally:
-        model.train(was)
+    with eval_mode(model), FlopCounterMode(display=False) as counter:
+        model(example_input)
     return counter.get_total_flops() // 2 // example_input.shape[0]
 
 
@@ -53,9 +65,7 @@ def measure_latency(model: nn.Module, example_input: torch.Tensor, repeats: int 
     Warm-up runs for at least ``warmup`` calls and ``min_seconds`` (the first calls of a fresh model create
     oneDNN kernels and can be 100x slower); timing takes at least ``repeats`` calls and ``min_seconds``.
     """
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         start = time.perf_counter()
         n = 0
         while n < warmup or time.perf_counter() - start < min_seconds:
@@ -67,8 +77,6 @@ def measure_latency(model: nn.Module, example_input: torch.Tensor, repeats: int 
             t = time.perf_counter()
             model(example_input)
             times.append((time.perf_counter() - t) * 1e3)
-    finally:
-        model.train(was)
     return statistics.median(times)
 
 

@@ -256,8 +256,8 @@ def expand(model: nn.Module, example_input: torch.Tensor, ops: str | list[str] =
             skipped.append(Skipped(name, "not called in the forward pass on the example input"))
         elif len(seen) > 1:
             skipped.append(Skipped(name, f"called {len(seen)} times per forward pass (shared module)"))
-        elif isinstance(module, _POOLS) and (getattr(module, "ceil_mode", False) or getattr(module, "dilation", 1) != 1):
-            skipped.append(Skipped(name, "pooling with ceil_mode or dilation is not expanded"))
+        elif isinstance(module, _POOLS) and getattr(module, "dilation", 1) not in (1, (1,), (1, 1)):
+            skipped.append(Skipped(name, "dilated pooling is not expanded"))
         elif isinstance(module, _CONVS) and module.padding_mode != "zeros":
             skipped.append(Skipped(name, f"padding_mode={module.padding_mode!r}: candidates pad with zeros"))
         else:

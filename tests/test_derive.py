@@ -57,11 +57,17 @@ def test_derived_costs_equal_the_cost_table():
         supernet.set_choices(None)
 
 
-def test_portable_model_loads_in_fresh_process_with_only_torch(tmp_path):
+def test_resnet20_expand_train_derive_matches_and_loads_with_only_torch(tmp_path):
+    """The issue's acceptance path on ResNet-20: expand -> train -> derive -> a fresh process with only torch."""
+    from lwdc.models import create_model
+
     torch.manual_seed(0)
-    example = torch.randn(1, 3, 16, 16)
-    derived = derive(_trained_supernet(TinyNet(), example))
-    x = torch.randn(3, 3, 16, 16)
+    example = torch.randn(1, 3, 32, 32)
+    supernet = _trained_supernet(create_model("resnet20", num_classes=4), example, steps=3)
+    assert len(supernet.choice_layers()) == 21
+    derived = derive(supernet)
+    x = torch.randn(3, 3, 32, 32)
+    assert max_output_difference(supernet, derived, x) <= 1e-5
     torch.save(x, tmp_path / "x.pt")
     torch.save(derived.eval()(x).detach(), tmp_path / "y.pt")
     save_portable(derived, example, tmp_path / "model.pt2")

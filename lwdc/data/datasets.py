@@ -1,66 +1,87 @@
-"""In-memory data sets and the loaders for the layouts lwdc accepts.
+"""In-memory data sets and ``load_data``, the one entry point that turns a name or a path into train/test sets.
 
-Layouts: the pickled CIFAR-10 (``cifar-10-batches-py``) and CIFAR-100 (``cifar-100-python``) folders, an image
-folder (``train/<class>/*`` + ``test/<class>/*``), a ``.tar.gz`` of any of them, and the CIFAR-10 subset shipped
-inside the package (500 train + 100 test images per class, JPEG bytes in one ``.npz``).
+Everything is held in memory as uint8 images (or float signals): CIFAR-sized sets fit easily, and batches are
+then gathered by index in one tensor operation (see ``loader.py``) instead of a per-sample collate.
 """
 from __future__ import annotations
 
-import hashlib
 import io
+import numbers
 import os
-import pickle
-import tarfile
-import urllib.request
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence, Union
 
 import numpy as np
 import torch
 
-__all__ = ["ArrayDataset", "DataBundle", "DataLayoutError", "load_data", "LAYOUTS", "SUBSET_PATH"]
+from . import layouts
+from .layouts import LAYOUTS, DataLayoutError
+
+__all__ = ["ArrayDataset", "DataBundle", "DataLayoutError", "load_data", "LAYOUTS", "SUBSET_PATH", "default_cache_dir"]
 
 SUBSET_PATH = Path(__file__).with_name("cifar10_subset.npz")
-LAYOUTS = ("cifar-10-batches-py/ (pickled CIFAR-10: data_batch_1..5, test_batch)",
-           "cifar-100-python/ (pickled CIFAR-100: train, test)",
-           "an image folder: train/<class>/*.jpg|png and test/<class>/*.jpg|png",
-           "a .tar.gz / .tgz archive of one of these")
-_URLS = {"cifar10": ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "cifar-10-batches-py"),
-         "cifar100": ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "cifar-100-python")}
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
-
-
-class DataLayoutError(ValueError):
-    pass
+NAMES = ("cifar10-subset", "cifar10", "cifar100")
+ArrayLike = Union[np.ndarray, torch.Tensor]
 
 
 @dataclass
 class ArrayDataset:
-    """Samples held in memory: uint8 images (N, C, H, W) or float signals (N, C, L), int64 labels."""
+    """Samples held in memory: uint8 images (N, C, H, W) or float signals (N, C, L), int64 labels (N,).
+
+    ``mean``/``std`` are per channel on the 0..1 scale: uint8 samples are divided by 255 before normalising.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
+    def __post_init__(self) -> None:
+        if self.x.dim() not in (3, 4) or self.x.shape[0] != self.y.shape[0] or self.y.dim() != 1:
+            raise ValueError(f"x must be (N, C, H, W) or (N, C, L) and y (N,); got {tuple(self.x.shape)} and "
+                             f"{tuple(self.y.shape)}")
+        if len(self.mean) != self.x.shape[1] or len(self.std) != self.x.shape[1]:
+            raise ValueError(f"mean/std need one value per channel ({self.x.shape[1]}); got {len(self.mean)}, "
+                             f"{len(self.std)}")
+        self.y = self.y.long()
+        self.mean, self.std = tuple(float(v) for v in self.mean), tuple(float(v) for v in self.std)
+
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
+    def to_float(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 -> float32 on 0..1; float samples only cast to float32."""
+        return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        """Per-channel ``(x - mean) / std`` of a batch (N, C, ...), converting uint8 first."""
+        x = self.to_float(x)
         shape = (1, -1) + (1,) * (x.dim() - 2)
         return (x - torch.tensor(self.mean).view(shape)) / torch.tensor(self.std).view(shape)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.normalize(self.x[i:i + 1])[0], int(self.y[i])
+        return self.normalize(self.x[i].unsqueeze(0))[0], int(self.y[i])
 
-    def subset(self, n_or_indices) -> "ArrayDataset":
-        idx = torch.arange(n_or_indices) if isinstance(n_or_indices, int) else torch.as_tensor(n_or_indices)
+    def subset(self, n_or_indices: int | Sequence[int] | ArrayLike) -> "ArrayDataset":
+        """The first ``n`` samples, or the samples at the given indices; mean/std are kept, not recomputed."""
+        if isinstance(n_or_indices, numbers.Integral):
+            n = int(n_or_indices)
+            if not 0 <= n <= len(self):
+                raise ValueError(f"subset of {n} samples from a data set of {len(self)}")
+            idx = torch.arange(n)
+        else:
+            idx = torch.as_tensor(np.asarray(n_or_indices))
+            if idx.dtype != torch.bool:
+                idx = idx.long()
         return ArrayDataset(self.x[idx], self.y[idx], self.mean, self.std)
 
 
 @dataclass
 class DataBundle:
+    """A train and a test set with their class names; ``name`` says where they came from."""
+
     train: ArrayDataset
     test: ArrayDataset
     num_classes: int
@@ -69,150 +90,126 @@ class DataBundle:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample: (C, H, W) or (C, L)."""
         return tuple(self.train.x.shape[1:])
 
 
-def _bundle(name: str, xtr: np.ndarray, ytr, xte: np.ndarray, yte, classes: list[str]) -> DataBundle:
-    xtr_t = torch.from_numpy(np.ascontiguousarray(xtr))
-    scale = 255.0 if xtr_t.dtype == torch.uint8 else 1.0
-    dims = [0] + list(range(2, xtr_t.dim()))
-    mean = tuple((xtr_t.float() / scale).mean(dim=dims).tolist())
-    std = tuple((xtr_t.float() / scale).std(dim=dims).clamp_min(1e-6).tolist())
-    make = lambda x, y: ArrayDataset(torch.from_numpy(np.ascontiguousarray(x)), torch.as_tensor(np.asarray(y),
-                                                                                                 dtype=torch.long), mean, std)
-    return DataBundle(make(xtr, ytr), make(xte, yte), len(classes), classes, name)
+def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (population) std on the 0..1 scale.
+
+    uint8 images go through a 256-bin histogram per channel: exact, and no float copy of the data (one of full
+    CIFAR-10 would be 600 MB). Float signals are summed in float64 chunks.
+    """
+    c = x.shape[1]
+    if x.shape[0] == 0:
+        return (0.0,) * c, (1.0,) * c
+    if x.dtype == torch.uint8:
+        values = torch.arange(256, dtype=torch.float64) / 255.0
+        hists = [torch.bincount(x[:, i].reshape(-1), minlength=256).double() for i in range(c)]
+        count = hists[0].sum()
+        mean = torch.stack([(h * values).sum() for h in hists]) / count
+        mean_sq = torch.stack([(h * values * values).sum() for h in hists]) / count
+    else:
+        total, total_sq, count = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), 0
+        for start in range(0, x.shape[0], chunk):
+            part = x[start:start + chunk].transpose(0, 1).reshape(c, -1).double()
+            total += part.sum(1)
+            total_sq += (part * part).sum(1)
+            count += part.shape[1]
+        mean, mean_sq = total / count, total_sq / count
+    std = (mean_sq - mean * mean).clamp_min(0).sqrt().clamp_min(1e-6)
+    return tuple(mean.tolist()), tuple(std.tolist())
 
 
-def _decode(blob: bytes) -> np.ndarray:
+def make_bundle(name: str, xtr: ArrayLike, ytr: ArrayLike, xte: ArrayLike, yte: ArrayLike,
+                classes: list[str]) -> DataBundle:
+    """Wrap arrays (numpy or torch) as a bundle; mean/std come from the training samples only."""
+    def tensor(a: ArrayLike) -> torch.Tensor:
+        return a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
+
+    xtr, xte = tensor(xtr), tensor(xte)
+    ytr, yte = tensor(np.asarray(ytr, dtype=np.int64)), tensor(np.asarray(yte, dtype=np.int64))
+    mean, std = channel_stats(xtr)
+    return DataBundle(ArrayDataset(xtr, ytr, mean, std), ArrayDataset(xte, yte, mean, std), len(classes),
+                      [str(c) for c in classes], name)
+
+
+def default_cache_dir() -> Path:
+    """``$LWDC_DATA`` if set, else ``~/.cache/lwdc``."""
+    return Path(os.environ.get("LWDC_DATA") or Path.home() / ".cache" / "lwdc").expanduser()
+
+
+def _load_subset(path: Path = SUBSET_PATH) -> DataBundle:
+    """The shipped subset: JPEG bytes concatenated in one array, cut by ``offsets``, decoded with PIL."""
     from PIL import Image
-    with Image.open(io.BytesIO(blob)) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
+
+    with np.load(path, allow_pickle=False) as z:
+        blob, offsets, labels = z["jpeg"].tobytes(), z["offsets"], z["labels"]
+        classes, n_train = [str(c) for c in z["classes"]], int(z["n_train"])
+    images = None
+    for i in range(len(offsets) - 1):
+        with Image.open(io.BytesIO(blob[offsets[i]:offsets[i + 1]])) as im:
+            a = np.asarray(im.convert("RGB"))
+        if images is None:
+            images = np.empty((len(offsets) - 1,) + a.shape, dtype=np.uint8)
+        images[i] = a
+    images = images.transpose(0, 3, 1, 2)
+    return make_bundle("cifar10-subset", images[:n_train], labels[:n_train], images[n_train:], labels[n_train:],
+                       classes)
 
 
-def _load_subset() -> DataBundle:
-    z = np.load(SUBSET_PATH, allow_pickle=False)
-    blobs, offsets = z["jpeg"], z["offsets"]
-    images = np.stack([_decode(blobs[offsets[i]:offsets[i + 1]].tobytes()) for i in range(len(offsets) - 1)])
-    n_train = int(z["n_train"])
-    labels = z["labels"]
-    return _bundle("cifar10-subset", images[:n_train], labels[:n_train], images[n_train:], labels[n_train:],
-                   [str(c) for c in z["classes"]])
-
-
-def _load_pickled(folder: Path) -> DataBundle:
-    def read(name):
-        with open(folder / name, "rb") as f:
-            return pickle.load(f, encoding="latin1")   # the official format is a pickle; only for trusted files
-
-    if (folder / "data_batch_1").exists():
-        parts = [read(f"data_batch_{i}") for i in range(1, 6)]
-        test = read("test_batch")
-        classes = read("batches.meta")["label_names"] if (folder / "batches.meta").exists() else [str(i) for i in range(10)]
-        xtr = np.concatenate([p["data"] for p in parts]).reshape(-1, 3, 32, 32)
-        ytr = np.concatenate([p["labels"] for p in parts])
-        return _bundle("cifar10", xtr, ytr, test["data"].reshape(-1, 3, 32, 32), test["labels"], classes)
-    train, test = read("train"), read("test")
-    classes = read("meta")["fine_label_names"] if (folder / "meta").exists() else [str(i) for i in range(100)]
-    return _bundle("cifar100", train["data"].reshape(-1, 3, 32, 32), train["fine_labels"],
-                   test["data"].reshape(-1, 3, 32, 32), test["fine_labels"], classes)
-
-
-def _load_image_folder(folder: Path, cache_dir: Path) -> DataBundle:
-    stat = (folder / "train").stat()
-    key = hashlib.sha256(f"{folder.resolve()}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    cached = cache_dir / f"imagefolder-{key}.npz"
-    if cached.exists():
-        z = np.load(cached, allow_pickle=False)
-        return _bundle(str(folder), z["xtr"], z["ytr"], z["xte"], z["yte"], [str(c) for c in z["classes"]])
-    classes = sorted(p.name for p in (folder / "train").iterdir() if p.is_dir())
-
-    def read(split):
-        xs, ys, shape = [], [], None
-        for label, cls in enumerate(classes):
-            for path in sorted((folder / split / cls).iterdir()):
-                if path.suffix.lower() not in _IMAGE_SUFFIXES:
-                    continue
-                img = _decode(path.read_bytes())
-                if shape is None:
-                    shape = img.shape
-                elif img.shape != shape:
-                    raise DataLayoutError(f"{path} is {img.shape[2]}x{img.shape[1]}, the others "
-                                          f"{shape[2]}x{shape[1]}: images must share one size (no resizing)")
-                xs.append(img)
-                ys.append(label)
-        if not xs:
-            raise DataLayoutError(f"{folder / split} holds no images ({', '.join(sorted(_IMAGE_SUFFIXES))})")
-        return np.stack(xs), np.array(ys)
-
-    xtr, ytr = read("train")
-    xte, yte = read("test")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp.npz")
-    np.savez(tmp, xtr=xtr, ytr=ytr, xte=xte, yte=yte, classes=np.array(classes))
-    os.replace(tmp, cached)
-    return _bundle(str(folder), xtr, ytr, xte, yte, classes)
-
-
-def _unpack(archive: Path, cache_dir: Path) -> Path:
-    target = cache_dir / archive.name.replace(".tar.gz", "").replace(".tgz", "")
-    done = target / ".unpacked"
-    if done.exists():
-        return target
-    with tarfile.open(archive) as tar:
-        for member in tar.getmembers():
-            parts = Path(member.name).parts
-            if member.name.startswith(("/", "\\")) or ".." in parts or member.issym() or member.islnk():
-                raise DataLayoutError(f"{archive}: refusing unsafe member {member.name!r}")
-        target.mkdir(parents=True, exist_ok=True)
-        tar.extractall(target, filter="data")
-    done.touch()
-    return target
-
-
-def _find_layout(path: Path, cache_dir: Path, depth: int = 2) -> DataBundle | None:
-    if (path / "data_batch_1").exists() or ((path / "train").is_file() and (path / "test").is_file()):
-        return _load_pickled(path)
-    if (path / "train").is_dir() and (path / "test").is_dir():
-        return _load_image_folder(path, cache_dir)
-    if depth > 0 and path.is_dir():
-        for child in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            found = _find_layout(child, cache_dir, depth - 1)
-            if found is not None:
-                return found
-    return None
-
-
-def _download(name: str, cache_dir: Path) -> Path:
-    url, folder = _URLS[name]
-    archive = cache_dir / Path(url).name
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = archive.with_suffix(".part")
-    urllib.request.urlretrieve(url, tmp)   # nosec: the official CIFAR address
-    os.replace(tmp, archive)
-    return _unpack(archive, cache_dir) / folder
+def _load_named(name: str, cache: Path, download: bool) -> DataBundle:
+    folder = layouts.find_cifar(name, cache)
+    if folder is None:
+        if not download:
+            raise DataLayoutError(f"{name} was not found under {cache} (looked for {layouts.CIFAR[name][1]}/ and "
+                                  f"{layouts.CIFAR[name][0].rsplit('/', 1)[1]}); pass download=True (--download) "
+                                  "when online, set $LWDC_DATA / cache_dir to where it is, or give the path of a "
+                                  "folder or archive holding it")
+        folder = layouts.download_cifar(name, cache)
+    xtr, ytr, xte, yte, classes = layouts.read_pickled(folder)
+    return make_bundle(name, xtr, ytr, xte, yte, classes)
 
 
 def load_data(source: str = "cifar10-subset", cache_dir: str | Path | None = None,
               download: bool = False) -> DataBundle:
-    """Load a data set by name (``cifar10-subset``, ``cifar10``, ``cifar100``) or from a path of a known layout."""
-    cache = Path(cache_dir or os.environ.get("LWDC_DATA") or Path.home() / ".cache" / "lwdc")
+    """Load a data set by name (``cifar10-subset``, ``cifar10``, ``cifar100``) or from a path.
+
+    A path may be a folder holding one of ``LAYOUTS`` (or the parent of one), or a ``.tar.gz``/``.tgz`` archive
+    of one, unpacked once into ``cache_dir``. Decoded image folders are cached there as ``.npz``, so only the
+    first load pays for decoding. ``cache_dir`` defaults to ``$LWDC_DATA`` or ``~/.cache/lwdc``.
+    """
+    source = str(source)
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     if source == "cifar10-subset":
         return _load_subset()
-    if source in _URLS:
-        folder = cache / _URLS[source][1]
-        if not folder.exists():
-            if not download:
-                raise DataLayoutError(f"{source} is not in {cache}; pass download=True (--download) when online, "
-                                      f"or give the path of a folder or archive holding it")
-            folder = _download(source, cache)
-        return _load_pickled(folder)
+    if source in layouts.CIFAR:
+        return _load_named(source, cache, download)
     path = Path(source).expanduser()
     if not path.exists():
-        raise DataLayoutError(f"data source {source!r} is neither a known name (cifar10-subset, cifar10, cifar100) "
-                              "nor an existing path")
-    if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
-        path = _unpack(path, cache)
-    found = _find_layout(path, cache) if path.is_dir() else None
+        raise DataLayoutError(f"data source {source!r} is neither a known name ({', '.join(NAMES)}) nor an "
+                              "existing path; a path must hold one of: " + "; ".join(LAYOUTS))
+    root = path
+    if path.is_file() and path.name.lower().endswith((".tar.gz", ".tgz")):
+        root = layouts.unpack(path, cache)
+    found = layouts.find_layout(root) if root.is_dir() else None
     if found is None:
         raise DataLayoutError(f"no recognised data layout in {source}; accepted layouts: " + "; ".join(LAYOUTS))
-    return found
+    kind, folder = found
+    if kind == "imagefolder":
+        xtr, ytr, xte, yte, classes = layouts.read_image_folder(folder, cache)
+    else:
+        xtr, ytr, xte, yte, classes = layouts.read_pickled(folder)
+    return make_bundle(source, xtr, ytr, xte, yte, classes)
+
+
+def _main() -> None:  # pragma: no cover - `python -m lwdc.data.datasets SOURCE [CACHE]`: timing by hand
+    import sys
+    t = time.perf_counter()
+    b = load_data(sys.argv[1] if len(sys.argv) > 1 else "cifar10-subset", *sys.argv[2:3])
+    print(f"{b.name}: {len(b.train)} train / {len(b.test)} test, {b.num_classes} classes, shape {b.input_shape}, "
+          f"{time.perf_counter() - t:.2f} s")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _main()
