@@ -67,3 +67,18 @@ def test_forward_value_is_exactly_the_chosen_branch(tiny_net):
         b.eval()
     out = layer(inp)
     assert torch.equal(out, layer.branches[layer.last_index](inp))
+
+
+def test_join_gradient_matches_exact_dot_product():
+    from lwdc.gate import join
+    torch.manual_seed(0)
+    out = torch.randn(8, 4, 6, 6, requires_grad=True)
+    delta = torch.randn(8, 4, 6, 6) * 30          # beyond e4m3's range unscaled: the scale must handle it
+    coef = torch.zeros((), requires_grad=True)
+    y = join(out, coef, delta)
+    assert torch.equal(y, out) and y.data_ptr() != out.data_ptr()
+    g = torch.randn_like(y)
+    y.backward(g)
+    assert torch.equal(out.grad, g)
+    exact = float(torch.dot(g.flatten(), delta.flatten()))
+    assert abs(float(coef.grad) - exact) <= 0.02 * abs(exact) + 1e-3
