@@ -210,7 +210,6 @@ def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterab
                            for n, layer in model.choice_layers().items()} if search else {},
         )
         history.append(entry)
-        log(entry.line(cfg.desc, cfg.epochs, task.primary))
         if on_epoch is not None:
             on_epoch({
                 "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -219,4 +218,5 @@ def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterab
                 "gate": model.gate.state_dict() if search else None, "torch_rng": torch.get_rng_state(),
                 "history": [asdict(h) for h in history],
             }, entry)
+        log(entry.line(cfg.desc, cfg.epochs, task.primary))     # after the checkpoint: nothing waits on the log
     return history
