@@ -61,6 +61,7 @@ _RUN_OPTIONS = [
     click.option("--data", default="cifar10-subset", show_default=True,
                  help="cifar10-subset (shipped), cifar10, cifar100, or a folder / .tar.gz of a known layout."),
     click.option("--cache-dir", default=None, help="Where unpacked and decoded data sets are cached."),
+    click.option("--download", is_flag=True, help="Download cifar10/cifar100 if they are not cached (needs network)."),
     click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
                  help="state_dict of a trained model to compress (else --pretrain-epochs trains one)."),
     click.option("--pretrain-epochs", default=0, show_default=True, help="Train the baseline first."),
@@ -102,7 +103,7 @@ def _run(settings: dict, run_dir: Path, log=click.echo) -> dict:
     if settings.get("threads"):
         torch.set_num_threads(settings["threads"])
     torch.manual_seed(settings["seed"])
-    bundle = load_data(settings["data"], cache_dir=settings.get("cache_dir"))
+    bundle = load_data(settings["data"], cache_dir=settings.get("cache_dir"), download=settings.get("download", False))
     train = BatchLoader(bundle.train, settings["batch_size"], shuffle=True, augment=random_crop_flip(4),
                         seed=settings["seed"], drop_last=True)
     test = BatchLoader(bundle.test, 256)
@@ -164,7 +165,7 @@ def _start(settings: dict, run_dir: str | None, resume: str | None) -> None:
     click.echo(f"run folder: {folder}")
     try:
         report = _run(settings, folder)
-    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+    except (ValueError, RuntimeError, OSError) as exc:
         if created and not (folder / "checkpoints").exists():      # failed before any work: leave no husk
             shutil.rmtree(folder, ignore_errors=True)
         _fail(f"{type(exc).__name__}: {exc}")

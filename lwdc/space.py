@@ -66,7 +66,10 @@ class ChoiceLayer(nn.Module):
             self.last_index = k
             out = self.branches[k](x)
             with torch.no_grad():
-                delta = self.branches[j](x) - out
+                other = self.branches[j](x)
+                # In place when the branch made a fresh tensor (saves a transient activation-sized buffer).
+                fresh = other._base is None and other.data_ptr() not in (x.data_ptr(), out.data_ptr())
+                delta = other.sub_(out) if fresh else other - out
             return join(out, coef, delta)    # value: exactly out; gradient: see lwdc.gate
         self.last_index = self.chosen
         return self.branches[self.last_index](x)
