@@ -56,6 +56,8 @@ class CompressConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         get_cost_model(self.cost)
+        if self.original_prob is not None and not 0 < self.original_prob < 1:
+            raise ValueError(f"original_prob must be in (0, 1) (or None for uniform gates), got {self.original_prob}")
 
 
 @dataclass
