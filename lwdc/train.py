@@ -185,7 +185,7 @@ def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterab
             if search and cfg.lam > 0:
                 loss = loss + cfg.lam * cost_table.expected_ratio(model)
             if not torch.isfinite(loss):
-                raise TrainingDiverged(f"{cfg.desc}: loss is {float(loss)} at epoch {epoch + 1}, step {step + 1}; "
+                raise TrainingDiverged(f"{cfg.desc}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
                                        "the last checkpoint holds the last good state (try a lower learning rate)")
             optimizer.zero_grad(set_to_none=True)
             if arch_optimizer is not None:
