@@ -23,9 +23,9 @@ from .runs import CheckpointError, atomic_save, load_checkpoint, save_portable, 
 from .space import Supernet, expand
 from .tasks import Classification, Task
 from .warmup import warm_up_branches
-from .train import TrainConfig, evaluate, fit
+from .train import EpochLog, TrainConfig, evaluate, fit
 
-__all__ = ["CompressConfig", "CompressResult", "compress", "train_stage"]
+__all__ = ["CompressConfig", "CompressResult", "compress", "train_stage", "config_fingerprint"]
 
 
 @dataclass
@@ -68,7 +68,8 @@ class CompressResult:
     report: dict = field(default_factory=dict)
 
 
-def _fingerprint(obj) -> str:
+def config_fingerprint(obj) -> str:
+    """A short hash of a settings dict: a checkpoint resumes only under the settings that wrote it."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -95,7 +96,6 @@ def train_stage(stage: str, model: nn.Module, task: Task, train_data: Iterable, 
         model.load_state_dict(state["model"])
         if isinstance(model, Supernet) and state.get("gate"):
             model.gate.load_state_dict(state["gate"])
-        from .train import EpochLog
         return [EpochLog(**h) for h in state["history"]]
     return fit(model, task, train_data, val_data, cfg, state=state, on_epoch=save, log=log, **fit_kwargs)
 
@@ -144,7 +144,7 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
     task = task or Classification()
     example = example_input if example_input is not None else _example_from(train_data)
     run_dir = Path(run_dir) if run_dir is not None else None
-    fingerprint = _fingerprint(asdict(cfg))
+    fingerprint = config_fingerprint(asdict(cfg))
     started = time.perf_counter()
 
     before = profile(model, example).as_dict()

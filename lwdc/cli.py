@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import torch
 
-from .api import CompressConfig, _fingerprint, compress, train_stage
+from .api import CompressConfig, compress, config_fingerprint, train_stage
 from .ops import OP_SETS, op_patterns
 from .profile import profile as profile_model
 from .runs import read_json, write_json
@@ -121,7 +121,7 @@ def _run(settings: dict, run_dir: Path, log=click.echo) -> dict:
     elif settings["pretrain_epochs"] > 0:
         cfg = TrainConfig(epochs=settings["pretrain_epochs"], lr=settings["pretrain_lr"], max_batches=settings["max_batches"],
                           progress=settings["progress"], desc="pretrain")
-        train_stage("pretrain", model, task, train, test, cfg, run_dir, _fingerprint(settings), log=log)
+        train_stage("pretrain", model, task, train, test, cfg, run_dir, config_fingerprint(settings), log=log)
     else:
         log("warning: no --weights and no --pretrain-epochs: compressing an untrained model")
     names = {f.name for f in fields(CompressConfig)}
