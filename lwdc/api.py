@@ -23,7 +23,7 @@ from .runs import CheckpointError, atomic_save, load_checkpoint, save_portable, 
 from .space import Supernet, expand
 from .tasks import Classification, Task
 from .warmup import warm_up_branches
-from .train import EpochLog, TrainConfig, evaluate, fit
+from .train import EpochLog, TrainConfig, batches_per_epoch, evaluate, fit
 
 __all__ = ["CompressConfig", "CompressResult", "compress", "train_stage", "config_fingerprint"]
 
@@ -100,15 +100,6 @@ def train_stage(stage: str, model: nn.Module, task: Task, train_data: Iterable, 
     return fit(model, task, train_data, val_data, cfg, state=state, on_epoch=save, log=log, **fit_kwargs)
 
 
-def _batches_for(data: Iterable, epochs: float, cap: int | None) -> int:
-    try:
-        per_epoch = len(data)  # type: ignore[arg-type]
-    except TypeError:
-        per_epoch = cap or 100
-    per_epoch = min(per_epoch, cap) if cap else per_epoch
-    return max(1, int(round(per_epoch * epochs)))
-
-
 def _example_from(data: Iterable) -> torch.Tensor:
     x, _ = next(iter(data))
     return x[:1].clone()
@@ -168,7 +159,7 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
     warmup = {}
     if cfg.warmup_epochs > 0 and not resuming:     # a search checkpoint already holds the warmed-up branches
         torch.manual_seed(cfg.seed)
-        warmup = warm_up_branches(supernet, train_data, _batches_for(train_data, cfg.warmup_epochs, cfg.max_batches),
+        warmup = warm_up_branches(supernet, train_data, max(1, round((batches_per_epoch(train_data, cfg.max_batches) or 100) * cfg.warmup_epochs)),
                                   log=log)
     warmup_time = time.perf_counter() - t0
     t0 = time.perf_counter()

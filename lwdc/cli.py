@@ -5,7 +5,7 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 
 import click
@@ -16,7 +16,7 @@ from .ops import OP_SETS, op_patterns
 from .profile import profile as profile_model
 from .runs import read_json, write_json
 from .tasks import Classification
-from .train import TrainConfig, evaluate
+from .train import TrainConfig
 
 
 def _fail(message: str) -> None:

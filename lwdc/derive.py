@@ -11,7 +11,8 @@ import copy
 import torch
 from torch import nn
 
-from .space import ChoiceLayer, Supernet
+from .profile import eval_mode
+from .space import ChoiceLayer, Supernet, set_submodule
 
 __all__ = ["derive", "max_output_difference"]
 
@@ -31,9 +32,7 @@ def derive(supernet: Supernet, choices: dict[str, str] | None = None) -> nn.Modu
         assert isinstance(layer, ChoiceLayer)
         if op not in layer.op_names:
             raise ValueError(f"layer {name!r} has no operator {op!r}; it has {layer.op_names}")
-        branch = layer.branches[layer.op_names.index(op)]
-        parent_name, _, attr = name.rpartition(".")
-        setattr(net.get_submodule(parent_name) if parent_name else net, attr, branch)
+        set_submodule(net, name, layer.branches[layer.op_names.index(op)])
     leftovers = [n for n, m in net.named_modules() if isinstance(m, ChoiceLayer)]
     assert not leftovers, f"derive left choice layers behind: {leftovers}"
     net.train(supernet.training)
@@ -43,9 +42,5 @@ def derive(supernet: Supernet, choices: dict[str, str] | None = None) -> nn.Modu
 @torch.no_grad()
 def max_output_difference(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
     """Largest absolute difference between two models' eval-mode outputs on ``x`` (modes are restored)."""
-    modes = [(m, m.training) for m in (a, b)]
-    try:
-        return float((a.eval()(x) - b.eval()(x)).abs().max())
-    finally:
-        for m, mode in modes:
-            m.train(mode)
+    with eval_mode(a), eval_mode(b):
+        return float((a(x) - b(x)).abs().max())

@@ -31,9 +31,9 @@ class Profile:
 
 @contextmanager
 def eval_mode(model: nn.Module):
-    """Eval mode for the block, then the previous mode. A ``torch.export`` module has its mode baked in and
-    refuses ``eval()``: it is used as it is."""
-    was = model.training
+    """Eval mode for the block, then every submodule's previous mode. A ``torch.export`` module has its mode
+    baked in and refuses ``eval()``: it is used as it is."""
+    modes = {m: m.training for m in model.modules()}
     try:
         model.eval()
     except NotImplementedError:
@@ -42,7 +42,8 @@ def eval_mode(model: nn.Module):
     try:
         yield model
     finally:
-        model.train(was)
+        for m, mode in modes.items():
+            m.train(mode)
 
 
 def count_params(model: nn.Module) -> int:

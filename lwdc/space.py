@@ -17,8 +17,9 @@ from torch.overrides import TorchFunctionMode
 
 from .gate import Gate, choice_probabilities, join
 from .ops import LayerSpec, OpSpec, get_op, resolve_ops
+from .profile import eval_mode
 
-__all__ = ["ChoiceLayer", "Supernet", "Skipped", "ExpansionError", "expand"]
+__all__ = ["ChoiceLayer", "Supernet", "Skipped", "ExpansionError", "expand", "set_submodule"]
 
 _CONVS = (nn.Conv1d, nn.Conv2d)
 _POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d)
@@ -171,10 +172,8 @@ def _trace(net: nn.Module, example: torch.Tensor, watch: tuple[type, ...]):
         if isinstance(module, watch):
             hooks.append(module.register_forward_pre_hook(pre))
             hooks.append(module.register_forward_hook(make_post(name)))
-    modes = {m: m.training for m in net.modules()}
-    net.eval()
     try:
-        with torch.no_grad(), watcher:
+        with eval_mode(net), torch.no_grad(), watcher:
             out = net(example)
     except Exception as exc:  # the user's forward may raise anything
         raise ExpansionError(f"the model fails on the example input of shape {tuple(example.shape)} "
@@ -182,8 +181,6 @@ def _trace(net: nn.Module, example: torch.Tensor, watch: tuple[type, ...]):
     finally:
         for h in hooks:
             h.remove()
-        for m, mode in modes.items():
-            m.train(mode)
     if not isinstance(out, torch.Tensor):
         raise ExpansionError(f"the model must return one tensor; it returned {type(out).__name__}")
     return calls, watcher.raw_calls, tuple(out.shape)
@@ -222,7 +219,8 @@ def _candidates(spec: LayerSpec, ops: list[OpSpec]) -> tuple[list[OpSpec], list[
     return kept, reasons
 
 
-def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
+def set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` at the dotted path ``name`` inside ``root``."""
     parent_name, _, attr = name.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
     setattr(parent, attr, new)
@@ -276,17 +274,17 @@ def expand(model: nn.Module, example_input: torch.Tensor, ops: str | list[str] =
     originals = {name: net.get_submodule(name) for name in replacements}
     for name, layer in replacements.items():
         _check_branches(name, layer, example_input.dtype)
-        _set_submodule(net, name, layer)
+        set_submodule(net, name, layer)
     if _probe(net, replacements.values(), example_input, out_shape) is not None:
         # Something outside the replaced layers depends on them (reads .weight, checks a shape): find which by
         # swapping them in one at a time, and leave those layers as they were.
         for name in replacements:
-            _set_submodule(net, name, originals[name])
+            set_submodule(net, name, originals[name])
         for name, layer in list(replacements.items()):
-            _set_submodule(net, name, layer)
+            set_submodule(net, name, layer)
             problem = _probe(net, [layer], example_input, out_shape)
             if problem is not None:
-                _set_submodule(net, name, originals[name])
+                set_submodule(net, name, originals[name])
                 del replacements[name]
                 skipped.append(Skipped(name, f"replacing it breaks the model's forward ({problem})"))
         if not replacements:
@@ -318,14 +316,12 @@ def _check_branches(name: str, layer: ChoiceLayer, dtype: torch.dtype) -> None:
 def _probe(net: nn.Module, layers, example: torch.Tensor, expected: tuple[int, ...]) -> str | None:
     """Run ``net`` with the given choice layers forced to their first, then their last candidate; say what broke."""
     layers = list(layers)
-    modes = {m: m.training for m in net.modules()}
-    net.eval()
     try:
         for pick in (0, -1):
             for layer in layers:
                 layer.fixed = pick % len(layer.branches)
             try:
-                with torch.no_grad():
+                with eval_mode(net), torch.no_grad():
                     out = net(example)
             except Exception as exc:  # the user's forward may raise anything
                 return f"{type(exc).__name__}: {exc}"
@@ -334,6 +330,4 @@ def _probe(net: nn.Module, layers, example: torch.Tensor, expected: tuple[int, .
     finally:
         for layer in layers:
             layer.fixed = None
-        for m, mode in modes.items():
-            m.train(mode)
     return None

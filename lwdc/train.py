@@ -76,7 +76,8 @@ def _batches(loader: Iterable, limit: int | None):
         yield batch
 
 
-def _num_batches(loader: Iterable, limit: int | None) -> int | None:
+def batches_per_epoch(loader: Iterable, limit: int | None) -> int | None:
+    """Batches one epoch of ``loader`` yields under the cap ``limit`` (None if the loader has no length)."""
     try:
         n = len(loader)  # type: ignore[arg-type]
     except TypeError:
@@ -150,7 +151,7 @@ def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterab
     optimizer = torch.optim.SGD(weights, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
                                 weight_decay=cfg.weight_decay)
     arch_optimizer = torch.optim.Adam(model.arch_parameters(), lr=cfg.arch_lr, betas=(0.5, 0.999)) if search else None
-    steps_per_epoch = _num_batches(train_loader, cfg.max_batches) or 1
+    steps_per_epoch = batches_per_epoch(train_loader, cfg.max_batches) or 1
     total_steps = max(cfg.epochs * steps_per_epoch, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
