@@ -1,0 +1,293 @@
+/* lwdc C kernels. The exporter copies the sections a model needs into its .c file ("@kernel NAME" up to
+ * "@end"), so the output stays one self-contained C99 file without unused functions. All tensors are one
+ * sample in (C, H, W) order; 1-D signals are (C, 1, L). */
+
+/* @kernel range */
+/* Output positions o in [*lo, *hi) whose input index o * s - p + off falls inside [0, n). */
+static void lw_range(int n, int out, int s, int p, int off, int *lo, int *hi)
+{
+    int first = p - off, last = n - 1 + p - off;
+    *lo = first > 0 ? (first + s - 1) / s : 0;
+    *hi = last < 0 ? 0 : last / s + 1;
+    if (*hi > out) *hi = out;
+    if (*lo > *hi) *lo = *hi;
+}
+/* @end */
+
+/* @kernel window */
+/* The pooling window of output position o, clipped to the input: [*lo, *hi); returns the divisor that
+ * PyTorch's avg_pool uses when padding counts (the window clipped to the padded input). */
+static int lw_window(int o, int n, int k, int s, int p, int *lo, int *hi)
+{
+    int start = o * s - p, end = start + k;
+    if (end > n + p) end = n + p;
+    int padded = end - start;
+    *lo = start < 0 ? 0 : start;
+    *hi = end > n ? n : end;
+    return padded;
+}
+/* @end */
+
+/* @kernel act_f32 */
+static void lw_act_f32(float *x, int n, int act)
+{
+    int i;
+    switch (act) {
+    case 1: for (i = 0; i < n; ++i) x[i] = x[i] > 0.0f ? x[i] : 0.0f; break;
+    case 2: for (i = 0; i < n; ++i) x[i] = x[i] < 0.0f ? 0.0f : (x[i] > 6.0f ? 6.0f : x[i]); break;
+    case 3: for (i = 0; i < n; ++i) x[i] = 1.0f / (1.0f + expf(-x[i])); break;
+    case 4: for (i = 0; i < n; ++i) x[i] = x[i] / (1.0f + expf(-x[i])); break;
+    default: break;
+    }
+}
+/* @end */
+
+/* @kernel conv_f32 */
+/* Direct convolution, weights (O, C/G, KH, KW), bias always present (BatchNorm folded in). The innermost loop
+ * runs along an output row, so for stride 1 it is a contiguous multiply-add the compiler vectorises. */
+static void lw_conv_f32(const float *x, int C, int H, int W, float *y, int O, int OH, int OW,
+                        const float *w, const float *b, int KH, int KW, int SH, int SW, int PH, int PW,
+                        int DH, int DW, int G, int act)
+{
+    const int cin = C / G, cout = O / G, ohw = OH * OW;
+    int o, c, kh, kw, oh, ow, i;
+    for (o = 0; o < O; ++o) {
+        float *yo = y + (long)o * ohw;
+        const float *xg = x + (long)(o / cout) * cin * H * W;
+        for (i = 0; i < ohw; ++i) yo[i] = b[o];
+        for (c = 0; c < cin; ++c) {
+            const float *xc = xg + (long)c * H * W;
+            for (kh = 0; kh < KH; ++kh) {
+                int h0, h1;
+                lw_range(H, OH, SH, PH, kh * DH, &h0, &h1);
+                for (kw = 0; kw < KW; ++kw) {
+                    int w0, w1;
+                    const float wv = *w++;
+                    lw_range(W, OW, SW, PW, kw * DW, &w0, &w1);
+                    for (oh = h0; oh < h1; ++oh) {
+                        const int base = (oh * SH - PH + kh * DH) * W - PW + kw * DW;
+                        float *out = yo + oh * OW;
+                        for (ow = w0; ow < w1; ++ow) out[ow] += wv * xc[base + ow * SW];
+                    }
+                }
+            }
+        }
+        lw_act_f32(yo, ohw, act);
+    }
+}
+/* @end */
+
+/* @kernel maxpool_f32 */
+static void lw_maxpool_f32(const float *x, int C, int H, int W, float *y, int OH, int OW,
+                           int KH, int KW, int SH, int SW, int PH, int PW)
+{
+    int c, oh, ow, h, w, h0, h1, w0, w1;
+    for (c = 0; c < C; ++c, x += H * W)
+        for (oh = 0; oh < OH; ++oh) {
+            lw_window(oh, H, KH, SH, PH, &h0, &h1);
+            for (ow = 0; ow < OW; ++ow) {
+                float m = -INFINITY;
+                lw_window(ow, W, KW, SW, PW, &w0, &w1);
+                for (h = h0; h < h1; ++h)
+                    for (w = w0; w < w1; ++w) m = x[h * W + w] > m ? x[h * W + w] : m;
+                *y++ = m;
+            }
+        }
+}
+/* @end */
+
+/* @kernel avgpool_f32 */
+static void lw_avgpool_f32(const float *x, int C, int H, int W, float *y, int OH, int OW,
+                           int KH, int KW, int SH, int SW, int PH, int PW, int count_pad)
+{
+    int c, oh, ow, h, w, h0, h1, w0, w1;
+    for (c = 0; c < C; ++c, x += H * W)
+        for (oh = 0; oh < OH; ++oh) {
+            const int dh = lw_window(oh, H, KH, SH, PH, &h0, &h1);
+            for (ow = 0; ow < OW; ++ow) {
+                const int dw = lw_window(ow, W, KW, SW, PW, &w0, &w1);
+                float s = 0.0f;
+                for (h = h0; h < h1; ++h)
+                    for (w = w0; w < w1; ++w) s += x[h * W + w];
+                *y++ = s / (float)(count_pad ? dh * dw : (h1 - h0) * (w1 - w0));
+            }
+        }
+}
+/* @end */
+
+/* @kernel gap_f32 */
+static void lw_gap_f32(const float *x, int C, int HW, float *y)
+{
+    int c, i;
+    for (c = 0; c < C; ++c, x += HW) {
+        float s = 0.0f;
+        for (i = 0; i < HW; ++i) s += x[i];
+        y[c] = s / (float)HW;
+    }
+}
+/* @end */
+
+/* @kernel add_f32 */
+static void lw_add_f32(const float *a, const float *b, float *y, int n, int act)
+{
+    int i;
+    for (i = 0; i < n; ++i) y[i] = a[i] + b[i];
+    lw_act_f32(y, n, act);
+}
+/* @end */
+
+/* @kernel pad_f32 */
+static void lw_pad_f32(const float *x, int n, int before, int after, float *y)
+{
+    int i;
+    for (i = 0; i < before; ++i) y[i] = 0.0f;
+    memcpy(y + before, x, (size_t)n * sizeof(float));
+    for (i = 0; i < after; ++i) y[before + n + i] = 0.0f;
+}
+/* @end */
+
+/* @kernel fixed */
+/* floor((v + 2^(n-1)) / 2^n) without right-shifting a negative number (implementation-defined in C99). */
+static int64_t lw_round_shift(int64_t v, int n)
+{
+    v += (int64_t)1 << (n - 1);
+    return v >= 0 ? v >> n : ~(~v >> n);
+}
+
+static int8_t lw_sat(int64_t v, int lo, int hi)
+{
+    return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+}
+
+/* floor(a / b) for b > 0 (C99 division truncates toward zero). */
+static int64_t lw_floor_div(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+    return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+/* @end */
+
+/* @kernel conv_q8 */
+/* int8 convolution: acc = bias + sum (x - zx) * w in int32, then y = sat(round_shift(acc * mult, shift) + zy)
+ * with a per-channel fixed-point multiplier. lo/hi also apply a fused ReLU or ReLU6. */
+static void lw_conv_q8(const int8_t *x, int C, int H, int W, int8_t *y, int O, int OH, int OW,
+                       const int8_t *w, const int32_t *b, const int32_t *mult, const int8_t *shift,
+                       int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW, int G,
+                       int zx, int zy, int lo, int hi, int32_t *acc)
+{
+    const int cin = C / G, cout = O / G, ohw = OH * OW;
+    int o, c, kh, kw, oh, ow, i;
+    for (o = 0; o < O; ++o) {
+        const int8_t *xg = x + (long)(o / cout) * cin * H * W;
+        for (i = 0; i < ohw; ++i) acc[i] = b[o];
+        for (c = 0; c < cin; ++c) {
+            const int8_t *xc = xg + (long)c * H * W;
+            for (kh = 0; kh < KH; ++kh) {
+                int h0, h1;
+                lw_range(H, OH, SH, PH, kh * DH, &h0, &h1);
+                for (kw = 0; kw < KW; ++kw) {
+                    int w0, w1;
+                    const int32_t wv = *w++;
+                    lw_range(W, OW, SW, PW, kw * DW, &w0, &w1);
+                    for (oh = h0; oh < h1; ++oh) {
+                        const int base = (oh * SH - PH + kh * DH) * W - PW + kw * DW;
+                        int32_t *out = acc + oh * OW;
+                        for (ow = w0; ow < w1; ++ow) out[ow] += ((int32_t)xc[base + ow * SW] - zx) * wv;
+                    }
+                }
+            }
+        }
+        for (i = 0; i < ohw; ++i)
+            y[(long)o * ohw + i] = lw_sat(lw_round_shift((int64_t)acc[i] * mult[o], shift[o]) + zy, lo, hi);
+    }
+}
+/* @end */
+
+/* @kernel maxpool_q8 */
+static void lw_maxpool_q8(const int8_t *x, int C, int H, int W, int8_t *y, int OH, int OW,
+                          int KH, int KW, int SH, int SW, int PH, int PW)
+{
+    int c, oh, ow, h, w, h0, h1, w0, w1;
+    for (c = 0; c < C; ++c, x += H * W)
+        for (oh = 0; oh < OH; ++oh) {
+            lw_window(oh, H, KH, SH, PH, &h0, &h1);
+            for (ow = 0; ow < OW; ++ow) {
+                int m = -128;
+                lw_window(ow, W, KW, SW, PW, &w0, &w1);
+                for (h = h0; h < h1; ++h)
+                    for (w = w0; w < w1; ++w) m = x[h * W + w] > m ? x[h * W + w] : m;
+                *y++ = (int8_t)m;
+            }
+        }
+}
+/* @end */
+
+/* @kernel avgpool_q8 */
+/* Average of (x - z), rounded half up: floor((2 * sum + d) / (2 * d)); output keeps the input's scale. */
+static void lw_avgpool_q8(const int8_t *x, int C, int H, int W, int8_t *y, int OH, int OW,
+                          int KH, int KW, int SH, int SW, int PH, int PW, int count_pad, int z)
+{
+    int c, oh, ow, h, w, h0, h1, w0, w1;
+    for (c = 0; c < C; ++c, x += H * W)
+        for (oh = 0; oh < OH; ++oh) {
+            const int dh = lw_window(oh, H, KH, SH, PH, &h0, &h1);
+            for (ow = 0; ow < OW; ++ow) {
+                const int dw = lw_window(ow, W, KW, SW, PW, &w0, &w1);
+                const int64_t d = count_pad ? dh * dw : (h1 - h0) * (w1 - w0);
+                int64_t s = 0;
+                for (h = h0; h < h1; ++h)
+                    for (w = w0; w < w1; ++w) s += x[h * W + w] - z;
+                *y++ = lw_sat(lw_floor_div(2 * s + d, 2 * d) + z, -128, 127);
+            }
+        }
+}
+/* @end */
+
+/* @kernel gap_q8 */
+static void lw_gap_q8(const int8_t *x, int C, int HW, int8_t *y, int z)
+{
+    int c, i;
+    for (c = 0; c < C; ++c, x += HW) {
+        int64_t s = 0;
+        for (i = 0; i < HW; ++i) s += x[i] - z;
+        y[c] = lw_sat(lw_floor_div(2 * s + HW, 2 * (int64_t)HW) + z, -128, 127);
+    }
+}
+/* @end */
+
+/* @kernel add_q8 */
+/* y = sat(round_shift((a - za) * ma + (b - zb) * mb, n) + zy): both inputs brought to the output's scale. */
+static void lw_add_q8(const int8_t *a, const int8_t *b, int8_t *y, int len, int za, int zb, int zy,
+                      int64_t ma, int64_t mb, int n, int lo, int hi)
+{
+    int i;
+    for (i = 0; i < len; ++i)
+        y[i] = lw_sat(lw_round_shift((a[i] - za) * ma + (b[i] - zb) * mb, n) + zy, lo, hi);
+}
+/* @end */
+
+/* @kernel rescale_q8 */
+/* Copy into another tensor's quantisation (concat inputs): y = sat(round_shift((x - zx) * m, n) + zy). */
+static void lw_rescale_q8(const int8_t *x, int8_t *y, int len, int zx, int zy, int64_t m, int n)
+{
+    int i;
+    for (i = 0; i < len; ++i) y[i] = lw_sat(lw_round_shift((x[i] - zx) * m, n) + zy, -128, 127);
+}
+/* @end */
+
+/* @kernel pad_q8 */
+static void lw_pad_q8(const int8_t *x, int n, int before, int after, int8_t *y, int z)
+{
+    memset(y, z, (size_t)before);
+    memcpy(y + before, x, (size_t)n);
+    memset(y + before + n, z, (size_t)after);
+}
+/* @end */
+
+/* @kernel lut_q8 */
+static void lw_lut_q8(const int8_t *x, int8_t *y, int n, const int8_t *table)
+{
+    int i;
+    for (i = 0; i < n; ++i) y[i] = table[x[i] + 128];
+}
+/* @end */

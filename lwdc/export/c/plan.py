@@ -1,0 +1,90 @@
+"""Static memory plan: every activation gets a fixed offset in one arena, chosen from tensor lifetimes.
+
+Step 0 loads the input, node i runs at step i + 1, and the output is read at the last step. A buffer is live from
+the step that writes it to the last step that reads it (views share their source's buffer). Elementwise nodes
+(add, standalone activations) write over an input that dies at that step. Buffers are then placed largest first
+at the lowest offset that no buffer with an overlapping lifetime occupies ("greedy by size", as TFLite Micro
+does). The lower bound is the largest total of buffers live at any one step: no placement can use less.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .graph import Graph
+
+IN_PLACE_OPS = ("add", "act")
+
+
+@dataclass
+class MemoryPlan:
+    offsets: dict[str, int]  # storage -> byte offset in the arena
+    buffer_of: dict[str, str]  # IR storage -> the buffer it was merged into (in-place ops)
+    sizes: dict[str, int]  # buffer -> bytes
+    arena_bytes: int
+    lower_bound_bytes: int  # the largest live set at any step
+    naive_bytes: int  # every activation in its own buffer
+    scratch_bytes: int  # int32 accumulators of the int8 kernels, outside the arena
+
+    def offset(self, graph: Graph, tensor: str) -> int:
+        return self.offsets[self.buffer_of[graph.tensors[tensor].storage]]
+
+    @property
+    def peak_ram_bytes(self) -> int:
+        return self.arena_bytes + self.scratch_bytes
+
+    def summary(self) -> dict:
+        return {"arena_bytes": self.arena_bytes, "scratch_bytes": self.scratch_bytes,
+                "peak_ram_bytes": self.peak_ram_bytes, "lower_bound_bytes": self.lower_bound_bytes,
+                "naive_bytes": self.naive_bytes,
+                "arena_over_lower_bound": round(self.arena_bytes / max(self.lower_bound_bytes, 1), 4)}
+
+
+def _align(n: int, to: int) -> int:
+    return -(-n // to) * to
+
+
+def plan_memory(graph: Graph, element_bytes: int, align: int = 16, in_place: bool = True) -> MemoryPlan:
+    """Offsets for all activations of ``graph`` with ``element_bytes`` per value (4 float32, 1 int8)."""
+    t = graph.tensors
+    sizes = {s.storage: s.size * element_bytes for s in t.values()}
+    last_step = len(graph.nodes) + 1
+    first = {t[graph.input].storage: 0}
+    last = {t[graph.input].storage: 0, t[graph.output].storage: last_step}
+    for step, node in enumerate(graph.nodes, start=1):
+        first.setdefault(t[node.output].storage, step)
+        for name in node.inputs:
+            last[t[name].storage] = max(last.get(t[name].storage, 0), step)
+    for s in first:
+        last.setdefault(s, first[s])
+    naive = sum(sizes[s] for s in first)
+
+    buffer_of = {s: s for s in first}
+    if in_place:
+        for step, node in enumerate(graph.nodes, start=1):
+            out = t[node.output].storage
+            if node.op not in IN_PLACE_OPS or out == t[graph.output].storage:
+                continue
+            for name in node.inputs:
+                src = buffer_of[t[name].storage]
+                if last[src] == step and sizes[src] == sizes[out] and src != t[graph.input].storage:
+                    buffer_of[out] = src
+                    last[src] = last[out]
+                    break
+    buffers = sorted(set(buffer_of.values()))
+    life = {b: (first[b], last[b]) for b in buffers}
+
+    lower = max(sum(sizes[b] for b in buffers if life[b][0] <= step <= life[b][1]) for step in range(last_step + 1))
+    offsets: dict[str, int] = {}
+    for b in sorted(buffers, key=lambda b: (-sizes[b], life[b][0])):
+        busy = sorted((offsets[o], offsets[o] + sizes[o]) for o in offsets
+                      if life[o][0] <= life[b][1] and life[b][0] <= life[o][1])
+        offset = 0
+        for start, end in busy:
+            if offset + sizes[b] <= start:
+                break
+            offset = max(offset, _align(end, align))
+        offsets[b] = offset
+    arena = _align(max(offsets[b] + sizes[b] for b in buffers), align)
+    scratch = 4 * max((t[n.output].size // t[n.output].shape[0] for n in graph.nodes if n.op == "conv"), default=0)
+    return MemoryPlan(offsets, buffer_of, {b: sizes[b] for b in buffers}, arena, lower, naive,
+                      scratch if element_bytes == 1 else 0)
