@@ -204,7 +204,7 @@ class _Emitter:
         in_off, out_off = ins.split(" + ")[1], outs.split(" + ")[1]
         c += ["", "static void lw_body(void)", "{", f"    {ctype} *A = lw_arena;", *self.body, "}", ""]
         if q:
-            c += [f"void {name}_run_int8(const int8_t *input, int8_t *output)", "{", f"    int8_t *A = lw_arena;",
+            c += [f"void {name}_run_int8(const int8_t *input, int8_t *output)", "{", "    int8_t *A = lw_arena;",
                   f"    memcpy({ins}, input, {in_size});", "    lw_body();", f"    memcpy(output, {outs}, {out_size});",
                   "}", "",
                   f"void {name}_run(const float *input, float *output)", "{", "    int8_t *A = lw_arena;", "    int i;",

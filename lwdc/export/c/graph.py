@@ -274,6 +274,8 @@ class _Lowering:
                 continue
             if node.op != "call_function":
                 raise self.fail(node, f"fx node kind {node.op!r}")
+            if not isinstance(_val(node), torch.Tensor):
+                continue  # size arithmetic of a dynamic batch (sym_size, mul): no run-time work per sample
             t, a = node.target, node.args
             kw = dict(node.kwargs)
             if t is operator.getitem:

@@ -49,7 +49,7 @@ static void lw_conv_f32(const float *x, int C, int H, int W, float *y, int O, in
                         const float *w, const float *b, int KH, int KW, int SH, int SW, int PH, int PW,
                         int DH, int DW, int G, int act)
 {
-    const int cin = C / G, cout = O / G, ohw = OH * OW;
+    const int cin = C / G, cout = O / G, ohw = OH * OW, plane = SH == 1 && SW == 1 && OW == W;
     int o, c, kh, kw, oh, ow, i;
     for (o = 0; o < O; ++o) {
         float *yo = y + (long)o * ohw;
@@ -64,6 +64,19 @@ static void lw_conv_f32(const float *x, int C, int H, int W, float *y, int O, in
                     int w0, w1;
                     const float wv = *w++;
                     lw_range(W, OW, SW, PW, kw * DW, &w0, &w1);
+                    if (plane && h0 < h1 && w0 < w1) {
+                        /* Stride 1 and OW == W: input index = output index + shift over the whole plane, so
+                         * one long vectorised loop covers all rows; the few positions that wrapped into the
+                         * next row (outside [w0, w1)) are then taken back out. */
+                        const int shift = (kh * DH - PH) * W + kw * DW - PW, p1 = (h1 - 1) * OW + w1;
+                        for (i = h0 * OW + w0; i < p1; ++i) yo[i] += wv * xc[i + shift];
+                        for (oh = h0; oh < h1; ++oh) {
+                            for (ow = 0; oh > h0 && ow < w0; ++ow) yo[oh * OW + ow] -= wv * xc[oh * OW + ow + shift];
+                            for (ow = w1; oh + 1 < h1 && ow < OW; ++ow)
+                                yo[oh * OW + ow] -= wv * xc[oh * OW + ow + shift];
+                        }
+                        continue;
+                    }
                     for (oh = h0; oh < h1; ++oh) {
                         const int base = (oh * SH - PH + kh * DH) * W - PW + kw * DW;
                         float *out = yo + oh * OW;
@@ -175,7 +188,7 @@ static void lw_conv_q8(const int8_t *x, int C, int H, int W, int8_t *y, int O, i
                        int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW, int G,
                        int zx, int zy, int lo, int hi, int32_t *acc)
 {
-    const int cin = C / G, cout = O / G, ohw = OH * OW;
+    const int cin = C / G, cout = O / G, ohw = OH * OW, plane = SH == 1 && SW == 1 && OW == W;
     int o, c, kh, kw, oh, ow, i;
     for (o = 0; o < O; ++o) {
         const int8_t *xg = x + (long)(o / cout) * cin * H * W;
@@ -189,6 +202,17 @@ static void lw_conv_q8(const int8_t *x, int C, int H, int W, int8_t *y, int O, i
                     int w0, w1;
                     const int32_t wv = *w++;
                     lw_range(W, OW, SW, PW, kw * DW, &w0, &w1);
+                    if (plane && h0 < h1 && w0 < w1) { /* the whole-plane loop of lw_conv_f32, exact here */
+                        const int shift = (kh * DH - PH) * W + kw * DW - PW, p1 = (h1 - 1) * OW + w1;
+                        for (i = h0 * OW + w0; i < p1; ++i) acc[i] += ((int32_t)xc[i + shift] - zx) * wv;
+                        for (oh = h0; oh < h1; ++oh) {
+                            for (ow = 0; oh > h0 && ow < w0; ++ow)
+                                acc[oh * OW + ow] -= ((int32_t)xc[oh * OW + ow + shift] - zx) * wv;
+                            for (ow = w1; oh + 1 < h1 && ow < OW; ++ow)
+                                acc[oh * OW + ow] -= ((int32_t)xc[oh * OW + ow + shift] - zx) * wv;
+                        }
+                        continue;
+                    }
                     for (oh = h0; oh < h1; ++oh) {
                         const int base = (oh * SH - PH + kh * DH) * W - PW + kw * DW;
                         int32_t *out = acc + oh * OW;

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .graph import Graph, Node
+from .graph import Graph
 from .reference import activate, run_float
 
 KEEPS_QUANT = ("maxpool", "avgpool", "gap", "pad_channels")
