@@ -199,5 +199,6 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
         atomic_save({"lwdc_checkpoint": "model", "choices": choices, "state_dict": derived.state_dict()},
                     run_dir / "model_state.pt")
         save_portable(derived, example, run_dir / "model.pt2")
+        save_portable(model, example, run_dir / "original.pt2")   # so a report compares both from the folder alone
         write_json(run_dir / "report.json", report)      # written last: its presence marks a finished run
     return CompressResult(derived, supernet, choices, report)

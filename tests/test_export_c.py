@@ -323,3 +323,27 @@ def test_planner_never_overlaps_live_buffers(sizes, skips, align):
                 assert oa + plan.sizes[a] <= ob or ob + plan.sizes[b] <= oa
     assert plan.lower_bound_bytes <= plan.arena_bytes <= plan.naive_bytes + align * len(sizes)
     assert all(o % align == 0 for o in plan.offsets.values())
+
+
+def test_mse_calibration_clips_a_heavy_tail_and_lowers_the_error():
+    """Heavy-tailed activations: min/max spends the 8-bit range on rare extremes; the MSE range clips them and
+    quantises the bulk with a finer step, so its quantise-dequantise error is lower."""
+    from lwdc.export.c.quant import QParams, calibrate
+    model = nn.Sequential(nn.Conv2d(2, 2, 1, bias=False)).eval()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.eye(2).reshape(2, 2, 1, 1))
+    torch.manual_seed(0)
+    x = torch.distributions.Laplace(0.0, 1.0).sample((32, 2, 16, 16))
+    graph = lower(model, x[:1])
+    out = graph.tensors[graph.output].storage
+    lo, hi = calibrate(graph, [x])[out]
+    assert (lo, hi) == (pytest.approx(float(x.min())), pytest.approx(float(x.max())))
+    mlo, mhi = calibrate(graph, [x], method="mse")[out]
+    assert lo < mlo < 0.0 < mhi < hi
+    v = x.reshape(-1).numpy()
+    def err(r):
+        qp = QParams.from_range(*r)
+        return float(((qp.dequantize(qp.quantize(v)) - v) ** 2).mean())
+    assert err((mlo, mhi)) < err((lo, hi))
+    with pytest.raises(ValueError, match="minmax"):
+        calibrate(graph, [x], method="kl")

@@ -74,12 +74,14 @@ def _forward(model, x: torch.Tensor) -> torch.Tensor:
 
 def export_c(model: nn.Module | torch.export.ExportedProgram, example_input: torch.Tensor, out_dir: str | Path, *,
              int8: bool = False, calib: torch.Tensor | Iterable | None = None, name: str = "model",
-             overwrite: bool = False, verify: bool = True, atol: float = 1e-4) -> CExport:
+             calibration: str = "minmax", overwrite: bool = False, verify: bool = True,
+             atol: float = 1e-4) -> CExport:
     """Write ``out_dir/{NAME.h, NAME.c, main.c, deploy.json}`` for one-sample inference in C99.
 
     The lowered graph is first checked against PyTorch in Python; with ``verify`` (and a C compiler present) the
     generated code is compiled with strict warnings and run on ``example_input``: float32 must match PyTorch
     within ``atol`` and int8 must equal the integer reference bit for bit. Any failure leaves nothing behind.
+    ``calibration`` chooses activation ranges for int8: ``minmax`` (observed extremes) or ``mse``.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
@@ -91,10 +93,11 @@ def export_c(model: nn.Module | torch.export.ExportedProgram, example_input: tor
     if diff > atol:
         raise ExportError(f"the lowered graph differs from the PyTorch model by {diff:.3g} (> {atol}); "
                           "this is a bug in lwdc's lowering, please report it with the model")
-    qgraph = quantize(graph, calibrate(graph, _calibration_batches(calib))) if int8 else None
+    qgraph = quantize(graph, calibrate(graph, _calibration_batches(calib), calibration)) if int8 else None
     plan = plan_memory(graph, 1 if int8 else 4)
     src = emit_c(graph, plan, qgraph, name)
-    summary = {"name": name, "precision": "int8" if int8 else "float32", "input_shape": list(graph.input_shape),
+    summary = {"name": name, "precision": "int8" if int8 else "float32",
+               "calibration": calibration if int8 else None, "input_shape": list(graph.input_shape),
                "output_shape": list(graph.output_shape), "nodes": len(graph.nodes), "macs": graph.macs,
                "params": graph.params, "flash_bytes": src.flash_bytes, **plan.summary(),
                "naive_over_arena": round(plan.naive_bytes / max(plan.arena_bytes, 1), 3),
