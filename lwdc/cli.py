@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 import torch
 
+from . import distributed as dist
 from .api import CompressConfig, compress, config_fingerprint, train_stage
 from .ops import OP_SETS, op_patterns
 from .profile import profile as profile_model
@@ -86,6 +87,8 @@ _RUN_OPTIONS = [
     click.option("--arch-lr", default=0.01, show_default=True, help="Gate learning rate (Adam)."),
     click.option("--seed", default=0, show_default=True),
     click.option("--max-batches", default=None, type=int, help="Cap batches per epoch (quick looks)."),
+    click.option("--checkpoint-every", default=0, show_default=True, type=click.IntRange(min=0),
+                 help="Also checkpoint every N batches mid-epoch (0: after each epoch only)."),
     click.option("--threads", default=None, type=int, help="torch intra-op threads (default: torch's)."),
     click.option("--run-dir", default=None, type=click.Path(file_okay=False), help="Run folder (default runs/<time>)."),
     click.option("--progress/--no-progress", default=True, show_default=True),
@@ -106,15 +109,17 @@ def _run(settings: dict, run_dir: Path, log=click.echo) -> dict:
     if settings.get("threads"):
         torch.set_num_threads(settings["threads"])
     torch.manual_seed(settings["seed"])
+    world = dist.world_size()
     bundle = load_data(settings["data"], cache_dir=settings.get("cache_dir"), download=settings.get("download", False))
-    train = BatchLoader(bundle.train, settings["batch_size"], shuffle=True, augment=random_crop_flip(4),
-                        seed=settings["seed"], drop_last=True)
+    train = BatchLoader(bundle.train, settings["batch_size"] // world, shuffle=True, augment=random_crop_flip(4),
+                        seed=settings["seed"], rank=dist.rank(), world_size=world, drop_last=True)
     test = BatchLoader(bundle.test, 256)
     model = create_model(settings["model_name"], num_classes=bundle.num_classes,
                          in_channels=bundle.input_shape[0], width=settings["width"])
     task = Classification()
     log(f"data {bundle.name}: {len(bundle.train)} train / {len(bundle.test)} test, {bundle.num_classes} classes; "
-        f"model {settings['model_name']} (width {settings['width']})")
+        f"model {settings['model_name']} (width {settings['width']})"
+        + (f"; {world} processes, {settings['batch_size'] // world} samples each per step" if world > 1 else ""))
     if settings.get("weights"):
         try:
             model.load_state_dict(torch.load(settings["weights"], map_location="cpu", weights_only=True))
@@ -122,7 +127,8 @@ def _run(settings: dict, run_dir: Path, log=click.echo) -> dict:
             _fail(f"cannot load --weights {settings['weights']} into {settings['model_name']}: {exc}")
     elif settings["pretrain_epochs"] > 0:
         cfg = TrainConfig(epochs=settings["pretrain_epochs"], lr=settings["pretrain_lr"], max_batches=settings["max_batches"],
-                          progress=settings["progress"], desc="pretrain")
+                          checkpoint_every=settings.get("checkpoint_every", 0), progress=settings["progress"],
+                          desc="pretrain")
         train_stage("pretrain", model, task, train, test, cfg, run_dir, config_fingerprint(settings), log=log)
     else:
         log("warning: no --weights and no --pretrain-epochs: compressing an untrained model")
@@ -141,40 +147,77 @@ def _validate(settings: dict) -> None:
     try:
         CompressConfig(**{k: v for k, v in settings.items() if k in names}).validate()
         resolve_ops(settings["ops"])
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         _fail(str(exc))
     if settings["model_name"] not in list_models():
         _fail(f"unknown model {settings['model_name']!r}; registered models: {', '.join(list_models())}")
+    if settings["batch_size"] < 1 or settings["batch_size"] % dist.world_size():
+        _fail(f"--batch-size {settings['batch_size']} is the global batch: it must be a positive multiple of the "
+              f"{dist.world_size()} process(es)")
+
+
+def _read_run_json(path: Path) -> dict:
+    try:
+        value = read_json(path)
+    except (OSError, ValueError) as exc:
+        _fail(f"{path} is not readable JSON ({type(exc).__name__}: {exc}); the run folder is damaged")
+    if not isinstance(value, dict):
+        _fail(f"{path} should hold a JSON object, found {type(value).__name__}; the run folder is damaged")
+    return value
+
+
+def _resumed_settings(folder: Path, defaults: dict) -> dict:
+    """config.json of a run folder, checked option by option as if it had been typed (missing: the default)."""
+    raw = _read_run_json(folder / "config.json")
+    unknown = sorted(set(raw) - set(defaults))
+    if unknown:
+        _fail(f"{folder / 'config.json'} has unknown settings {', '.join(unknown)}: written by another lwdc version?")
+    params = {p.name: p for p in compress_cmd.params}
+    settings = dict(defaults)
+    for key, value in raw.items():
+        try:
+            settings[key] = None if value is None else params[key].type.convert(value, params[key], None)
+        except click.BadParameter as exc:
+            _fail(f"{folder / 'config.json'}: setting {key!r}: {exc.message}")
+    _validate(settings)
+    return settings
 
 
 def _start(settings: dict, run_dir: str | None, resume: str | None) -> None:
+    """Set up (or reopen) the run folder and run; under torchrun every rank runs this, only rank 0 writes."""
+    distributed = dist.init_from_env()
+    echo = click.echo if dist.is_main() else (lambda *a, **k: None)
     created = False
     if resume:
         folder = Path(resume)
         if not (folder / "config.json").exists():
             _fail(f"--resume {folder}: no config.json there; is it an lwdc run folder?")
         if (folder / "report.json").exists():
-            click.echo(f"{folder} finished earlier; not running it again.\n")
-            click.echo(format_summary(read_json(folder / "report.json")))
+            echo(f"{folder} finished earlier; not running it again.\n")
+            echo(format_summary(_read_run_json(folder / "report.json")))
             return
-        settings = read_json(folder / "config.json")
+        settings = _resumed_settings(folder, settings)
     else:
         folder = Path(run_dir or f"runs/{settings['model_name']}-{time.strftime('%Y%m%d-%H%M%S')}")
         if folder.exists() and any(folder.iterdir()):
             _fail(f"run folder {folder} exists and is not empty; pass --resume {folder} or another --run-dir")
         _validate(settings)
         created = not folder.exists()
-        write_json(folder / "config.json", settings)
-    click.echo(f"run folder: {folder}")
+        dist.barrier()                 # every rank has checked the folder before rank 0 writes into it
+        if dist.is_main():
+            write_json(folder / "config.json", settings)
+    echo(f"run folder: {folder}")
     try:
-        report = _run(settings, folder)
+        report = _run(settings, folder, log=echo)
     except (ValueError, RuntimeError, OSError) as exc:
-        if created and not (folder / "checkpoints").exists():      # failed before any work: leave no husk
+        if created and dist.is_main() and not (folder / "checkpoints").exists():  # failed before any work: no husk
             shutil.rmtree(folder, ignore_errors=True)
         _fail(f"{type(exc).__name__}: {exc}")
-    click.echo("\n" + format_summary(report))
-    click.echo(f"\nreport: {folder / 'report.json'}   model: {folder / 'model.pt2'} "
-               "(load with torch.export.load(path).module())")
+    if distributed:
+        dist.shutdown()
+    echo("\n" + format_summary(report))
+    echo(f"\nreport: {folder / 'report.json'}   model: {folder / 'model.pt2'} "
+         "(load with torch.export.load(path).module())")
 
 
 @main.command("compress")
@@ -376,6 +419,32 @@ def format_deploy(s: dict, target: Path) -> str:
             acc += f" (int8), float C {s['accuracy_c_float']:.2f}%"
         lines.append(acc)
     return "\n".join(lines)
+
+
+@main.command("report")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Output folder (default RUN_DIR/report).")
+@click.option("--runs", multiple=True, type=click.Path(),
+              help="More run folders, or folders holding them, for the trade-off plot (repeatable).")
+@click.option("--data", default=None, help="Data set for saliency/similarity (default: the one in config.json).")
+@click.option("--samples", default=4, show_default=True, help="Inputs shown in the saliency maps.")
+@click.option("--cka-samples", default=500, show_default=True)
+@click.option("--probe-train", default=2000, show_default=True, help="Training samples of each linear probe.")
+@click.option("--probe-test", default=1000, show_default=True)
+@click.option("--smoothgrad-samples", default=25, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+def report_cmd(run_dir, out, runs, data, samples, cka_samples, probe_train, probe_test, smoothgrad_samples,
+               seed) -> None:
+    """Write one self-contained HTML page (and its PNGs) about a finished compress run."""
+    from .analysis import ReportError, build_report
+
+    try:
+        path = build_report(run_dir, out, runs, data=data, samples=samples, cka_samples=cka_samples,
+                            probe_train=probe_train, probe_test=probe_test,
+                            smoothgrad_samples=smoothgrad_samples, seed=seed, log=click.echo)
+    except ReportError as exc:
+        _fail(str(exc))
+    click.echo(f"open {path} in a browser (self-contained: images embedded, nothing fetched)")
 
 
 @main.command()
