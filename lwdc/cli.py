@@ -323,6 +323,8 @@ def _parse_shape(text: str) -> tuple[int, ...]:
               help="Data for int8 calibration (train split) and for the accuracy check (test split); default: the "
                    "run's data, else cifar10-subset.")
 @click.option("--calib-samples", default=256, show_default=True)
+@click.option("--calibration", type=click.Choice(["minmax", "mse"]), default="minmax", show_default=True,
+              help="int8 activation ranges: observed extremes, or the clipping with least quantisation error.")
 @click.option("--eval-samples", default=1000, show_default=True, help="Test samples for the accuracy check (0: skip).")
 @click.option("--name", default="model", show_default=True, help="C prefix: NAME.c, NAME.h, NAME_run().")
 @click.option("--width", default=1.0, show_default=True, help="Registered models: width multiplier.")
@@ -334,8 +336,8 @@ def _parse_shape(text: str) -> tuple[int, ...]:
 @click.option("--force", is_flag=True, help="Replace an existing output.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Compile the C and compare it with PyTorch (needs a C compiler).")
-def export_cmd(model, fmt, out, int8, calib_data, calib_samples, eval_samples, name, width, weights, input_shape,
-               num_classes, cache_dir, force, verify) -> None:
+def export_cmd(model, fmt, out, int8, calib_data, calib_samples, calibration, eval_samples, name, width, weights,
+               input_shape, num_classes, cache_dir, force, verify) -> None:
     """Export MODEL (a run folder, a .pt2 file or a registered model name) as ONNX or a C99 library."""
     from .export import export_onnx
     from .export.c import (
@@ -378,7 +380,8 @@ def export_cmd(model, fmt, out, int8, calib_data, calib_samples, eval_samples, n
         if int8:
             n = min(calib_samples, len(bundle.train))
             calib = torch.stack([bundle.train[i][0] for i in range(n)])
-        result = export_c(net, example, target, int8=int8, calib=calib, name=name, overwrite=force, verify=verify)
+        result = export_c(net, example, target, int8=int8, calib=calib, calibration=calibration, name=name,
+                          overwrite=force, verify=verify)
     except (UnsupportedLayerError, ExportError, CompilerError, FileExistsError, ValueError) as exc:
         _fail(f"{type(exc).__name__}: {exc}")
     s = result.summary

@@ -56,14 +56,14 @@ def run_folder(tmp_path):
 def test_cli_exports_int8_c_with_the_deployment_summary(run_folder, tmp_path):
     out = tmp_path / "c8"
     r = CliRunner().invoke(main, ["export", str(run_folder), "--format", "c", "--int8", "--out", str(out),
-                                  "--calib-samples", "64", "--eval-samples", "40"])
+                                  "--calib-samples", "64", "--eval-samples", "40", "--calibration", "mse"])
     assert r.exit_code == 0, r.output
     assert "peak RAM" in r.output and "lower bound" in r.output and "int8 output equals" in r.output
     summary = json.loads((out / "deploy.json").read_text())
     for key in ("macs", "flash_bytes", "peak_ram_bytes", "naive_bytes", "lower_bound_bytes", "accuracy_c",
                 "accuracy_c_float", "accuracy_pytorch"):
         assert key in summary
-    assert summary["eval_samples"] == 40 and summary["precision"] == "int8"
+    assert summary["eval_samples"] == 40 and summary["precision"] == "int8" and summary["calibration"] == "mse"
     again = CliRunner().invoke(main, ["export", str(run_folder), "--format", "c", "--out", str(out)])
     assert again.exit_code != 0 and "--force" in again.output
 
