@@ -15,17 +15,19 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from . import distributed as dist
 from .costs import build_cost_table, get_cost_model
 from .derive import derive, max_output_difference
 from .ops import get_op
 from .profile import profile
-from .runs import CheckpointError, atomic_save, load_checkpoint, save_portable, write_json
+from .runs import (CHECKPOINT_VERSION, CheckpointError, atomic_save, load_checkpoint, remove_stale_temporaries,
+                   save_portable, write_json)
 from .space import Supernet, expand
 from .tasks import Classification, Task
 from .warmup import warm_up_branches
 from .train import EpochLog, TrainConfig, batches_per_epoch, evaluate, fit
 
-__all__ = ["CompressConfig", "CompressResult", "compress", "train_stage", "config_fingerprint"]
+__all__ = ["CompressConfig", "CompressResult", "compress", "train_stage", "config_fingerprint", "check_checkpoint"]
 
 
 @dataclass
@@ -47,12 +49,13 @@ class CompressConfig:
     include_pooling: bool = False
     seed: int = 0
     max_batches: int | None = None
+    checkpoint_every: int = 0      # batches between mid-epoch checkpoints (0: after each epoch only)
     progress: bool = True
 
     def validate(self) -> None:
         if self.lam < 0:
             raise ValueError(f"lambda must be >= 0 (it weighs the resource cost), got {self.lam}")
-        for name in ("warmup_epochs", "search_epochs", "finetune_epochs"):
+        for name in ("warmup_epochs", "search_epochs", "finetune_epochs", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         get_cost_model(self.cost)
@@ -75,29 +78,67 @@ def config_fingerprint(obj) -> str:
 
 def train_stage(stage: str, model: nn.Module, task: Task, train_data: Iterable, val_data: Iterable | None,
                 cfg: TrainConfig, run_dir: Path | None, fingerprint: str, log=print, **fit_kwargs) -> list:
-    """``fit`` with per-epoch atomic checkpoints in ``run_dir/checkpoints/<stage>.pt``, resumed if present."""
+    """``fit`` with atomic checkpoints in ``run_dir/checkpoints/<stage>.pt`` after every epoch (and every
+    ``cfg.checkpoint_every`` batches), resumed if present; only rank 0 writes."""
     path = Path(run_dir) / "checkpoints" / f"{stage}.pt" if run_dir is not None else None
+    log = log if dist.is_main() else (lambda _line: None)
     state = None
     if path is not None and path.exists():
-        state = load_checkpoint(path, stage)
-        if state.get("fingerprint") != fingerprint:
-            raise CheckpointError(f"{path} was written by a run with another configuration; "
-                                  "use a new run folder or restore the original settings")
+        state = check_checkpoint(path, stage, fingerprint)
+        _check_shapes(path, state["model"], model)
         if state["epoch"] >= cfg.epochs:
             log(f"{stage}: finished earlier, loaded from {path}")
         else:
-            log(f"{stage}: resuming after epoch {state['epoch']} from {path}")
+            where = f", batch {state.get('step', 0)}" if state.get("step") else ""
+            log(f"{stage}: resuming after epoch {state['epoch']}{where} from {path}")
 
-    def save(full_state: dict, _entry) -> None:
-        if path is not None:
-            atomic_save({"lwdc_checkpoint": stage, "fingerprint": fingerprint, **full_state}, path)
+    def save(full_state: dict, _entry=None) -> None:
+        if path is not None and dist.is_main():
+            atomic_save({"lwdc_checkpoint": stage, "version": CHECKPOINT_VERSION, "fingerprint": fingerprint,
+                         **full_state}, path)
 
     if state is not None and state["epoch"] >= cfg.epochs:
         model.load_state_dict(state["model"])
         if isinstance(model, Supernet) and state.get("gate"):
             model.gate.load_state_dict(state["gate"])
         return [EpochLog(**h) for h in state["history"]]
-    return fit(model, task, train_data, val_data, cfg, state=state, on_epoch=save, log=log, **fit_kwargs)
+    return fit(model, task, train_data, val_data, cfg, state=state, on_epoch=save, on_step=save, log=log, **fit_kwargs)
+
+
+_STATE_KEYS = ("fingerprint", "epoch", "model", "optimizer", "scheduler", "arch_optimizer", "gate", "torch_rng",
+               "history")
+
+
+def check_checkpoint(path: Path, stage: str, fingerprint: str | None) -> dict:
+    """Load a stage checkpoint and refuse it, with the reason, unless this run can resume from it (also used to
+    vet a run folder before any work starts; ``fingerprint`` None skips the settings check)."""
+    state = load_checkpoint(path, stage, required=_STATE_KEYS)
+    if fingerprint is not None and state.get("fingerprint") != fingerprint:
+        raise CheckpointError(f"{path} was written by a run with another configuration; "
+                              "use a new run folder or restore the original settings")
+    if state.get("world_size", 1) != dist.world_size():
+        raise CheckpointError(f"{path} was written by {state.get('world_size', 1)} process(es), this run has "
+                              f"{dist.world_size()}; resume with torchrun --nproc_per_node="
+                              f"{state.get('world_size', 1)} (a rank's batches depend on the number of ranks)")
+    return state
+
+
+def _check_shapes(path: Path, saved: dict, model: nn.Module) -> None:
+    """Name the first mismatch instead of torch's list of every tensor."""
+    own = model.state_dict()
+    wrong = [k for k in own if k not in saved or tuple(saved[k].shape) != tuple(own[k].shape)]
+    wrong += [k for k in saved if k not in own]
+    if wrong:
+        k = wrong[0]
+        what = (f"{k} is {list(saved[k].shape)} there and {list(own[k].shape)} here" if k in saved and k in own
+                else f"{k} is missing {'there' if k in own else 'here'}")
+        raise CheckpointError(f"{path} holds weights of another model ({len(wrong)} tensor(s) differ; {what}); "
+                              "use a new run folder or restore the original settings")
+
+
+def compress_fingerprint(cfg: CompressConfig) -> str:
+    """The settings a search/fine-tune checkpoint depends on (not the checkpoint interval or the progress bar)."""
+    return config_fingerprint({k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_every", "progress")})
 
 
 def _example_from(data: Iterable) -> torch.Tensor:
@@ -132,10 +173,13 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
     """
     cfg = CompressConfig(**{**(asdict(config) if config else {}), **overrides})
     cfg.validate()
+    log = log if dist.is_main() else (lambda _line: None)
     task = task or Classification()
     example = example_input if example_input is not None else _example_from(train_data)
     run_dir = Path(run_dir) if run_dir is not None else None
-    fingerprint = config_fingerprint(asdict(cfg))
+    fingerprint = compress_fingerprint(cfg)
+    if run_dir is not None and dist.is_main():
+        remove_stale_temporaries(run_dir)       # left by a run killed while writing; its targets are intact
     started = time.perf_counter()
 
     before = profile(model, example).as_dict()
@@ -165,7 +209,8 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
     t0 = time.perf_counter()
     search_cfg = TrainConfig(epochs=cfg.search_epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
                              arch_lr=cfg.arch_lr, lam=cfg.lam, tau_start=cfg.tau_start, tau_end=cfg.tau_end,
-                             max_batches=cfg.max_batches, progress=cfg.progress, desc="search")
+                             max_batches=cfg.max_batches, checkpoint_every=cfg.checkpoint_every,
+                             progress=cfg.progress, desc="search")
     search_log = train_stage("search", supernet, task, train_data, val_data, search_cfg, run_dir, fingerprint,
                              log=log, cost_table=objective, report_tables=report_tables)
     search_time = time.perf_counter() - t0
@@ -176,7 +221,8 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
 
     t0 = time.perf_counter()
     tune_cfg = TrainConfig(epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, weight_decay=cfg.weight_decay,
-                           max_batches=cfg.max_batches, progress=cfg.progress, desc="finetune")
+                           max_batches=cfg.max_batches, checkpoint_every=cfg.checkpoint_every,
+                           progress=cfg.progress, desc="finetune")
     tune_log = train_stage("finetune", derived, task, train_data, val_data, tune_cfg, run_dir, fingerprint, log=log)
     tune_time = time.perf_counter() - t0
 
@@ -195,8 +241,8 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
         "warmup_error": warmup,
         "wall_time_s": {"warmup": warmup_time, "search": search_time, "finetune": tune_time, "total": time.perf_counter() - started},
     }
-    if run_dir is not None:
-        atomic_save({"lwdc_checkpoint": "model", "choices": choices, "state_dict": derived.state_dict()},
+    if run_dir is not None and dist.is_main():
+        atomic_save({"lwdc_checkpoint": "model", "version": CHECKPOINT_VERSION, "choices": choices, "state_dict": derived.state_dict()},
                     run_dir / "model_state.pt")
         save_portable(derived, example, run_dir / "model.pt2")
         save_portable(model, example, run_dir / "original.pt2")   # so a report compares both from the folder alone

@@ -14,7 +14,7 @@ import click
 import torch
 
 from . import distributed as dist
-from .api import CompressConfig, compress, config_fingerprint, train_stage
+from .api import CompressConfig, check_checkpoint, compress, compress_fingerprint, config_fingerprint, train_stage
 from .ops import OP_SETS, op_patterns
 from .profile import profile as profile_model
 from .runs import read_json, write_json
@@ -79,7 +79,8 @@ _RUN_OPTIONS = [
                  help="Branch warm-up by local distillation before the search."),
     click.option("--ops", default="default", show_default=True,
                  help=f"Operator set ({', '.join(OP_SETS)}) or comma-separated names."),
-    click.option("--cost", default="macs", show_default=True, type=click.Choice(["params", "macs", "flops"])),
+    click.option("--cost", default="macs", show_default=True,
+                 help="Search cost: params, macs (flops), latency[:onnxruntime][:bN], systolic[:RxC][:ws|os][:risa]."),
     click.option("--batch-size", default=128, show_default=True),
     click.option("--pretrain-lr", default=0.1, show_default=True, help="Learning rate of baseline training."),
     click.option("--lr", default=0.05, show_default=True, help="Weight learning rate during the search."),
@@ -183,6 +184,23 @@ def _resumed_settings(folder: Path, defaults: dict) -> dict:
     return settings
 
 
+def _vet_checkpoints(folder: Path, settings: dict) -> None:
+    """Refuse a damaged, foreign or mismatched checkpoint before any work (data, profiling) starts."""
+    from .runs import CheckpointError
+
+    names = {f.name for f in fields(CompressConfig)}
+    fingerprints = {"pretrain": config_fingerprint(settings),
+                    "search": compress_fingerprint(CompressConfig(**{k: v for k, v in settings.items() if k in names}))}
+    fingerprints["finetune"] = fingerprints["search"]
+    for stage, fingerprint in fingerprints.items():
+        path = folder / "checkpoints" / f"{stage}.pt"
+        if path.exists():
+            try:
+                check_checkpoint(path, stage, fingerprint)
+            except CheckpointError as exc:
+                _fail(str(exc))
+
+
 def _start(settings: dict, run_dir: str | None, resume: str | None) -> None:
     """Set up (or reopen) the run folder and run; under torchrun every rank runs this, only rank 0 writes."""
     distributed = dist.init_from_env()
@@ -193,10 +211,12 @@ def _start(settings: dict, run_dir: str | None, resume: str | None) -> None:
         if not (folder / "config.json").exists():
             _fail(f"--resume {folder}: no config.json there; is it an lwdc run folder?")
         if (folder / "report.json").exists():
+            report = _read_run_json(folder / "report.json")
             echo(f"{folder} finished earlier; not running it again.\n")
-            echo(format_summary(_read_run_json(folder / "report.json")))
+            echo(format_summary(report))
             return
         settings = _resumed_settings(folder, settings)
+        _vet_checkpoints(folder, settings)
     else:
         folder = Path(run_dir or f"runs/{settings['model_name']}-{time.strftime('%Y%m%d-%H%M%S')}")
         if folder.exists() and any(folder.iterdir()):
@@ -241,31 +261,77 @@ def demo(run_dir, quick) -> None:
     _start(settings, run_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}", None)
 
 
+def _run_as_module(folder: Path, shape: tuple[int, ...]) -> torch.nn.Module:
+    """A run folder's derived model as ``nn.Module`` layers (per-layer costs need modules; model.pt2 has none):
+    the registered model expanded as the run did, its choices forced, derived, and the saved weights loaded."""
+    from .derive import derive
+    from .models import create_model
+    from .runs import load_checkpoint
+    from .space import expand
+
+    settings, report = read_json(folder / "config.json"), read_json(folder / "report.json")
+    state = load_checkpoint(folder / "model_state.pt", "model")
+    example = torch.randn(1, *shape)
+    with torch.no_grad():
+        num_classes = torch.export.load(str(folder / "model.pt2")).module()(example).shape[1]
+    model = create_model(settings["model_name"], num_classes=num_classes, in_channels=shape[0], width=settings["width"])
+    supernet = expand(model, example, report["config"]["ops"], include_pooling=report["config"].get("include_pooling", False))
+    supernet.set_choices(state["choices"])
+    derived = derive(supernet)
+    derived.load_state_dict(state["state_dict"])
+    return derived
+
+
 @main.command("profile")
-@click.option("--model", "model_name", default=None, help="Registered model name.")
+@click.argument("model", required=False)
+@click.option("--model", "model_name", default=None, help="Registered model name (or give it as MODEL).")
 @click.option("--width", default=1.0, show_default=True)
 @click.option("--run", "run", type=click.Path(exists=True, file_okay=False), default=None,
-              help="A finished run folder: profile its model.pt2.")
+              help="A finished run folder (or give it as MODEL): profile its model.pt2.")
 @click.option("--input-shape", default="3,32,32", show_default=True, help="C,H,W (or C,L) of one sample.")
 @click.option("--num-classes", default=10, show_default=True)
 @click.option("--batch-size", default=1, show_default=True)
+@click.option("--cost", "costs", multiple=True,
+              help="Per-layer table with these costs (repeat or comma-separate): params, macs, latency[:onnxruntime], "
+                   "systolic[:RxC][:ws|os][:risa].")
 @click.option("--json", "as_json", is_flag=True)
-def profile_cmd(model_name, width, run, input_shape, num_classes, batch_size, as_json) -> None:
-    """Parameters, MACs and measured CPU latency of a model."""
+def profile_cmd(model, model_name, width, run, input_shape, num_classes, batch_size, costs, as_json) -> None:
+    """Parameters, MACs and measured CPU latency of MODEL (a registered name or a run folder); with --cost, a
+    per-layer table (op, params, MACs, measured latency, systolic cycles and PE utilisation)."""
+    if model:
+        run, model_name = (model, None) if Path(model).is_dir() else (None, model)
     try:
         shape = tuple(int(v) for v in input_shape.split(","))
     except ValueError:
         _fail(f"--input-shape must be comma-separated integers like 3,32,32; got {input_shape!r}")
+    specs = [c.strip() for value in costs for c in value.split(",") if c.strip()]
     if run:
         report = read_json(Path(run) / "report.json")
         shape = tuple(report["example_input_shape"][1:])
-        model = torch.export.load(str(Path(run) / "model.pt2")).module()
+        net = torch.export.load(str(Path(run) / "model.pt2")).module()
+        if specs:
+            try:
+                net = _run_as_module(Path(run), shape)
+            except (OSError, KeyError, ValueError, RuntimeError) as exc:
+                _fail(f"cannot rebuild the layers of {run} for a per-layer table ({type(exc).__name__}: {exc}); "
+                      "profile it without --cost")
     elif model_name:
-        from .models import create_model
-        model = create_model(model_name, num_classes=num_classes, in_channels=shape[0], width=width)
+        from .models import create_model, list_models
+        if model_name not in list_models():
+            _fail(f"unknown model {model_name!r}; registered models: {', '.join(list_models())}")
+        net = create_model(model_name, num_classes=num_classes, in_channels=shape[0], width=width)
     else:
-        _fail("give --model NAME or --run RUN_DIR")
-    result = profile_model(model, torch.randn(batch_size, *shape))
+        _fail("give MODEL (a registered name or a run folder), --model NAME or --run RUN_DIR")
+    if specs:
+        from .costs.report import format_layer_report, layer_report
+        try:
+            table = layer_report(net, torch.randn(1, *shape), specs, batch_size=batch_size)
+        except ValueError as exc:
+            _fail(str(exc))
+        click.echo(json.dumps(table) if as_json else format_layer_report(table) +
+                   f"\nlatency: batch {batch_size}, 1 thread, each layer alone; total: the whole network")
+        return
+    result = profile_model(net, torch.randn(batch_size, *shape))
     if as_json:
         click.echo(json.dumps(result.as_dict()))
     else:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,9 @@ import torch
 from torch import nn
 
 __all__ = ["atomic_write_bytes", "atomic_save", "write_json", "read_json", "load_checkpoint", "save_portable",
-           "CheckpointError"]
+           "CheckpointError", "CHECKPOINT_VERSION", "remove_stale_temporaries"]
+
+CHECKPOINT_VERSION = 1   # bump when the layout of a checkpoint dict changes; older ones are then refused clearly
 
 
 class CheckpointError(RuntimeError):
@@ -54,19 +57,46 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def load_checkpoint(path: Path, kind: str) -> dict:
-    """Load a checkpoint written by lwdc, with a clear error for anything else."""
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files a killed run left behind (their targets are intact: see ``_atomic``)."""
+    stale = [p for p in Path(folder).rglob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def load_checkpoint(path: Path, kind: str, required: tuple[str, ...] = ()) -> dict:
+    """Load a checkpoint written by lwdc, with a clear error for anything else (truncated, foreign, another
+    format version, or missing one of the ``required`` keys)."""
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes), not an lwdc checkpoint; delete it to start this stage again")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as exc:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"{path} is not a readable lwdc checkpoint ({type(exc).__name__}: {exc}); "
+        raise CheckpointError(f"{path} is not a readable lwdc checkpoint ({_reason(exc)}); "
                               "delete it to start this stage again") from None
     if not isinstance(state, dict) or state.get("lwdc_checkpoint") != kind:
-        raise CheckpointError(f"{path} is not an lwdc {kind!r} checkpoint (found "
-                              f"{state.get('lwdc_checkpoint') if isinstance(state, dict) else type(state).__name__})")
+        found = repr(state.get("lwdc_checkpoint")) if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path} is not an lwdc {kind!r} checkpoint (found {found})")
+    if state.get("version") != CHECKPOINT_VERSION:
+        found = "no format version" if state.get("version") is None else f"format version {state['version']!r}"
+        raise CheckpointError(f"{path} has {found}, this lwdc reads version {CHECKPOINT_VERSION}; resume it with the "
+                              "lwdc that wrote it, or delete it to start this stage again")
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise CheckpointError(f"{path} lacks {', '.join(missing)}: it is damaged or was not written by lwdc; "
+                              "delete it to start this stage again")
     return state
+
+
+def _reason(exc: Exception) -> str:
+    """torch's load errors run to paragraphs of advice about ``weights_only``; keep what says what was wrong."""
+    if isinstance(exc, pickle.UnpicklingError):
+        return "it holds Python objects or bytes that are not tensors and plain containers; lwdc never writes such"
+    first = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
 
 
 def save_portable(model: nn.Module, example_input: torch.Tensor, path: Path) -> None:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed as dist
 from .gate import anneal_temperature
 from .space import Supernet
 from .tasks import Task
@@ -43,6 +44,7 @@ class TrainConfig:
     tau_end: float = 0.5
     bn_batches: int = 20                # BatchNorm re-estimation before a supernet is evaluated
     max_batches: int | None = None      # cap on batches per epoch (smoke tests, quick looks)
+    checkpoint_every: int = 0           # also hand a resumable state to ``on_step`` every N batches (0: epochs only)
     progress: bool = True
     desc: str = "train"
 
@@ -69,11 +71,16 @@ class EpochLog:
         return "  ".join(parts)
 
 
-def _batches(loader: Iterable, limit: int | None):
-    for i, batch in enumerate(loader):
+def _batches(loader: Iterable, limit: int | None, start: int = 0):
+    """Batches ``start`` .. ``limit - 1`` of one epoch; a loader with ``iter_from`` (``BatchLoader``) skips the
+    first ones without building them, any other iterable is read and the skipped batches dropped."""
+    source, i = (loader.iter_from(start), start) if start and hasattr(loader, "iter_from") else (iter(loader), 0)
+    for batch in source:
         if limit is not None and i >= limit:
             return
-        yield batch
+        if i >= start:
+            yield batch
+        i += 1
 
 
 def batches_per_epoch(loader: Iterable, limit: int | None) -> int | None:
@@ -135,18 +142,24 @@ def evaluate(model: nn.Module, task: Task, loader: Iterable, max_batches: int | 
 
 def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterable | None, cfg: TrainConfig, *,
         cost_table=None, report_tables: tuple = (), state: dict | None = None,
-        on_epoch: Callable[[dict, EpochLog], None] | None = None, log: Callable[[str], None] = print) -> list[EpochLog]:
+        on_epoch: Callable[[dict, EpochLog], None] | None = None, on_step: Callable[[dict], None] | None = None,
+        log: Callable[[str], None] = print) -> list[EpochLog]:
     """Train ``model`` in place for ``cfg.epochs`` epochs; a :class:`Supernet` is searched, anything else trained.
 
     ``cost_table`` prices the search (needed when ``cfg.lam > 0``); ``report_tables`` only add their argmax
-    ratio to each epoch's line. ``state`` is a dict from an earlier ``on_epoch`` call to resume from; ``on_epoch``
-    receives the full resumable state after every epoch (write it atomically).
+    ratio to each epoch's line. ``state`` is a dict from an earlier ``on_epoch``/``on_step`` call to resume from
+    (mid-epoch states skip the batches already done); ``on_epoch`` receives the full resumable state after every
+    epoch, ``on_step`` every ``cfg.checkpoint_every`` batches (write them atomically). Under ``torchrun`` each
+    rank trains on its own shard, gradients are averaged over ranks and only rank 0 calls back and logs.
     """
     if cfg.lam < 0:
         raise ValueError(f"lambda must be >= 0, got {cfg.lam}")
+    if cfg.checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be >= 0 batches (0: only after each epoch), got {cfg.checkpoint_every}")
     search = isinstance(model, Supernet)
     if search and cfg.lam > 0 and cost_table is None:
         raise ValueError("a search with lam > 0 needs a cost_table")
+    main = dist.is_main()
     weights = model.weight_parameters() if search else [p for p in model.parameters()]
     optimizer = torch.optim.SGD(weights, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
                                 weight_decay=cfg.weight_decay)
@@ -156,7 +169,7 @@ def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterab
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
     history: list[EpochLog] = []
-    start_epoch = 0
+    start_epoch, start_step, partial = 0, 0, {}
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -166,18 +179,32 @@ def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterab
             model.gate.load_state_dict(state["gate"])
         torch.set_rng_state(state["torch_rng"])
         history = [EpochLog(**h) for h in state["history"]]
-        start_epoch = int(state["epoch"])
+        start_epoch, start_step = int(state["epoch"]), int(state.get("step", 0))
+        partial = dict(state.get("stats") or {}) if main else {}   # stored summed over ranks: counted once
+    dist.broadcast_module(model)       # every rank starts from rank 0's weights (warm-up ran per rank)
+
+    def snapshot(epoch: int, step: int, stats: dict) -> dict:
+        return {
+            "epoch": epoch, "step": step, "stats": stats, "world_size": dist.world_size(),
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "arch_optimizer": arch_optimizer.state_dict() if arch_optimizer is not None else None,
+            "gate": model.gate.state_dict() if search else None, "torch_rng": torch.get_rng_state(),
+            "history": [asdict(h) for h in history],
+        }
 
     tables = ((cost_table,) if cost_table is not None else ()) + tuple(report_tables)
+    params = list(model.parameters())
     for epoch in range(start_epoch, cfg.epochs):
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)
         model.train()
-        stats: dict[str, float] = {}
+        first = start_step if epoch == start_epoch else 0
+        stats: dict[str, float] = partial if epoch == start_epoch else {}
         started = time.perf_counter()
-        bar = tqdm(_batches(train_loader, cfg.max_batches), total=steps_per_epoch, disable=not cfg.progress,
-                   desc=f"{cfg.desc} {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
-        for step, (x, y) in enumerate(bar):
+        bar = tqdm(_batches(train_loader, cfg.max_batches, first), total=steps_per_epoch, initial=first,
+                   disable=not (cfg.progress and main), desc=f"{cfg.desc} {epoch + 1}/{cfg.epochs}", leave=False,
+                   dynamic_ncols=True)
+        for step, (x, y) in enumerate(bar, start=first):
             if search:
                 global_step = epoch * steps_per_epoch + step
                 model.gate.tau = anneal_temperature(global_step / total_steps, cfg.tau_start, cfg.tau_end)
@@ -185,13 +212,15 @@ def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterab
             loss = task.loss(output, y)
             if search and cfg.lam > 0:
                 loss = loss + cfg.lam * cost_table.expected_ratio(model)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"{cfg.desc}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                                       "the last checkpoint holds the last good state (try a lower learning rate)")
+            if dist.any_nonfinite(loss):
+                raise TrainingDiverged(f"{cfg.desc}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}"
+                                       f"{' (on some rank)' if dist.is_distributed() else ''}; the last checkpoint "
+                                       "holds the last good state (try a lower learning rate)")
             optimizer.zero_grad(set_to_none=True)
             if arch_optimizer is not None:
                 arch_optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            dist.average_gradients(params)
             optimizer.step()
             if arch_optimizer is not None:
                 arch_optimizer.step()
@@ -199,9 +228,17 @@ def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterab
             for k, v in task.batch_stats(output.detach(), y).items():
                 stats[k] = stats.get(k, 0.0) + v
             bar.set_postfix(loss=f"{loss.item():.3f}")
+            done = step + 1
+            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < steps_per_epoch:
+                _check_finite(model, cfg.desc, epoch, done)
+                reduced = dist.all_reduce_sum(dict(stats))
+                if on_step is not None and main:
+                    on_step(snapshot(epoch, done, reduced))
         bar.close()
+        stats = dist.all_reduce_sum(stats)
         if search:
             recalibrate_batchnorm(model, train_loader, cfg.bn_batches)
+        dist.average_buffers(model)     # BatchNorm statistics were estimated on each rank's shard
         val = evaluate(model, task, val_loader) if val_loader is not None else {}
         entry = EpochLog(
             epoch=epoch, train=task.summarize(stats), val=val, seconds=time.perf_counter() - started,
@@ -211,13 +248,18 @@ def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterab
                            for n, layer in model.choice_layers().items()} if search else {},
         )
         history.append(entry)
-        if on_epoch is not None:
-            on_epoch({
-                "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "arch_optimizer": arch_optimizer.state_dict() if arch_optimizer is not None else None,
-                "gate": model.gate.state_dict() if search else None, "torch_rng": torch.get_rng_state(),
-                "history": [asdict(h) for h in history],
-            }, entry)
-        log(entry.line(cfg.desc, cfg.epochs, task.primary))     # after the checkpoint: nothing waits on the log
+        _check_finite(model, cfg.desc, epoch, steps_per_epoch)
+        if on_epoch is not None and main:
+            on_epoch(snapshot(epoch + 1, 0, {}), entry)
+        if main:
+            log(entry.line(cfg.desc, cfg.epochs, task.primary))  # after the checkpoint: nothing waits on the log
     return history
+
+
+def _check_finite(model: nn.Module, desc: str, epoch: int, step: int) -> None:
+    """Refuse to checkpoint non-finite weights (a finite loss can still come with an overflowing gradient)."""
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise TrainingDiverged(f"{desc}: weights became non-finite by epoch {epoch + 1}, step {step} ({bad[0]}"
+                               f"{' and %d more' % (len(bad) - 1) if len(bad) > 1 else ''}); the last checkpoint "
+                               "holds the last good state (try a lower learning rate)")

@@ -62,4 +62,10 @@ def build_cost_table(cost_model: CostModel, supernet: Supernet, original: nn.Mod
     reference = float(cost_model.network_cost(original, example_input))
     if reference <= 0:
         raise ValueError(f"the original model's {cost_model.name} cost is {reference}; it cannot normalise the objective")
-    return CostTable(cost_model.name, cost_model.unit, layer_costs, reference - originals, reference)
+    fixed = reference - originals
+    if fixed < 0:
+        # Measured costs can price the expanded layers, timed one by one, above the whole network (per-call
+        # overhead, kernels fused across layers). A negative rest would let the ratio go below zero; instead the
+        # rest costs nothing and the original's layers are the reference, so the original network is still 1.
+        fixed, reference = 0.0, originals
+    return CostTable(cost_model.name, cost_model.unit, layer_costs, fixed, reference)

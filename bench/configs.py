@@ -1,0 +1,61 @@
+"""Schedules and experiments of the CIFAR benchmark (``python -m bench.cifar``, ``python -m bench.queue``).
+
+Every method starts from one cached baseline per (model, schedule, seed) and then gets the same number of
+post-baseline passes over the training data, so differences come from the method, not from the budget:
+
+* ``baseline``          the trained original model;
+* ``baseline-extended`` the baseline trained ``post_epochs`` more (the "same-schedule baseline" for accuracy);
+* ``lwdc``              branch warm-up + search + derive + fine-tune (warmup + search + finetune epochs);
+* ``prune-l1`` / ``prune-l1-global``  Torch-Pruning one-shot L1 filter pruning at the MACs of an LWDC point,
+  then ``post_epochs`` of fine-tuning.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+__all__ = ["Schedule", "SCHEDULES", "EXPERIMENTS", "METHODS", "PRUNE_METHODS"]
+
+PRUNE_METHODS = ("prune-l1", "prune-l1-global")
+METHODS = ("baseline", "baseline-extended", "lwdc") + PRUNE_METHODS
+
+
+@dataclass(frozen=True)
+class Schedule:
+    baseline_epochs: int
+    warmup_epochs: float       # LWDC branch warm-up (local distillation), in passes over the training data
+    search_epochs: int
+    finetune_epochs: int
+    batch_size: int = 128
+    lr: float = 0.1            # baseline; SGD Nesterov, weight decay 5e-4, cosine decay per step (lwdc.train)
+    search_lr: float = 0.05    # LWDC search weights; also the start of the baselines' post-baseline training
+    finetune_lr: float = 0.02  # LWDC fine-tuning
+
+    @property
+    def post_epochs(self) -> int:
+        """Post-baseline epochs of baseline-extended and of pruning + fine-tuning: LWDC's warm-up + search +
+        fine-tune passes, rounded up (a fractional warm-up gives the comparison methods slightly more)."""
+        return math.ceil(self.warmup_epochs + self.search_epochs + self.finetune_epochs)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "post_epochs": self.post_epochs}
+
+
+SCHEDULES: dict[str, Schedule] = {
+    # Fits the shared 2-core development CPU: a ResNet-20 epoch on full CIFAR-10 takes 2-5 min on one thread
+    # there, depending on the load; LWDC gets 0.25 + 1 + 2 passes, the other methods 4 post-baseline epochs.
+    "cpu": Schedule(baseline_epochs=6, warmup_epochs=0.25, search_epochs=1, finetune_epochs=2),
+    # Paper-scale: 200 epochs of baseline training, as is usual for CIFAR ResNets. Meant for a GPU, but
+    # lwdc.train has no device support yet, so today it runs on the CPU (days for ResNet-20 on this machine).
+    "full": Schedule(baseline_epochs=200, warmup_epochs=1, search_epochs=50, finetune_epochs=100),
+    # A few batches per stage: keeps the harness working (tests/test_bench_smoke.py).
+    "smoke": Schedule(baseline_epochs=1, warmup_epochs=1, search_epochs=1, finetune_epochs=1, batch_size=32),
+}
+
+# model -> the LWDC lambdas and operator sets to run; each LWDC point gets a pruning run per PRUNE_METHODS at
+# its MACs. The queue runs them in the order listed (cheap, most informative first).
+EXPERIMENTS: dict[str, dict] = {
+    "resnet20": {"lams": (0.6, 1.0, 1.6), "ops": ("default", "paper")},
+    "resnet56": {"lams": (0.6, 1.0, 1.6), "ops": ("default", "paper")},
+    "vgg16": {"lams": (0.6, 1.0, 1.6), "ops": ("default", "paper")},
+}

@@ -1,0 +1,294 @@
+"""Turn every CIFAR benchmark result into tables in docs/RESULTS.md and a Pareto plot per model and schedule.
+
+    python -m bench.report [--results bench/results/cifar] [--doc docs/RESULTS.md]
+
+Only the region between the markers below is rewritten; the rest of the file belongs to other authors.
+Published figures are quoted in their own table, labelled, never mixed with ours.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from .configs import EXPERIMENTS
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- bench:cifar:start -->", "<!-- bench:cifar:end -->"
+SERIES = ("baseline", "baseline-extended", "lwdc-default", "lwdc-paper", "prune-l1-global", "prune-l1")
+
+PUBLISHED = """### Published CIFAR-10 figures (quoted, not measured here)
+
+Other papers' numbers, from their own training schedules (usually 160-300 epochs on a GPU) and the original
+CIFAR-10; they are not comparable one-to-one with the reduced-schedule results above.
+
+| model | method | baseline acc. (%) | compressed acc. (%) | MACs reduction | params | source |
+|---|---|---|---|---|---|---|
+| ResNet-56 | Torch-Pruning, group L1 ("Group-L1") | 93.53 | 92.93 | 2.12x | - | [1] |
+| ResNet-56 | DepGraph with sparse learning ("Ours") | 93.53 | 93.77 | 2.13x | - | [1] |
+| ResNet-56 | DepGraph with sparse learning ("Ours") | 93.53 | 93.64 | 2.57x | - | [1] |
+| ResNet-56 | HRank | 93.26 [1] | 93.17 | 62.72M FLOPs (50.0% fewer) | 0.49M (42.4% fewer) | [2] |
+| VGG-16 | HRank | - | 92.34 | 108.61M FLOPs (65.3% fewer) | 2.64M (82.1% fewer) | [2] |
+
+[1] Torch-Pruning benchmark table, ResNet-56 / CIFAR-10 (Fang et al., "DepGraph: Towards Any Structural Pruning",
+CVPR 2023), https://github.com/VainF/Torch-Pruning/tree/master/benchmarks (the table has changed between
+versions of that page; these rows are from the version listing "Group-L1" and two "Ours" rows); speed-up there is
+base MACs / pruned MACs. [2] HRank repository README (Lin et al., "HRank: Filter Pruning using High-Rank Feature Map", CVPR 2020),
+https://github.com/lmbxmu/HRank; its authors note that the pruning rates in the paper under-count removed
+channels.
+
+Not obtained: the tables of the LWDC paper (Diao et al., "Implementation of Lightweight Convolutional Neural
+Networks via Layer-Wise Differentiable Compression", Sensors 21(10):3464, 2021, doi:10.3390/s21103464). Only its
+abstract and section outline could be reached from this workspace, so none of its figures are quoted. No
+published ResNet-20 figure for these methods was found either. Note also that lwdc's CIFAR ResNets use 1x1
+projection shortcuts where the shape changes (ResNet-20: 272,474 parameters, 40.8 M MACs), while most of the
+papers above use the parameter-free "option A" shortcut.
+"""
+
+
+def load_results(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]
+
+
+def series(r: dict) -> str:
+    return f"lwdc-{r['ops']}" if r["method"] == "lwdc" else r["method"]
+
+
+def point(r: dict) -> str:
+    """The LWDC point a run is, or is matched to."""
+    if r["method"] == "lwdc":
+        return f"{r['ops']} λ={r['lambda']:g}"
+    if r.get("matches"):
+        return "→ " + r["matches"].replace("lwdc-", "").replace("-lam", " λ=")
+    return f"→ {r['target']:g} MACs" if r.get("target") is not None else ""
+
+
+def fmt(v, spec: str = ".2f", none: str = "-") -> str:
+    return none if v is None else format(v, spec)
+
+
+def results_table(rs: list[dict], reference: dict | None) -> list[str]:
+    ref = reference["accuracy"] if reference else None
+    lines = ["| method | point | acc. (%) | Δ vs extended | params | MACs (M) | MACs ratio | eager b1 (ms) | "
+             "eager b64 (ms) | ORT b1 (ms) | speed ratio b1 / b64 / ORT | training (min) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    order = {s: i for i, s in enumerate(SERIES)}
+    for r in sorted(rs, key=lambda r: (order.get(series(r), 99), r.get("lambda") or 0, r["macs"])):
+        lat, sr = r["latency_ms"], r.get("speed_ratio", {})
+        speed = " / ".join(fmt(sr.get(k)) for k in ("eager_b1", "eager_b64", "ort_b1"))
+        lines.append(
+            f"| {series(r)} | {point(r)} | {r['accuracy']:.2f} | {fmt(None if ref is None else r['accuracy'] - ref, '+.2f')} | "
+            f"{r['params']:,} | {r['macs'] / 1e6:.2f} | {r['macs_ratio']:.3f} | {fmt(lat.get('eager_b1'))} | "
+            f"{fmt(lat.get('eager_b64'), '.1f')} | {fmt(lat.get('ort_b1'), '.3f')} | {speed} | "
+            f"{r.get('train_seconds', r['wall_time_total_s']) / 60:.1f} |")
+    return lines
+
+
+def matched_table(rs: list[dict]) -> tuple[list[str], list[str]]:
+    """LWDC points beside the pruning runs matched to them; and one plain verdict per comparison."""
+    by_point = {f"lwdc-{r['ops']}-lam{r['lambda']:g}": r for r in rs if r["method"] == "lwdc"}
+    lines = ["| LWDC point | LWDC acc. | LWDC MACs ratio | pruning | pruning acc. | pruning MACs ratio | MACs off by | "
+             "matched (≤5%) | LWDC − pruning (points) |", "|---|---|---|---|---|---|---|---|---|"]
+    verdicts = []
+    for r in rs:
+        lw = by_point.get(r.get("matches") or "")
+        if r["method"] not in ("prune-l1", "prune-l1-global") or lw is None:
+            continue
+        diff = lw["accuracy"] - r["accuracy"]
+        lines.append(f"| {point(lw)} | {lw['accuracy']:.2f} | {lw['macs_ratio']:.3f} | {r['method']} | "
+                     f"{r['accuracy']:.2f} | {r['macs_ratio']:.3f} | {r['macs_error'] * 100:+.1f}% | "
+                     f"{'yes' if r['matched_within_5pct'] else 'no'} | {diff:+.2f} |")
+        if r["matched_within_5pct"]:
+            verdicts.append(f"{point(lw)} vs {r['method']}: LWDC {'>=' if diff >= 0 else '<'} pruning "
+                            f"({diff:+.2f} points)")
+    return lines, verdicts
+
+
+def cost_table(rs: list[dict], baseline: dict | None) -> list[str]:
+    lines = ["| LWDC point | search epoch (s) | baseline epoch (s) | time ratio | peak RSS (MB) | baseline peak RSS (MB) | "
+             "peak RSS ratio | RSS growth ratio | warm-up / search / fine-tune (min) |", "|---|---|---|---|---|---|---|---|---|"]
+    b_mem = baseline["memory"] if baseline else None
+    for r in sorted((r for r in rs if r["method"] == "lwdc"), key=lambda r: (r["ops"], r["lambda"])):
+        m, w = r["memory"], r["wall_time_s"]
+        growth = lambda mem: mem["peak_rss_mb"] - mem["rss_before_training_mb"]  # noqa: E731
+        lines.append(
+            f"| {point(r)} | {r['search_epoch_seconds']:.0f} | {fmt(r['baseline_epoch_seconds'], '.0f')} | "
+            f"{fmt(r['search_epoch_seconds'] / r['baseline_epoch_seconds'] if r['baseline_epoch_seconds'] else None)} | "
+            f"{m['peak_rss_mb']:.0f} | {fmt(b_mem and b_mem['peak_rss_mb'], '.0f')} | "
+            f"{fmt(b_mem and m['peak_rss_mb'] / b_mem['peak_rss_mb'])} | {fmt(b_mem and growth(m) / growth(b_mem))} | "
+            f"{w['warmup'] / 60:.1f} / {w['search'] / 60:.1f} / {w['finetune'] / 60:.1f} |")
+    return lines
+
+
+def controlled_cost(model: str) -> list[str]:
+    """The alternating, one-process-per-variant step measurement of bench/search_cost.py, where it exists."""
+    path = Path(__file__).parent / "results" / "search_cost.json"
+    if not path.exists():
+        return []
+    sc = json.loads(path.read_text())
+    if sc.get("model") != model or "search" not in sc.get("ratios", {}):
+        return []
+    r = sc["ratios"]["search"]
+    return [f"Controlled measurement (`python -m bench.search_cost`, batch {sc['batch_size']}, ops `{sc['ops']}`, "
+            f"{sc['threads']} threads, variants alternating over {sc['rounds']} rounds): a search step takes "
+            f"{r['time']:.2f}x the time of a plain training step, with {r['peak_rss']:.2f}x the peak RSS "
+            f"({r['saved_for_backward']:.2f}x the tensors saved for backward).", ""]
+
+
+def checks(rs: list[dict], reference: dict | None, verdicts: list[str]) -> list[str]:
+    out = []
+    if reference is None:
+        out.append("- Same-schedule baseline (baseline-extended) not finished yet: the accuracy criterion cannot be checked.")
+    else:
+        good = [r for r in rs if r["method"] == "lwdc" and r["macs_ratio"] <= 0.5
+                and r["accuracy"] >= reference["accuracy"] - 1.0]
+        half = [r for r in rs if r["method"] == "lwdc" and r["macs_ratio"] <= 0.5]
+        if good:
+            out.append("- LWDC points with >= 50% fewer MACs within 1.0 point of the same-schedule baseline "
+                       f"({reference['accuracy']:.2f}%): " + ", ".join(
+                           f"{point(r)} ({r['accuracy']:.2f}%, MACs {r['macs_ratio']:.3f}x)" for r in good) + ".")
+        else:
+            out.append(f"- No LWDC point reaches >= 50% fewer MACs within 1.0 point of the same-schedule baseline "
+                       f"({reference['accuracy']:.2f}%)" + (": " + ", ".join(
+                           f"{point(r)} {r['accuracy']:.2f}% at {r['macs_ratio']:.3f}x" for r in half) if half
+                           else "; no finished point has >= 50% fewer MACs") + ".")
+    out += [f"- At matched MACs, {v}." for v in verdicts] or ["- No matched pruning comparison has finished yet."]
+    return out
+
+
+def pending(model: str, rs: list[dict]) -> list[str]:
+    """Runs of the queue's plan for ``model`` that have no result yet."""
+    from .cifar import run_name
+    from .queue import plan
+
+    def name(r: dict) -> str:
+        if r.get("run"):
+            return r["run"]
+        if r.get("matches"):
+            return f"{r['method']}-{r['matches'].removeprefix('lwdc-')}"
+        return run_name(r["method"], r.get("lambda"), r.get("ops") or "default", r.get("target"))
+
+    done = {name(r) for r in rs}
+    todo = []
+    for job in plan(model, list(EXPERIMENTS[model]["ops"])) if model in EXPERIMENTS else []:
+        opts = dict(zip(job[::2], job[1::2]))
+        lam = float(opts["--lam"]) if "--lam" in opts else None
+        name = run_name(opts["--method"], lam, opts.get("--ops", "default"), None)
+        if name not in done:
+            todo.append(name)
+    return todo
+
+
+def pareto_plot(rs: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    groups = defaultdict(list)
+    for r in rs:
+        groups[series(r)].append(r)
+    markers = dict(zip(SERIES, "s*ovD^"))
+    for name in [s for s in SERIES if s in groups] + [s for s in groups if s not in SERIES]:
+        pts = sorted(groups[name], key=lambda r: r["macs"])
+        ax.plot([2 * r["macs"] / 1e6 for r in pts], [r["accuracy"] for r in pts], marker=markers.get(name, "x"),
+                linestyle="-" if len(pts) > 1 else "none", label=name, markersize=8)
+    ax.set_xlabel("FLOPs per image (M, = 2 x MACs)")
+    ax.set_ylabel("CIFAR-10 test accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def section(results: list[dict], doc: Path) -> str:
+    groups = defaultdict(list)
+    for r in results:
+        groups[(r["model"], r["schedule"], r["seed"], r.get("max_batches"))].append(r)
+    out = ["## CIFAR-10: LWDC against structured pruning (measured here)", "",
+           "Generated by `python -m bench.report` from `bench/results/cifar/*.json` (one file per run, written by "
+           "`python -m bench.cifar`; `python -m bench.queue --model resnet20` runs or resumes them all). Every "
+           "method starts from the same cached baseline (same data, seed and augmentation) and then gets the same "
+           "post-baseline budget: LWDC spends it as warm-up + search + fine-tune; `baseline-extended` trains the "
+           "original model on for as many epochs (rounded up), and is the *same-schedule baseline* all accuracy "
+           "differences refer to; Torch-Pruning 1.6.1 prunes filters by L1 magnitude through its dependency graph, "
+           "once, at the MACs of an LWDC point (bisection on the pruning ratio; `prune-l1`: the same ratio in every "
+           "layer group, `prune-l1-global`: ranked across the network), then fine-tunes for the same epochs. "
+           "Training and fine-tuning: SGD Nesterov, weight decay 5e-4, cosine decay per step, batch 128, random "
+           "crop + flip. Data: full CIFAR-10 (50,000 / 10,000) from the JPEG re-encoding in "
+           "`../shared/data/cifar10-jpeg.tar.gz`.", "",
+           "Columns: *speed ratio* = measured latency reduction / MACs reduction (1: the MACs saving became time "
+           "saving in full; 0: none; negative: slower). *Training*: minutes of the run's own training (for all but "
+           "the baseline: after the baseline), summed over epochs, so resumed runs count fully. Latency is the median of repeated runs on one thread, "
+           "original and compressed model alternating in the same process, in PyTorch eager (batch 1 and 64) and "
+           "onnxruntime (batch 1). The CPU was shared with other jobs, so single latencies are noisy; the ratios, "
+           "taken in the same process, less so. Search cost: median search epoch over median baseline epoch "
+           "(both including evaluation), and peak resident memory (VmHWM of the run's process, read right after "
+           "training; it includes ~0.2 GB of data held in memory, so the growth over the pre-training RSS is "
+           "given too).", ""]
+    for (model, schedule, seed, mb), rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        s = rs[0]["schedule_settings"]
+        tag = f"{model}_{schedule}" + (f"_mb{mb}" if mb else "")
+        base = next((r for r in rs if r["method"] == "baseline"), None)
+        reference = next((r for r in rs if r["method"] == "baseline-extended"), None)
+        commits = sorted({(r["git"]["commit"][:10], r["git"]["dirty"]) for r in rs})
+        machine = rs[0]["machine"]
+        out += [f"### {model}, schedule `{schedule}`, seed {seed}" + (f" (capped at {mb} batches/epoch)" if mb else ""), "",
+                f"Schedule: baseline {s['baseline_epochs']} epochs (lr {s['lr']}); LWDC warm-up {s['warmup_epochs']} + "
+                f"search {s['search_epochs']} (lr {s['search_lr']}) + fine-tune {s['finetune_epochs']} (lr "
+                f"{s['finetune_lr']}) epochs; baseline-extended and pruning: {s['post_epochs']} epochs from lr "
+                f"{s['search_lr']}. Machine: {machine['cpu']} ({machine['cpu_count']} cores, shared), torch "
+                f"{machine['torch']}, training on {machine['train_threads']} thread(s). Code: "
+                + ", ".join(f"`{c}`{' + uncommitted changes' if d else ''}" for c, d in commits) + ".", ""]
+        out += results_table(rs, reference) + [""]
+        plot = doc.parent / f"pareto_{tag}.png"
+        pareto_plot(rs, plot, f"{model}, CIFAR-10, schedule {schedule}: accuracy vs FLOPs")
+        out += [f"![accuracy vs FLOPs, {model}]({plot.name})", ""]
+        matched, verdicts = matched_table(rs)
+        if len(matched) > 2:
+            out += ["Matched MACs:", ""] + matched + [""]
+        if any(r["method"] == "lwdc" for r in rs):
+            out += ["Search cost (LWDC run against the baseline's plain training; epochs run at different times "
+                    "on a shared CPU, so the time ratio carries the load differences too):", ""]
+            out += cost_table(rs, base) + [""] + controlled_cost(model)
+        out += ["What the numbers say:", ""] + checks(rs, reference, verdicts) + [""]
+        if base:
+            out += [f"Baseline: {base['accuracy']:.2f}% after {s['baseline_epochs']} epochs "
+                    f"(median epoch {fmt(base.get('epoch_seconds'), '.0f')} s).", ""]
+        missing = pending(model, rs)
+        if missing and not mb:
+            out += [f"Not finished yet (`python -m bench.queue --model {model} --schedule {schedule}` runs or resumes "
+                    "them): " + ", ".join(f"`{m}`" for m in missing) + ".", ""]
+    out += [PUBLISHED]
+    return "\n".join(out)
+
+
+def write_region(doc: Path, body: str) -> None:
+    """Replace the text between the markers (create the file, or append the markers, when absent)."""
+    text = doc.read_text() if doc.exists() else "# Results\n\n"
+    block = f"{START}\n{body.rstrip()}\n{END}"
+    if START in text and END in text and text.index(START) < text.index(END):
+        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", default=str(Path(__file__).parent / "results" / "cifar"))
+    p.add_argument("--doc", default=str(ROOT / "docs" / "RESULTS.md"))
+    a = p.parse_args(argv)
+    results = load_results(Path(a.results))
+    doc = Path(a.doc)
+    write_region(doc, section(results, doc))
+    print(f"{len(results)} results -> {doc}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Smoke test of the CIFAR benchmark harness: every stage for a few batches, on the shipped subset.
+
+Keeps `bench.cifar`, `bench.pruning` and `bench.report` working without the full data set or ../shared.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # bench/ is not installed: import it from the checkout
+cifar = pytest.importorskip("bench.cifar")
+report = pytest.importorskip("bench.report")
+
+
+def run(tmp_path, *args):
+    return cifar.main(["--model", "resnet8", "--width", "0.25", "--schedule", "smoke", "--data", "cifar10-subset",
+                       "--max-batches", "2", "--cache-dir", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out"),
+                       "--no-onnx", "--quick-latency", *args])
+
+
+def test_harness_runs_resumes_and_reports(tmp_path):
+    pytest.importorskip("torch_pruning")
+    base = run(tmp_path, "--method", "baseline")
+    lw = run(tmp_path, "--method", "lwdc", "--lam", "2", "--ops", "minimal")
+    pr = run(tmp_path, "--method", "prune-l1-global", "--lam", "2", "--ops", "minimal")
+
+    assert base["macs_ratio"] == 1.0 and base["accuracy"] == base["baseline_accuracy"]
+    assert lw["baseline_accuracy"] == base["accuracy"]        # every method starts from the same cached baseline
+    assert pr["matches"] == "lwdc-minimal-lam2" and pr["target_macs"] == lw["macs"]
+    if pr["matched_within_5pct"]:
+        assert abs(pr["macs"] / lw["macs"] - 1) <= 0.05
+    for r in (base, lw, pr):
+        assert set(r["latency_ms"]) == {"eager_b1", "eager_b64"} and r["git"]["commit"]
+        assert r["memory"]["peak_rss_mb"] >= r["memory"]["rss_before_training_mb"] > 0
+    files = sorted(p.name for p in (tmp_path / "out").glob("*.json"))
+    assert len(files) == 3 and json.loads((tmp_path / "out" / files[0]).read_text())["schedule"] == "smoke"
+
+    # a finished run is not repeated: the same command returns the stored result
+    assert run(tmp_path, "--method", "lwdc", "--lam", "2", "--ops", "minimal") == lw
+
+    doc = tmp_path / "docs" / "RESULTS.md"
+    doc.parent.mkdir()
+    doc.write_text("# Results\n\nkept above\n\n<!-- bench:cifar:start -->\nold\n<!-- bench:cifar:end -->\n\n"
+                   "## Latency-aware search (issue 5)\nkept below\n")
+    report.main(["--results", str(tmp_path / "out"), "--doc", str(doc)])
+    text = doc.read_text()
+    assert "kept above" in text and "kept below" in text and "old" not in text
+    assert text.count("<!-- bench:cifar:start -->") == 1 and "| lwdc-minimal |" in text
+    assert list(doc.parent.glob("pareto_resnet8_smoke*.png"))
+
+
+def test_pruning_needs_a_finished_lwdc_point(tmp_path):
+    pytest.importorskip("torch_pruning")
+    with pytest.raises(SystemExit, match="has not finished"):
+        run(tmp_path, "--method", "prune-l1", "--lam", "0.5", "--max-batches", "1")
+
+
+def test_pruning_meets_a_macs_target_and_leaves_the_model_alone():
+    pytest.importorskip("torch_pruning")
+    import torch
+
+    from bench.pruning import prune_to_macs
+    from lwdc.models import create_model
+    from lwdc.profile import count_macs
+
+    torch.manual_seed(0)
+    model, x = create_model("resnet8", width=0.5), torch.randn(1, 3, 32, 32)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    full = count_macs(model, x)
+    pruned, ratio, macs = prune_to_macs(model, x, full // 2, global_pruning=True)
+    assert 0 < ratio < 1 and macs == count_macs(pruned, x)
+    assert abs(macs / (full // 2) - 1) <= 0.05
+    assert pruned(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
