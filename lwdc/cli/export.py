@@ -1,0 +1,155 @@
+"""`lwdc export`: ONNX or a C99 library, with the deployment summary."""
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+
+import click
+import torch
+
+from ..runs import read_json, write_json
+from .base import fail, main, parse_shape
+
+
+def _load_for_export(model: str, width: float, weights: str | None, input_shape: str | None, num_classes: int):
+    """MODEL is a run folder, a .pt2 file or a registered model name; returns (model, one-sample shape, data)."""
+    from ..models import create_model, list_models
+
+    path, data = Path(model), None
+    if path.is_dir():
+        if not (path / "model.pt2").exists():
+            fail(f"{path} has no model.pt2: is it a finished lwdc run folder?")
+        data = read_json(path / "config.json").get("data") if (path / "config.json").exists() else None
+        path = path / "model.pt2"
+    if path.suffix == ".pt2" and path.is_file():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation notes
+                program = torch.export.load(str(path))
+        except Exception as exc:
+            fail(f"cannot load {path} as a torch.export program: {exc}")
+        placeholder = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name
+                           in {s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"})
+        return program, tuple(int(d) for d in placeholder.meta["val"].shape[1:]), data
+    if model not in list_models():
+        fail(f"MODEL {model!r} is neither a run folder, a .pt2 file nor a registered model "
+              f"({', '.join(list_models())})")
+    shape = parse_shape(input_shape or "3,32,32")
+    net = create_model(model, num_classes=num_classes, in_channels=shape[0], width=width)
+    if weights:
+        try:
+            net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        except Exception as exc:
+            fail(f"cannot load --weights {weights} into {model}: {exc}")
+    return net.eval(), shape, data
+
+
+@main.command("export")
+@click.argument("model")
+@click.option("--format", "fmt", type=click.Choice(["c", "onnx"]), default="c", show_default=True)
+@click.option("--out", default=None, help="Output folder (C) or .onnx file (default: next to MODEL / exports/).")
+@click.option("--int8", is_flag=True, help="C only: post-training static int8 quantisation.")
+@click.option("--calib", "calib_data", default=None,
+              help="Data for int8 calibration (train split) and for the accuracy check (test split); default: the "
+                   "run's data, else cifar10-subset.")
+@click.option("--calib-samples", default=256, show_default=True)
+@click.option("--calibration", type=click.Choice(["minmax", "mse"]), default="minmax", show_default=True,
+              help="int8 activation ranges: observed extremes, or the clipping with least quantisation error.")
+@click.option("--eval-samples", default=1000, show_default=True, help="Test samples for the accuracy check (0: skip).")
+@click.option("--name", default="model", show_default=True, help="C prefix: NAME.c, NAME.h, NAME_run().")
+@click.option("--width", default=1.0, show_default=True, help="Registered models: width multiplier.")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Registered models: a state_dict to load.")
+@click.option("--input-shape", default=None, help="Registered models: C,H,W (or C,L) of one sample.")
+@click.option("--num-classes", default=10, show_default=True)
+@click.option("--cache-dir", default=None)
+@click.option("--force", is_flag=True, help="Replace an existing output.")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Compile the C and compare it with PyTorch (needs a C compiler).")
+def export_cmd(model, fmt, out, int8, calib_data, calib_samples, calibration, eval_samples, name, width, weights,
+               input_shape, num_classes, cache_dir, force, verify) -> None:
+    """Export MODEL (a run folder, a .pt2 file or a registered model name) as ONNX or a C99 library."""
+    from ..export import export_onnx
+    from ..export.c import (
+        CompilerError,
+        ExportError,
+        UnsupportedLayerError,
+        evaluate_c,
+        export_c,
+        find_compiler,
+    )
+
+    if int8 and fmt != "c":
+        fail("--int8 applies to --format c only")
+    net, shape, run_data = _load_for_export(model, width, weights, input_shape, num_classes)
+    base = Path(model).parent / Path(model).name if Path(model).is_dir() else Path("exports") / Path(model).stem
+    torch.manual_seed(0)
+    example = torch.randn(4, *shape)
+    bundle = None
+    if int8 or (fmt == "c" and eval_samples > 0):
+        from ..data import load_data
+        try:
+            bundle = load_data(calib_data or run_data or "cifar10-subset", cache_dir=cache_dir)
+        except (ValueError, OSError) as exc:
+            fail(f"--calib: {exc}")
+        if tuple(bundle.input_shape) != shape:
+            fail(f"--calib data has samples of shape {tuple(bundle.input_shape)}, the model takes {shape}")
+        example = torch.stack([bundle.test[i][0] for i in range(4)])
+    try:
+        if fmt == "onnx":
+            target = Path(out) if out else Path(str(base) + ".onnx") if not Path(model).is_dir() else base / "model.onnx"
+            if target.exists() and not force:
+                fail(f"{target} exists; pass --force to replace it")
+            info = export_onnx(net, example, target)
+            click.echo(f"wrote {target} ({info['bytes']:,} bytes, opset {info['opset']}); onnxruntime matches "
+                       f"PyTorch to {info['max_abs_diff_vs_pytorch']:.2g}")
+            return
+        target = Path(out) if out else (base / ("c_int8" if int8 else "c") if Path(model).is_dir()
+                                         else Path(f"{base}_{'int8' if int8 else 'c'}"))
+        calib = None
+        if int8:
+            n = min(calib_samples, len(bundle.train))
+            calib = torch.stack([bundle.train[i][0] for i in range(n)])
+        result = export_c(net, example, target, int8=int8, calib=calib, calibration=calibration, name=name,
+                          overwrite=force, verify=verify)
+    except (UnsupportedLayerError, ExportError, CompilerError, FileExistsError, ValueError) as exc:
+        fail(f"{type(exc).__name__}: {exc}")
+    s = result.summary
+    if bundle is not None and eval_samples > 0 and find_compiler():
+        n = min(eval_samples, len(bundle.test))
+        xs = torch.stack([bundle.test[i][0] for i in range(n)])
+        ys = torch.tensor([bundle.test[i][1] for i in range(n)])
+        with torch.no_grad():
+            module = net.module() if isinstance(net, torch.export.ExportedProgram) else net
+            s["accuracy_pytorch"] = float((module(xs).argmax(1) == ys).float().mean() * 100)
+        s["accuracy_c"] = evaluate_c(result, xs, ys)
+        if int8:
+            with tempfile.TemporaryDirectory() as tmp:
+                s["accuracy_c_float"] = evaluate_c(export_c(net, example, Path(tmp) / "f", verify=False), xs, ys)
+        s["eval_samples"] = n
+        write_json(target / "deploy.json", s)
+    click.echo(format_deploy(s, target))
+
+
+def format_deploy(s: dict, target: Path) -> str:
+    """The deployment summary printed after ``lwdc export --format c``."""
+    kb = lambda b: f"{b / 1024:,.1f} KiB"  # noqa: E731
+    lines = [f"wrote {target}/ ({s['name']}.c, {s['name']}.h, main.c, deploy.json): {s['precision']}, "
+             f"{s['nodes']} kernels",
+             f"  MACs {s['macs']:,}   params {s['params']:,}   flash {kb(s['flash_bytes'])}",
+             f"  peak RAM {kb(s['peak_ram_bytes'])} (arena {kb(s['arena_bytes'])} + scratch {kb(s['scratch_bytes'])}); "
+             f"lower bound {kb(s['lower_bound_bytes'])}; naive sum of activations {kb(s['naive_bytes'])}"]
+    v = s.get("verified")
+    if v is None:
+        lines.append("  not compiled (no C compiler or --no-verify)")
+    elif "max_abs_diff_vs_pytorch" in v:
+        lines.append(f"  compiled with -Wall -Wextra -Werror; output matches PyTorch to {v['max_abs_diff_vs_pytorch']:.2g}")
+    else:
+        lines.append("  compiled with -Wall -Wextra -Werror; int8 output equals the Python integer reference")
+    if "accuracy_c" in s:
+        acc = f"  accuracy on {s['eval_samples']} test samples: PyTorch {s['accuracy_pytorch']:.2f}%, C {s['accuracy_c']:.2f}%"
+        if "accuracy_c_float" in s:
+            acc += f" (int8), float C {s['accuracy_c_float']:.2f}%"
+        lines.append(acc)
+    return "\n".join(lines)
