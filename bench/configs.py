@@ -45,17 +45,19 @@ SCHEDULES: dict[str, Schedule] = {
     # Fits the shared 2-core development CPU: a ResNet-20 epoch on full CIFAR-10 takes 2-5 min on one thread
     # there, depending on the load; LWDC gets 0.25 + 1 + 2 passes, the other methods 4 post-baseline epochs.
     "cpu": Schedule(baseline_epochs=6, warmup_epochs=0.25, search_epochs=1, finetune_epochs=2),
-    # Paper-scale: 200 epochs of baseline training, as is usual for CIFAR ResNets. Meant for a GPU, but
-    # lwdc.train has no device support yet, so today it runs on the CPU (days for ResNet-20 on this machine).
+    # Paper-scale: 200 epochs of baseline training, as is usual for CIFAR ResNets. Meant for a GPU: training
+    # runs on CUDA when one is visible (TrainConfig/CompressConfig device "auto"), else on the CPU (days here).
     "full": Schedule(baseline_epochs=200, warmup_epochs=1, search_epochs=50, finetune_epochs=100),
     # A few batches per stage: keeps the harness working (tests/test_bench_smoke.py).
     "smoke": Schedule(baseline_epochs=1, warmup_epochs=1, search_epochs=1, finetune_epochs=1, batch_size=32),
 }
 
 # model -> the LWDC lambdas and operator sets to run; each LWDC point gets a pruning run per PRUNE_METHODS at
-# its MACs. The queue runs them in the order listed (cheap, most informative first).
+# its MACs. The queue runs the lambdas in the order listed, the first with its comparisons before the others.
+# How far the gates move grows with lambda x search steps: with the `cpu` schedule's single search epoch
+# (390 steps), lambda 1 left every ResNet-20 layer on its original operator (P(original) 0.52-0.95 at the end).
 EXPERIMENTS: dict[str, dict] = {
-    "resnet20": {"lams": (0.6, 1.0, 1.6), "ops": ("default", "paper")},
-    "resnet56": {"lams": (0.6, 1.0, 1.6), "ops": ("default", "paper")},
-    "vgg16": {"lams": (0.6, 1.0, 1.6), "ops": ("default", "paper")},
+    "resnet20": {"lams": (1.6, 3.0, 1.0), "ops": ("default", "paper")},
+    "resnet56": {"lams": (1.6, 3.0, 1.0), "ops": ("default", "paper")},
+    "vgg16": {"lams": (1.6, 3.0, 1.0), "ops": ("default", "paper")},
 }

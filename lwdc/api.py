@@ -5,6 +5,7 @@ resumes where the first stopped (a finished stage is not run again). Everything 
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -18,6 +19,7 @@ from torch import nn
 from . import distributed as dist
 from .costs import build_cost_table, get_cost_model
 from .derive import derive, max_output_difference
+from .device import module_device, resolve_device
 from .ops import get_op
 from .profile import profile
 from .runs import (CHECKPOINT_VERSION, CheckpointError, atomic_save, load_checkpoint, remove_stale_temporaries,
@@ -51,8 +53,10 @@ class CompressConfig:
     max_batches: int | None = None
     checkpoint_every: int = 0      # batches between mid-epoch checkpoints (0: after each epoch only)
     progress: bool = True
+    device: str = "auto"           # where warm-up, search and fine-tuning run (lwdc.device); the rest stays on CPU
 
     def validate(self) -> None:
+        resolve_device(self.device)
         if self.lam < 0:
             raise ValueError(f"lambda must be >= 0 (it weighs the resource cost), got {self.lam}")
         for name in ("warmup_epochs", "search_epochs", "finetune_epochs", "checkpoint_every"):
@@ -137,8 +141,10 @@ def _check_shapes(path: Path, saved: dict, model: nn.Module) -> None:
 
 
 def compress_fingerprint(cfg: CompressConfig) -> str:
-    """The settings a search/fine-tune checkpoint depends on (not the checkpoint interval or the progress bar)."""
-    return config_fingerprint({k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_every", "progress")})
+    """The settings a search/fine-tune checkpoint depends on (not the checkpoint interval, the progress bar or
+    the device: checkpoints hold CPU tensors, so a run started on a GPU may resume on a CPU and back)."""
+    return config_fingerprint({k: v for k, v in asdict(cfg).items()
+                               if k not in ("checkpoint_every", "progress", "device")})
 
 
 def _example_from(data: Iterable) -> torch.Tensor:
@@ -170,9 +176,14 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
 
     ``train_data``/``val_data`` are iterables of ``(input, target)`` batches (a ``BatchLoader``, a torch
     ``DataLoader``...). Keyword overrides set fields of :class:`CompressConfig`. The user's model is not changed.
+    Warm-up, search and fine-tuning run on ``cfg.device``; everything else (the derive check, profiling, the
+    before/after evaluation, the saved models and the returned ones) stays on the CPU: each stage hands its
+    model back there.
     """
     cfg = CompressConfig(**{**(asdict(config) if config else {}), **overrides})
     cfg.validate()
+    if module_device(model).type != "cpu":
+        model = copy.deepcopy(model).cpu()      # expand, profile and the equivalence check take CPU models
     log = log if dist.is_main() else (lambda _line: None)
     task = task or Classification()
     example = example_input if example_input is not None else _example_from(train_data)
@@ -204,13 +215,13 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
     if cfg.warmup_epochs > 0 and not resuming:     # a search checkpoint already holds the warmed-up branches
         torch.manual_seed(cfg.seed)
         warmup = warm_up_branches(supernet, train_data, max(1, round((batches_per_epoch(train_data, cfg.max_batches) or 100) * cfg.warmup_epochs)),
-                                  log=log)
+                                  log=log, device=cfg.device)
     warmup_time = time.perf_counter() - t0
     t0 = time.perf_counter()
     search_cfg = TrainConfig(epochs=cfg.search_epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
                              arch_lr=cfg.arch_lr, lam=cfg.lam, tau_start=cfg.tau_start, tau_end=cfg.tau_end,
                              max_batches=cfg.max_batches, checkpoint_every=cfg.checkpoint_every,
-                             progress=cfg.progress, desc="search")
+                             progress=cfg.progress, desc="search", device=cfg.device)
     search_log = train_stage("search", supernet, task, train_data, val_data, search_cfg, run_dir, fingerprint,
                              log=log, cost_table=objective, report_tables=report_tables)
     search_time = time.perf_counter() - t0
@@ -222,7 +233,7 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
     t0 = time.perf_counter()
     tune_cfg = TrainConfig(epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, weight_decay=cfg.weight_decay,
                            max_batches=cfg.max_batches, checkpoint_every=cfg.checkpoint_every,
-                           progress=cfg.progress, desc="finetune")
+                           progress=cfg.progress, desc="finetune", device=cfg.device)
     tune_log = train_stage("finetune", derived, task, train_data, val_data, tune_cfg, run_dir, fingerprint, log=log)
     tune_time = time.perf_counter() - t0
 
@@ -231,6 +242,7 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
     report = {
         "config": asdict(cfg), "lambda": cfg.lam, "cost": objective.name, "task": task.name,
         "primary_metric": task.primary, "example_input_shape": list(example.shape),
+        "device": str(resolve_device(cfg.device)),
         "before": before, "after": after,
         "ratios": {k: after[k] / before[k] for k in ("params", "macs", "latency_ms") if before.get(k)},
         "expected_cost_ratio": {t.name: t.chosen_ratio(supernet) for t in (objective, *report_tables)},

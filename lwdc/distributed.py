@@ -17,21 +17,28 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .device import resolve_device
+
 __all__ = ["init_from_env", "shutdown", "is_distributed", "rank", "world_size", "is_main", "barrier",
            "all_reduce_sum", "average_gradients", "broadcast_module", "average_buffers", "any_nonfinite"]
 
 
-def init_from_env(backend: str | None = None, timeout_s: float = 1800.0) -> bool:
+def init_from_env(backend: str | None = None, timeout_s: float = 1800.0, device: str | torch.device = "auto") -> bool:
     """Join the process group ``torchrun`` describes in the environment (``WORLD_SIZE``, ``RANK``,
-    ``MASTER_ADDR``...). Returns True when running with more than one process. ``backend`` defaults to gloo
-    (CPU tensors, which is what the training loop uses); pass ``"nccl"`` for CUDA tensors."""
+    ``MASTER_ADDR``...). Returns True when running with more than one process. ``device`` is the training
+    device setting (see :func:`lwdc.device.resolve_device`): on CUDA each rank is bound to ``cuda:LOCAL_RANK``
+    and ``backend`` defaults to nccl, on CPU to gloo. A device that cannot be used raises ValueError."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size() > 1
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
     if not dist.is_available():
         raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed support")
-    dist.init_process_group(backend=backend or "gloo", timeout=datetime.timedelta(seconds=timeout_s))
+    where = resolve_device(device)
+    if where.type == "cuda":
+        torch.cuda.set_device(where)
+    dist.init_process_group(backend=backend or ("nccl" if where.type == "cuda" else "gloo"),
+                            timeout=datetime.timedelta(seconds=timeout_s))
     return dist.get_world_size() > 1
 
 
@@ -64,12 +71,19 @@ def barrier() -> None:
         dist.barrier()
 
 
+def _comm_device() -> torch.device:
+    """Where the small bookkeeping tensors of a collective must live: NCCL moves CUDA tensors only."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def all_reduce_sum(stats: dict[str, float]) -> dict[str, float]:
     """Sum a dict of float statistics over ranks (tasks report sums, so sums combine exactly)."""
     if not is_distributed() or not stats:
         return stats
     keys = sorted(stats)
-    t = torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64)
+    t = torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64, device=_comm_device())
     dist.all_reduce(t)
     return dict(zip(keys, t.tolist()))
 
@@ -78,6 +92,7 @@ def any_nonfinite(value: torch.Tensor) -> bool:
     """True on every rank if the scalar ``value`` is NaN/inf on any rank (so all ranks stop together)."""
     bad = torch.tensor([0.0 if torch.isfinite(value.detach()).all() else 1.0])
     if is_distributed():
+        bad = bad.to(_comm_device())
         dist.all_reduce(bad)
     return bool(bad.item() > 0)
 
@@ -92,7 +107,7 @@ def average_gradients(params: Iterable[nn.Parameter]) -> None:
     if not is_distributed():
         return
     params = [p for p in params if p.requires_grad]
-    present = torch.tensor([0.0 if p.grad is None else 1.0 for p in params])
+    present = torch.tensor([0.0 if p.grad is None else 1.0 for p in params], device=_comm_device())
     dist.all_reduce(present)
     used = [p for p, n in zip(params, present.tolist()) if n > 0]
     if not used:

@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed as dist
+from .device import module_device, resolve_device, to_cpu, to_device
 from .gate import anneal_temperature
 from .space import Supernet
 from .tasks import Task
@@ -47,6 +48,7 @@ class TrainConfig:
     checkpoint_every: int = 0           # also hand a resumable state to ``on_step`` every N batches (0: epochs only)
     progress: bool = True
     desc: str = "train"
+    device: str = "auto"                # auto (cuda if available), cpu, cuda, cuda:N; see lwdc.device
 
 
 @dataclass
@@ -114,9 +116,10 @@ def recalibrate_batchnorm(model: nn.Module, loader: Iterable, batches: int) -> N
     for layer in layers:
         layer.fixed = layer.chosen
     model.train()
+    device = module_device(model)
     try:
         for x, _ in _batches(loader, batches):
-            model(x)
+            model(to_device(x, device))
     finally:
         for layer, fixed in zip(layers, forced):
             layer.fixed = fixed
@@ -127,12 +130,14 @@ def recalibrate_batchnorm(model: nn.Module, loader: Iterable, batches: int) -> N
 
 @torch.no_grad()
 def evaluate(model: nn.Module, task: Task, loader: Iterable, max_batches: int | None = None) -> dict[str, float]:
-    """Eval-mode metrics over a loader (the supernet evaluates its argmax choice)."""
+    """Eval-mode metrics over a loader (the supernet evaluates its argmax choice), on the model's device."""
     was = model.training
     model.eval()
+    device = module_device(model)
     stats: dict[str, float] = {}
     try:
         for x, y in _batches(loader, max_batches):
+            x, y = to_device(x, device), to_device(y, device)
             for k, v in task.batch_stats(model(x), y).items():
                 stats[k] = stats.get(k, 0.0) + v
     finally:
@@ -151,7 +156,10 @@ def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterab
     (mid-epoch states skip the batches already done); ``on_epoch`` receives the full resumable state after every
     epoch, ``on_step`` every ``cfg.checkpoint_every`` batches (write them atomically). Under ``torchrun`` each
     rank trains on its own shard, gradients are averaged over ranks and only rank 0 calls back and logs.
+    Training runs on ``cfg.device``; the states handed to the callbacks hold CPU tensors (they resume on any
+    device), and the model is moved back to the device it came on when training ends.
     """
+    device = resolve_device(cfg.device)
     if cfg.lam < 0:
         raise ValueError(f"lambda must be >= 0, got {cfg.lam}")
     if cfg.checkpoint_every < 0:
@@ -160,6 +168,8 @@ def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterab
     if search and cfg.lam > 0 and cost_table is None:
         raise ValueError("a search with lam > 0 needs a cost_table")
     main = dist.is_main()
+    home = module_device(model)
+    model.to(device)
     weights = model.weight_parameters() if search else [p for p in model.parameters()]
     optimizer = torch.optim.SGD(weights, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
                                 weight_decay=cfg.weight_decay)
@@ -184,13 +194,13 @@ def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterab
     dist.broadcast_module(model)       # every rank starts from rank 0's weights (warm-up ran per rank)
 
     def snapshot(epoch: int, step: int, stats: dict) -> dict:
-        return {
+        return to_cpu({
             "epoch": epoch, "step": step, "stats": stats, "world_size": dist.world_size(),
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "arch_optimizer": arch_optimizer.state_dict() if arch_optimizer is not None else None,
             "gate": model.gate.state_dict() if search else None, "torch_rng": torch.get_rng_state(),
             "history": [asdict(h) for h in history],
-        }
+        })
 
     tables = ((cost_table,) if cost_table is not None else ()) + tuple(report_tables)
     params = list(model.parameters())
@@ -205,6 +215,7 @@ def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterab
                    disable=not (cfg.progress and main), desc=f"{cfg.desc} {epoch + 1}/{cfg.epochs}", leave=False,
                    dynamic_ncols=True)
         for step, (x, y) in enumerate(bar, start=first):
+            x, y = to_device(x, device), to_device(y, device)
             if search:
                 global_step = epoch * steps_per_epoch + step
                 model.gate.tau = anneal_temperature(global_step / total_steps, cfg.tau_start, cfg.tau_end)
@@ -253,6 +264,7 @@ def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterab
             on_epoch(snapshot(epoch + 1, 0, {}), entry)
         if main:
             log(entry.line(cfg.desc, cfg.epochs, task.primary))  # after the checkpoint: nothing waits on the log
+    model.to(home)
     return history
 
 

@@ -14,23 +14,27 @@ from typing import Callable, Iterable
 
 import torch
 
+from .device import module_device, resolve_device, to_device
 from .space import Supernet
 
 __all__ = ["warm_up_branches"]
 
 
 def warm_up_branches(supernet: Supernet, loader: Iterable, batches: int, lr: float = 2e-3,
-                     log: Callable[[str], None] = print) -> dict[str, float]:
+                     log: Callable[[str], None] = print, device: str | torch.device | None = None) -> dict[str, float]:
     """Distil the original branch of every choice layer into its other trainable branches.
 
     Returns the final normalised error (mean over the last 10% of steps) per "layer/op"; 0 means a perfect copy,
     1 means no better than predicting the mean. Layers whose candidates do not include ``original`` are skipped.
+    It runs on ``device`` (None: where the supernet is) and leaves the supernet where it found it.
     """
     layers = {n: l for n, l in supernet.choice_layers().items() if "original" in l.op_names}
     students = {(n, op): branch for n, l in layers.items() for op, branch in zip(l.op_names, l.branches)
                 if op != "original" and any(p.requires_grad for p in branch.parameters())}
     if not students or batches <= 0:
         return {}
+    home = module_device(supernet)
+    where = resolve_device(device) if device is not None else home
     captured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     hooks = [l.register_forward_hook(lambda m, i, o, n=n: captured.__setitem__(n, (i[0].detach(), o.detach())))
              for n, l in layers.items()]
@@ -40,6 +44,7 @@ def warm_up_branches(supernet: Supernet, loader: Iterable, batches: int, lr: flo
     optimizer = torch.optim.Adam(params, lr=lr)
     errors: dict[str, list[float]] = {f"{n}/{op}": [] for n, op in students}
     try:
+        supernet.to(where)
         for n, l in layers.items():
             l.fixed = l.op_names.index("original")
         for step, (x, _) in enumerate(loader):
@@ -47,8 +52,8 @@ def warm_up_branches(supernet: Supernet, loader: Iterable, batches: int, lr: flo
                 break
             supernet.eval()
             with torch.no_grad():
-                supernet(x)
-            loss = torch.zeros(())
+                supernet(to_device(x, where))
+            loss = torch.zeros((), device=where)
             for (n, op), branch in students.items():
                 inp, target = captured[n]
                 branch.train()
@@ -64,6 +69,7 @@ def warm_up_branches(supernet: Supernet, loader: Iterable, batches: int, lr: flo
         for n, l in layers.items():
             l.fixed = forced[n]
         supernet.train(was)
+        supernet.to(home)
     tail = {k: sum(v[-max(1, len(v) // 10):]) / max(1, len(v[-max(1, len(v) // 10):])) for k, v in errors.items() if v}
     if tail:
         log(f"warm-up: {len(students)} branches distilled over {min(batches, step + 1)} batches; "

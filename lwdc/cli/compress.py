@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 import torch
+from click.core import ParameterSource
 
 from .. import distributed as dist
 from ..api import CompressConfig, check_checkpoint, compress, compress_fingerprint, config_fingerprint, train_stage
@@ -77,6 +78,9 @@ _RUN_OPTIONS = [
     click.option("--checkpoint-every", default=0, show_default=True, type=click.IntRange(min=0),
                  help="Also checkpoint every N batches mid-epoch (0: after each epoch only)."),
     click.option("--threads", default=None, type=int, help="torch intra-op threads (default: torch's)."),
+    click.option("--device", default="auto", show_default=True,
+                 help="Where training runs: auto (cuda if available), cpu, cuda or cuda:N; under torchrun "
+                      "each rank takes cuda:LOCAL_RANK. Profiling, export and checkpoints stay on the CPU."),
     click.option("--run-dir", default=None, type=click.Path(file_okay=False), help="Run folder (default runs/<time>)."),
     click.option("--progress/--no-progress", default=True, show_default=True),
 ]
@@ -115,14 +119,19 @@ def _run(settings: dict, run_dir: Path, log=click.echo) -> dict:
     elif settings["pretrain_epochs"] > 0:
         cfg = TrainConfig(epochs=settings["pretrain_epochs"], lr=settings["pretrain_lr"], max_batches=settings["max_batches"],
                           checkpoint_every=settings.get("checkpoint_every", 0), progress=settings["progress"],
-                          desc="pretrain")
-        train_stage("pretrain", model, task, train, test, cfg, run_dir, config_fingerprint(settings), log=log)
+                          desc="pretrain", device=settings.get("device", "auto"))
+        train_stage("pretrain", model, task, train, test, cfg, run_dir, _pretrain_fingerprint(settings), log=log)
     else:
         log("warning: no --weights and no --pretrain-epochs: compressing an untrained model")
     names = {f.name for f in fields(CompressConfig)}
     cfg = CompressConfig(**{k: v for k, v in settings.items() if k in names})
     result = compress(model, train, test, task=task, config=cfg, run_dir=run_dir, log=log)
     return result.report
+
+
+def _pretrain_fingerprint(settings: dict) -> str:
+    """Checkpoints hold CPU tensors, so the device is not part of the settings a checkpoint is tied to."""
+    return config_fingerprint({k: v for k, v in settings.items() if k != "device"})
 
 
 def _validate(settings: dict) -> None:
@@ -153,8 +162,9 @@ def _read_run_json(path: Path) -> dict:
     return value
 
 
-def _resumed_settings(folder: Path, defaults: dict) -> dict:
-    """config.json of a run folder, checked option by option as if it had been typed (missing: the default)."""
+def _resumed_settings(folder: Path, defaults: dict, overrides: dict | None = None) -> dict:
+    """config.json of a run folder, checked option by option as if it had been typed (missing: the default),
+    with ``overrides`` (settings no checkpoint depends on, such as --device) replacing the stored values."""
     raw = _read_run_json(folder / "config.json")
     unknown = sorted(set(raw) - set(defaults))
     if unknown:
@@ -166,6 +176,7 @@ def _resumed_settings(folder: Path, defaults: dict) -> dict:
             settings[key] = None if value is None else params[key].type.convert(value, params[key], None)
         except click.BadParameter as exc:
             fail(f"{folder / 'config.json'}: setting {key!r}: {exc.message}")
+    settings.update(overrides or {})
     _validate(settings)
     return settings
 
@@ -175,7 +186,7 @@ def _vet_checkpoints(folder: Path, settings: dict) -> None:
     from ..runs import CheckpointError
 
     names = {f.name for f in fields(CompressConfig)}
-    fingerprints = {"pretrain": config_fingerprint(settings),
+    fingerprints = {"pretrain": _pretrain_fingerprint(settings),
                     "search": compress_fingerprint(CompressConfig(**{k: v for k, v in settings.items() if k in names}))}
     fingerprints["finetune"] = fingerprints["search"]
     for stage, fingerprint in fingerprints.items():
@@ -187,9 +198,22 @@ def _vet_checkpoints(folder: Path, settings: dict) -> None:
                 fail(str(exc))
 
 
-def _start(settings: dict, run_dir: str | None, resume: str | None) -> None:
-    """Set up (or reopen) the run folder and run; under torchrun every rank runs this, only rank 0 writes."""
-    distributed = dist.init_from_env()
+def _stored_device(resume: str | None) -> str | None:
+    """The --device a resumed folder was started with (None if unknown; a damaged config.json is reported later)."""
+    try:
+        raw = read_json(Path(resume) / "config.json") if resume else None
+    except (OSError, ValueError):
+        return None
+    return raw.get("device") if isinstance(raw, dict) else None
+
+
+def _start(settings: dict, run_dir: str | None, resume: str | None, device: str | None = None) -> None:
+    """Set up (or reopen) the run folder and run; under torchrun every rank runs this, only rank 0 writes.
+    ``device`` is a --device typed on the command line: it overrides a resumed folder's stored one."""
+    try:       # the device picks the process group's backend (nccl on CUDA), so it is checked first
+        distributed = dist.init_from_env(device=device or _stored_device(resume) or settings["device"])
+    except ValueError as exc:
+        fail(str(exc))
     echo = click.echo if dist.is_main() else (lambda *a, **k: None)
     created = False
     if resume:
@@ -201,7 +225,7 @@ def _start(settings: dict, run_dir: str | None, resume: str | None) -> None:
             echo(f"{folder} finished earlier; not running it again.\n")
             echo(format_summary(report))
             return
-        settings = _resumed_settings(folder, settings)
+        settings = _resumed_settings(folder, settings, {"device": device} if device else None)
         _vet_checkpoints(folder, settings)
     else:
         folder = Path(run_dir or f"runs/{settings['model_name']}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -231,7 +255,8 @@ def _start(settings: dict, run_dir: str | None, resume: str | None) -> None:
 @click.option("--resume", type=click.Path(file_okay=False), default=None, help="Continue an interrupted run folder.")
 def compress_cmd(resume, run_dir, **settings) -> None:
     """Search, derive and fine-tune a compressed model; write a run folder with report.json."""
-    _start(settings, run_dir, resume)
+    typed = click.get_current_context().get_parameter_source("device") not in (ParameterSource.DEFAULT, None)
+    _start(settings, run_dir, resume, settings["device"] if typed else None)
 
 
 @main.command()
