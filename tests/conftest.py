@@ -1,6 +1,14 @@
 """Tiny models and data made here, so the suite needs nothing downloaded and nothing from ../shared."""
-import pytest
-import torch
+import os
+
+# One thread, here and in every subprocess a test starts: tiny models gain nothing from more, and on a loaded
+# machine OpenMP's barriers made two threads 10x slower than one (tests/test_api.py: 60 s against 5 s).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 from torch import nn
 
 
