@@ -118,9 +118,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="a smoke run: few batches of training, few samples")
     p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--compress-epochs", type=int, default=4, help="search and fine-tune epochs of the LWDC model")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "deploy.json"))
     a = p.parse_args()
     torch.manual_seed(0)
+    torch.set_num_threads(1)   # training too: on a shared machine one thread is faster than two fighting
     data = load_data("cifar10-subset")
     eval_n, runs = (50, 20) if a.quick else (1000, 200)
     t0 = time.perf_counter()
@@ -128,7 +130,8 @@ def main() -> None:
     inception = trained("inception_lite", InceptionLite(), data, a.epochs, a.quick)
     train = BatchLoader(data.train, 64, shuffle=True, augment=random_crop_flip(4), seed=0, drop_last=True)
     test = BatchLoader(data.test, 256)
-    cfg = CompressConfig(lam=1.0, search_epochs=1 if a.quick else 4, finetune_epochs=1 if a.quick else 4,
+    n = 1 if a.quick else a.compress_epochs
+    cfg = CompressConfig(lam=1.0, search_epochs=n, finetune_epochs=n,
                          max_batches=3 if a.quick else None, progress=False)
     base = create_model("resnet20")
     base.load_state_dict(resnet.state_dict())
@@ -145,7 +148,7 @@ def main() -> None:
                   f"C f32 {r['float32']['latency_ms_c']:.3f} ({r['float32']['c_over_onnxruntime']:.2f}x) "
                   f"int8 {r['int8']['latency_ms_c']:.3f} ({r['int8']['c_over_onnxruntime']:.2f}x); "
                   f"int8 with MSE calibration: acc {r['int8_mse']['accuracy_c']:.1f}", flush=True)
-    result = {"benchmark": "deploy", "quick": a.quick, "rows": rows, "wall_s": time.perf_counter() - t0,
+    result = {"benchmark": "deploy", "quick": a.quick, "train_epochs": a.epochs, "compress_epochs": n, "rows": rows, "wall_s": time.perf_counter() - t0,
               "notes": "mobilenetv2_w0.5 is untrained (timing and memory only); latency is one sample, one thread; "
                        "int8 uses min/max activation ranges, int8_mse the MSE-optimal clipping ranges",
               "machine": {"platform": platform.platform(), "processor": platform.processor(),
