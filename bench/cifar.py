@@ -58,7 +58,8 @@ class Context:
         return create_model(self.args.model, num_classes=self.num_classes, width=self.args.width)
 
     def train_cfg(self, epochs: int, lr: float, desc: str) -> TrainConfig:
-        return TrainConfig(epochs=epochs, lr=lr, max_batches=self.args.max_batches, progress=False, desc=desc)
+        return TrainConfig(epochs=epochs, lr=lr, max_batches=self.args.max_batches, progress=False, desc=desc,
+                           device=self.args.device)
 
 
 def run_name(method: str, lam: float | None, ops: str, target: float | None) -> str:
@@ -108,7 +109,7 @@ def run_lwdc(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module, d
     s, a = ctx.schedule, ctx.args
     config = CompressConfig(ops=a.ops, lam=a.lam, warmup_epochs=s.warmup_epochs, search_epochs=s.search_epochs,
                             finetune_epochs=s.finetune_epochs, lr=s.search_lr, finetune_lr=s.finetune_lr,
-                            seed=a.seed, max_batches=a.max_batches, progress=False)
+                            seed=a.seed, max_batches=a.max_batches, progress=False, device=a.device)
     result = compress(base, ctx.train, ctx.test, example_input=ctx.example, config=config, run_dir=run_dir,
                       log=ctx.log)
     r = result.report
@@ -190,7 +191,8 @@ def finish(ctx: Context, method: str, model: nn.Module, base: nn.Module, base_hi
     lat = latency_pair(base, model, ctx.example, onnx=a.onnx, rounds=1 if a.quick_latency else 3)
     base_epoch = epoch_seconds(base_history)
     result = {
-        "run": run_name(method, a.lam, a.ops, a.target), "model": a.model, "width": a.width, "method": method, "ops": extra.pop("ops", None),
+        "run": run_name(method, a.lam, a.ops, a.target), "model": a.model, "width": a.width, "method": method,
+        "ops": extra.pop("ops", None),
         "lambda": extra.pop("lambda", None),
         "target": a.target, "seed": a.seed, "schedule": a.schedule, "schedule_settings": s.as_dict(),
         "data": ctx.data_name, "max_batches": a.max_batches,
@@ -202,7 +204,7 @@ def finish(ctx: Context, method: str, model: nn.Module, base: nn.Module, base_hi
         "baseline_latency_ms": {k: v["original"] for k, v in lat.items()},
         "baseline_epoch_seconds": base_epoch, "memory": memory,
         "wall_time_total_s": time.perf_counter() - started, **extra,
-        "machine": machine_info(), "git": git_info(),
+        "machine": {**machine_info(), "train_device": a.device}, "git": git_info(),
         "notes": "latency: median ms, one thread, original and compressed alternating in one process; memory: "
                  "VmHWM/VmRSS of the process that finished the run, read right after training (before latency and "
                  "export), including the ~0.2 GB of data held in memory",
@@ -267,10 +269,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=str(DEFAULT_DATA), help="a load_data source: cifar10-subset, cifar10, a "
                    "folder or a .tar.gz (default: ../shared/data/cifar10-jpeg.tar.gz)")
-    p.add_argument("--data-cache", default=None, help="where archives are unpacked (default $LWDC_DATA or ~/.cache/lwdc)")
+    p.add_argument("--data-cache", default=None,
+                   help="where archives are unpacked (default $LWDC_DATA or ~/.cache/lwdc)")
     p.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="run folders (checkpoints)")
     p.add_argument("--out-dir", default=str(DEFAULT_OUT), help="where result JSON files go")
     p.add_argument("--max-batches", type=int, help="cap batches per epoch (smoke tests)")
+    p.add_argument("--device", default="auto", help="where training runs: auto (CUDA if visible), cpu, cuda[:N]; "
+                   "latency is always measured on the CPU")
     p.add_argument("--threads", type=int, default=1, help="torch threads for training (latency always uses one); "
                    "on a CPU shared with other jobs, more threads than free cores is several times slower")
     p.add_argument("--no-onnx", dest="onnx", action="store_false", help="skip onnxruntime latency")

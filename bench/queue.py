@@ -2,8 +2,9 @@
 
     python -m bench.queue --model resnet20 [--schedule cpu] [--ops default paper] [--dry-run]
 
-Order: baseline; then per operator set, the middle lambda with its global-pruning match and the extended
-baseline first (the most informative comparison soonest), then the other lambdas, then the per-layer L1 matches.
+Order: baseline; then per operator set, the first lambda listed in bench/configs.py with its global-pruning match
+and the extended baseline (the most informative comparison soonest), then the other lambdas, then the per-layer
+L1 matches.
 Finished runs are skipped quickly and interrupted ones resume, so rerunning the command continues the queue.
 A failed run is reported and the queue goes on; the exit status says whether any failed.
 """
@@ -22,13 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def plan(model: str, ops_sets: list[str]) -> list[list[str]]:
     """The ordered list of ``bench.cifar`` argument lists for ``model``."""
-    lams = list(EXPERIMENTS[model]["lams"])
-    middle = lams[len(lams) // 2]
-    ordered = [middle] + [lam for lam in lams if lam != middle]
+    ordered = list(EXPERIMENTS[model]["lams"])
+    first = ordered[0]
     jobs = [["--method", "baseline"]]
     for n, ops in enumerate(ops_sets):
         point = lambda lam: ["--lam", f"{lam:g}", "--ops", ops]  # noqa: E731
-        jobs += [["--method", "lwdc", *point(middle)], ["--method", "prune-l1-global", *point(middle)]]
+        jobs += [["--method", "lwdc", *point(first)], ["--method", "prune-l1-global", *point(first)]]
         if n == 0:
             jobs.append(["--method", "baseline-extended"])
         for lam in ordered[1:]:
@@ -53,7 +53,8 @@ def main() -> None:
         if subprocess.run(cmd, cwd=ROOT).returncode != 0:
             failed.append(" ".join(job))
             print(f"[{time.strftime('%H:%M:%S')} queue] FAILED: {' '.join(job)}", flush=True)
-    print(f"[{time.strftime('%H:%M:%S')} queue] done; {len(failed)} failed" + (": " + "; ".join(failed) if failed else ""))
+    summary = f"{len(failed)} failed" + (": " + "; ".join(failed) if failed else "")
+    print(f"[{time.strftime('%H:%M:%S')} queue] done; {summary}")
     sys.exit(1 if failed else 0)
 
 

@@ -34,9 +34,9 @@ CIFAR-10; they are not comparable one-to-one with the reduced-schedule results a
 [1] Torch-Pruning benchmark table, ResNet-56 / CIFAR-10 (Fang et al., "DepGraph: Towards Any Structural Pruning",
 CVPR 2023), https://github.com/VainF/Torch-Pruning/tree/master/benchmarks (the table has changed between
 versions of that page; these rows are from the version listing "Group-L1" and two "Ours" rows); speed-up there is
-base MACs / pruned MACs. [2] HRank repository README (Lin et al., "HRank: Filter Pruning using High-Rank Feature Map", CVPR 2020),
-https://github.com/lmbxmu/HRank; its authors note that the pruning rates in the paper under-count removed
-channels.
+base MACs / pruned MACs. [2] HRank repository README (Lin et al., "HRank: Filter Pruning using High-Rank
+Feature Map", CVPR 2020), https://github.com/lmbxmu/HRank; its authors note that the pruning rates in the paper
+under-count removed channels.
 
 Not obtained: the tables of the LWDC paper (Diao et al., "Implementation of Lightweight Convolutional Neural
 Networks via Layer-Wise Differentiable Compression", Sensors 21(10):3464, 2021, doi:10.3390/s21103464). Only its
@@ -78,7 +78,8 @@ def results_table(rs: list[dict], reference: dict | None) -> list[str]:
         lat, sr = r["latency_ms"], r.get("speed_ratio", {})
         speed = " / ".join(fmt(sr.get(k)) for k in ("eager_b1", "eager_b64", "ort_b1"))
         lines.append(
-            f"| {series(r)} | {point(r)} | {r['accuracy']:.2f} | {fmt(None if ref is None else r['accuracy'] - ref, '+.2f')} | "
+            f"| {series(r)} | {point(r)} | {r['accuracy']:.2f} | "
+            f"{fmt(None if ref is None else r['accuracy'] - ref, '+.2f')} | "
             f"{r['params']:,} | {r['macs'] / 1e6:.2f} | {r['macs_ratio']:.3f} | {fmt(lat.get('eager_b1'))} | "
             f"{fmt(lat.get('eager_b64'), '.1f')} | {fmt(lat.get('ort_b1'), '.3f')} | {speed} | "
             f"{r.get('train_seconds', r['wall_time_total_s']) / 60:.1f} |")
@@ -100,21 +101,35 @@ def matched_table(rs: list[dict]) -> tuple[list[str], list[str]]:
                      f"{r['accuracy']:.2f} | {r['macs_ratio']:.3f} | {r['macs_error'] * 100:+.1f}% | "
                      f"{'yes' if r['matched_within_5pct'] else 'no'} | {diff:+.2f} |")
         if r["matched_within_5pct"]:
-            verdicts.append(f"{point(lw)} vs {r['method']}: LWDC {'>=' if diff >= 0 else '<'} pruning "
-                            f"({diff:+.2f} points)")
+            verdict = (f"{point(lw)} vs {r['method']}: LWDC {'>=' if diff >= 0 else '<'} pruning "
+                       f"({diff:+.2f} points)")
+            if diff < 0:
+                search_val = lw["search_history"][-1]["val"].get("accuracy") if lw.get("search_history") else None
+                verdict += (f". The budgets are equal in passes over the data but not in kind: LWDC's argmax network "
+                            f"stood at {fmt(search_val)}% at the end of its {lw['epochs']['search']}-epoch search "
+                            f"(weights trained through sampled paths, gates still moving) and then had "
+                            f"{lw['epochs']['finetune']} fine-tuning epochs from lr "
+                            f"{lw['schedule_settings']['finetune_lr']}; the pruned model kept the baseline's "
+                            f"structure and had all {r['epochs']['finetune']} epochs to recover, from lr "
+                            f"{r['schedule_settings']['search_lr']}. LWDC also replaced whole layers "
+                            f"({', '.join(sorted(set(v for v in lw['choices'].values() if v != 'original')))}) where "
+                            f"pruning thinned channels")
+            verdicts.append(verdict)
     return lines, verdicts
 
 
 def cost_table(rs: list[dict], baseline: dict | None) -> list[str]:
-    lines = ["| LWDC point | search epoch (s) | baseline epoch (s) | time ratio | peak RSS (MB) | baseline peak RSS (MB) | "
-             "peak RSS ratio | RSS growth ratio | warm-up / search / fine-tune (min) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| LWDC point | search epoch (s) | baseline epoch (s) | time ratio | peak RSS (MB) | "
+             "baseline peak RSS (MB) | peak RSS ratio | RSS growth ratio | warm-up / search / fine-tune (min) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     b_mem = baseline["memory"] if baseline else None
     for r in sorted((r for r in rs if r["method"] == "lwdc"), key=lambda r: (r["ops"], r["lambda"])):
         m, w = r["memory"], r["wall_time_s"]
         growth = lambda mem: mem["peak_rss_mb"] - mem["rss_before_training_mb"]  # noqa: E731
         lines.append(
             f"| {point(r)} | {r['search_epoch_seconds']:.0f} | {fmt(r['baseline_epoch_seconds'], '.0f')} | "
-            f"{fmt(r['search_epoch_seconds'] / r['baseline_epoch_seconds'] if r['baseline_epoch_seconds'] else None)} | "
+            f"{fmt(r['search_epoch_seconds'] / r['baseline_epoch_seconds'] if r['baseline_epoch_seconds'] else None)}"
+            " | "
             f"{m['peak_rss_mb']:.0f} | {fmt(b_mem and b_mem['peak_rss_mb'], '.0f')} | "
             f"{fmt(b_mem and m['peak_rss_mb'] / b_mem['peak_rss_mb'])} | {fmt(b_mem and growth(m) / growth(b_mem))} | "
             f"{w['warmup'] / 60:.1f} / {w['search'] / 60:.1f} / {w['finetune'] / 60:.1f} |")
@@ -136,10 +151,15 @@ def controlled_cost(model: str) -> list[str]:
             f"({r['saved_for_backward']:.2f}x the tensors saved for backward).", ""]
 
 
+def time_change(ratio: float) -> str:
+    return f"{(1 - ratio) * 100:.0f}% less time" if ratio <= 1 else f"{(ratio - 1) * 100:.0f}% MORE time"
+
+
 def checks(rs: list[dict], reference: dict | None, verdicts: list[str]) -> list[str]:
     out = []
     if reference is None:
-        out.append("- Same-schedule baseline (baseline-extended) not finished yet: the accuracy criterion cannot be checked.")
+        out.append("- Same-schedule baseline (baseline-extended) not finished yet: the accuracy criterion cannot be "
+                   "checked.")
     else:
         good = [r for r in rs if r["method"] == "lwdc" and r["macs_ratio"] <= 0.5
                 and r["accuracy"] >= reference["accuracy"] - 1.0]
@@ -154,6 +174,14 @@ def checks(rs: list[dict], reference: dict | None, verdicts: list[str]) -> list[
                            f"{point(r)} {r['accuracy']:.2f}% at {r['macs_ratio']:.3f}x" for r in half) if half
                            else "; no finished point has >= 50% fewer MACs") + ".")
     out += [f"- At matched MACs, {v}." for v in verdicts] or ["- No matched pruning comparison has finished yet."]
+    for r in rs:
+        sr = r.get("speed_ratio") or {}
+        if r["macs_ratio"] < 0.99 and sr:
+            out.append(f"- {series(r)} {point(r)}: {(1 - r['macs_ratio']) * 100:.0f}% fewer MACs gave "
+                       + ", ".join(f"{time_change(r['latency_ms'][k] / r['baseline_latency_ms'][k])} in {label}"
+                                   for k, label in (("eager_b1", "eager batch 1"), ("eager_b64", "eager batch 64"),
+                                                    ("ort_b1", "onnxruntime batch 1")) if k in r["latency_ms"])
+                       + ".")
     return out
 
 
@@ -223,13 +251,13 @@ def section(results: list[dict], doc: Path) -> str:
            "`../shared/data/cifar10-jpeg.tar.gz`.", "",
            "Columns: *speed ratio* = measured latency reduction / MACs reduction (1: the MACs saving became time "
            "saving in full; 0: none; negative: slower). *Training*: minutes of the run's own training (for all but "
-           "the baseline: after the baseline), summed over epochs, so resumed runs count fully. Latency is the median of repeated runs on one thread, "
-           "original and compressed model alternating in the same process, in PyTorch eager (batch 1 and 64) and "
-           "onnxruntime (batch 1). The CPU was shared with other jobs, so single latencies are noisy; the ratios, "
-           "taken in the same process, less so. Search cost: median search epoch over median baseline epoch "
-           "(both including evaluation), and peak resident memory (VmHWM of the run's process, read right after "
-           "training; it includes ~0.2 GB of data held in memory, so the growth over the pre-training RSS is "
-           "given too).", ""]
+           "the baseline: after the baseline), summed over epochs, so resumed runs count fully. Latency is the "
+           "median of repeated runs on one thread, original and compressed model alternating in the same process, "
+           "in PyTorch eager (batch 1 and 64) and onnxruntime (batch 1). The CPU was shared with other jobs, so "
+           "single latencies are noisy; the ratios, taken in the same process, less so. Search cost: median search epoch "
+           "over median baseline epoch (both including evaluation), and peak resident memory (VmHWM of the run's "
+           "process, read right after training; it includes ~0.2 GB of data held in memory, so the growth over the "
+           "pre-training RSS is given too).", ""]
     for (model, schedule, seed, mb), rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
         s = rs[0]["schedule_settings"]
         tag = f"{model}_{schedule}" + (f"_mb{mb}" if mb else "")
@@ -237,7 +265,8 @@ def section(results: list[dict], doc: Path) -> str:
         reference = next((r for r in rs if r["method"] == "baseline-extended"), None)
         commits = sorted({(r["git"]["commit"][:10], r["git"]["dirty"]) for r in rs})
         machine = rs[0]["machine"]
-        out += [f"### {model}, schedule `{schedule}`, seed {seed}" + (f" (capped at {mb} batches/epoch)" if mb else ""), "",
+        out += [f"### {model}, schedule `{schedule}`, seed {seed}"
+                + (f" (capped at {mb} batches/epoch)" if mb else ""), "",
                 f"Schedule: baseline {s['baseline_epochs']} epochs (lr {s['lr']}); LWDC warm-up {s['warmup_epochs']} + "
                 f"search {s['search_epochs']} (lr {s['search_lr']}) + fine-tune {s['finetune_epochs']} (lr "
                 f"{s['finetune_lr']}) epochs; baseline-extended and pruning: {s['post_epochs']} epochs from lr "
