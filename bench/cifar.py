@@ -13,7 +13,6 @@ interrupted run, and a finished run is not repeated (its result is copied to ``-
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass

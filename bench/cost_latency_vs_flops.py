@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +26,10 @@ from lwdc.models import create_model
 from lwdc.profile import count_macs, count_params, measure_latency
 from lwdc.space import expand
 from lwdc.tasks import Classification
+from lwdc.runs import write_json
 from lwdc.train import TrainConfig, evaluate, fit
+
+from .measure import git_info, machine_info
 
 CACHE = Path.home() / ".cache" / "lwdc" / "bench"
 
@@ -122,12 +123,8 @@ def main() -> None:
               "seed": a.seed, "schedule": {"pretrain": a.pretrain_epochs, "warmup": 1, "search": a.search_epochs,
                                            "finetune": a.finetune_epochs, "batch_size": 64},
               "latency_table_build": build, "baseline": baseline, "points": points,
-              "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(),
-                          "cpu": get_cost_model("latency").host["cpu"]},
-              "wall_time_s": time.perf_counter() - started,
-              "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+              "machine": machine_info(), "wall_time_s": time.perf_counter() - started, "git": git_info()}
+    write_json(Path(a.out), result)
     print(f"-> {a.out} ({result['wall_time_s']:.0f}s)")
 
 

@@ -9,8 +9,6 @@ Writes bench/results/deploy.json.  Run: python -m bench.deploy [--quick]
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import shutil
 import subprocess
 import tempfile
@@ -27,7 +25,10 @@ from lwdc.export import export_c, export_onnx
 from lwdc.export.c import compile_library, evaluate_c
 from lwdc.export.c.build import time_library
 from lwdc.models import create_model
-from lwdc.profile import measure_latency
+from lwdc.profile import measure_latency, median_ms
+from lwdc.runs import write_json
+
+from .measure import git_info, machine_info
 from lwdc.tasks import Classification
 from lwdc.train import TrainConfig, fit
 
@@ -68,19 +69,13 @@ def trained(name: str, model: nn.Module, data, epochs: int, quick: bool) -> nn.M
 
 
 def ort_latency(path: Path, x: np.ndarray, runs: int) -> float:
+    """Median seconds of one run of the exported file itself (the artefact a user deploys), one thread."""
     import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = opts.inter_op_num_threads = 1
     s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    name = s.get_inputs()[0].name
-    for _ in range(max(runs // 10, 3)):
-        s.run(None, {name: x})
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        s.run(None, {name: x})
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    feed = {s.get_inputs()[0].name: x}
+    return median_ms(lambda: s.run(None, feed), repeats=runs, warmup=max(runs // 10, 3)) / 1e3
 
 
 def bench_model(label: str, model: nn.Module, data, eval_n: int, runs: int, tmp: Path) -> dict:
@@ -151,11 +146,10 @@ def main() -> None:
     result = {"benchmark": "deploy", "quick": a.quick, "train_epochs": a.epochs, "compress_epochs": n, "rows": rows, "wall_s": time.perf_counter() - t0,
               "notes": "mobilenetv2_w0.5 is untrained (timing and memory only); latency is one sample, one thread; "
                        "int8 uses min/max activation ranges, int8_mse the MSE-optimal clipping ranges",
-              "machine": {"platform": platform.platform(), "processor": platform.processor(),
+              "machine": {**machine_info(),
                           "cc": subprocess.run(["cc", "--version"], capture_output=True, text=True).stdout.split("\n")[0]},
-              "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+              "git": git_info()}
+    write_json(Path(a.out), result)
     print(f"wrote {a.out}")
 
 

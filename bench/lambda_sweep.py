@@ -7,9 +7,6 @@ Run: python -m bench.lambda_sweep [--lams 0.5 1 2 3] [--model resnet20 --width 0
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -20,7 +17,10 @@ from lwdc.data import BatchLoader, load_data, random_crop_flip
 from lwdc.models import create_model
 from lwdc.profile import count_macs, count_params
 from lwdc.tasks import Classification
+from lwdc.runs import write_json
 from lwdc.train import TrainConfig, evaluate, fit
+
+from .measure import git_info, machine_info
 
 
 def main() -> None:
@@ -66,10 +66,8 @@ def main() -> None:
               "seed": a.seed, "schedule": {"pretrain": a.pretrain_epochs, "warmup": 1, "search": a.search_epochs,
                                            "finetune": a.finetune_epochs, "batch_size": 64},
               "baseline": baseline, "points": points,
-              "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
-              "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+              "machine": machine_info(), "git": git_info()}
+    write_json(Path(a.out), result)
     print(f"-> {a.out}")
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lwdc.costs.latency import cpu_model
 from lwdc.profile import measure_latency
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,13 +25,7 @@ __all__ = ["machine_info", "git_info", "memory_mb", "latency_pair", "speed_ratio
 
 
 def machine_info() -> dict:
-    cpu = ""
-    try:
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), "")
-    except OSError:
-        pass
-    return {"platform": platform.platform(), "cpu": cpu or platform.processor(), "cpu_count": os.cpu_count(),
+    return {"platform": platform.platform(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
             "python": platform.python_version(), "torch": torch.__version__,
             "train_threads": torch.get_num_threads(), "load_average_1m": os.getloadavg()[0]}
 

@@ -41,7 +41,8 @@ def default_cache_dir() -> Path:
     return (Path(root) if root else Path.home() / ".cache" / "lwdc") / "latency"
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's marketing name (what a cached timing depends on most)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.lower().startswith("model name"):
@@ -53,7 +54,7 @@ def _cpu_model() -> str:
 
 def host_description(backend: str) -> dict:
     """What a cached timing depends on besides the layer: the CPU and the software that ran it."""
-    info = {"cpu": _cpu_model(), "machine": platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__,
+    info = {"cpu": cpu_model(), "machine": platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__,
             "backend": backend}
     if backend == "onnxruntime":
         import onnxruntime
