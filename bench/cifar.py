@@ -50,6 +50,7 @@ class Context:
     num_classes: int
     data_name: str
     folder: Path
+    baseline_dir: Path
     log: callable
 
     def new_model(self) -> nn.Module:
@@ -81,7 +82,7 @@ def baseline(ctx: Context) -> tuple[nn.Module, list]:
     model = ctx.new_model()
     cfg = ctx.train_cfg(s.baseline_epochs, s.lr, "baseline")
     a = ctx.args
-    history = train_stage("train", model, Classification(), ctx.train, ctx.test, cfg, ctx.folder / "baseline",
+    history = train_stage("train", model, Classification(), ctx.train, ctx.test, cfg, ctx.baseline_dir,
                           stage_fingerprint(cfg, model=a.model, width=a.width, seed=a.seed, batch_size=s.batch_size),
                           log=ctx.log)
     return model, history
@@ -219,6 +220,15 @@ def run(a: argparse.Namespace) -> dict:
     name = run_name(a.method, a.lam, a.ops, a.target)
     tag = (f"_w{a.width:g}" if a.width != 1 else "") + (f"_mb{a.max_batches}" if a.max_batches else "")
     folder = Path(a.cache_dir).expanduser() / f"{a.model}_{a.schedule}_s{a.seed}{tag}"
+    baseline_dir = folder / "baseline"
+    if schedule.baseline_from:
+        shared = SCHEDULES[schedule.baseline_from]
+        if (shared.baseline_epochs, shared.lr, shared.batch_size) != (schedule.baseline_epochs, schedule.lr,
+                                                                       schedule.batch_size):
+            raise SystemExit(f"schedule {a.schedule} shares the baseline of {schedule.baseline_from} but trains it "
+                             "differently; fix bench/configs.py")
+        shared_folder = f"{a.model}_{schedule.baseline_from}_s{a.seed}{tag}"
+        baseline_dir = Path(a.cache_dir).expanduser() / shared_folder / "baseline"
     out = Path(a.out_dir) / f"{a.model}_{a.schedule}{tag}_{name}_s{a.seed}.json"
     run_dir = folder / name
     log = (lambda msg: print(f"[{time.strftime('%H:%M:%S')} {a.model} {name}] {msg}", flush=True))
@@ -235,7 +245,7 @@ def run(a: argparse.Namespace) -> dict:
                   BatchLoader(data.train, schedule.batch_size, shuffle=True, augment=random_crop_flip(4), seed=a.seed,
                               drop_last=True),
                   BatchLoader(data.test, 500), data.test.normalize(data.test.x[:1]), data.num_classes,
-                  data.name if not Path(a.data).exists() else Path(a.data).name, folder, log)
+                  data.name if not Path(a.data).exists() else Path(a.data).name, folder, baseline_dir, log)
     log(f"data {ctx.data_name}: {len(data.train)} train / {len(data.test)} test; run folder {run_dir}")
     memory_start = memory_mb()
     base, base_history = baseline(ctx)

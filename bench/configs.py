@@ -30,6 +30,7 @@ class Schedule:
     lr: float = 0.1            # baseline; SGD Nesterov, weight decay 5e-4, cosine decay per step (lwdc.train)
     search_lr: float = 0.05    # LWDC search weights; also the start of the baselines' post-baseline training
     finetune_lr: float = 0.02  # LWDC fine-tuning
+    baseline_from: str | None = None  # reuse this schedule's cached baseline (same baseline settings required)
 
     @property
     def post_epochs(self) -> int:
@@ -45,6 +46,12 @@ SCHEDULES: dict[str, Schedule] = {
     # Fits the shared 2-core development CPU: a ResNet-20 epoch on full CIFAR-10 takes 2-5 min on one thread
     # there, depending on the load; LWDC gets 0.25 + 1 + 2 passes, the other methods 4 post-baseline epochs.
     "cpu": Schedule(baseline_epochs=6, warmup_epochs=0.25, search_epochs=1, finetune_epochs=2),
+    # Twice the post-baseline budget of `cpu` on the same cached baseline: LWDC gets 0.5 + 2 + 3 passes, and all
+    # post-baseline training (LWDC fine-tuning included) starts from lr 0.05. With one search epoch the gates
+    # decide before the new branches are trained (the 0.25-epoch warm-up leaves a normalised error of 0.2-0.6),
+    # and a 2-epoch fine-tune from lr 0.02 did not recover the derived network (56.7% -> 75.0% at lambda 3).
+    "cpu-long": Schedule(baseline_epochs=6, warmup_epochs=0.5, search_epochs=2, finetune_epochs=3,
+                         finetune_lr=0.05, baseline_from="cpu"),
     # Paper-scale: 200 epochs of baseline training, as is usual for CIFAR ResNets. Meant for a GPU: training
     # runs on CUDA when one is visible (TrainConfig/CompressConfig device "auto"), else on the CPU (days here).
     "full": Schedule(baseline_epochs=200, warmup_epochs=1, search_epochs=50, finetune_epochs=100),

@@ -1,6 +1,6 @@
 """Run every experiment of a model one after another, each in its own process (so peak memory is its own).
 
-    python -m bench.queue --model resnet20 [--schedule cpu] [--ops default paper] [--dry-run]
+    python -m bench.queue --model resnet20 [--schedule cpu] [--ops default paper] [--lams 2 1.2 3] [--dry-run]
 
 Order: baseline; then per operator set, the first lambda listed in bench/configs.py with its global-pruning match
 and the extended baseline (the most informative comparison soonest), then the other lambdas, then the per-layer
@@ -21,9 +21,9 @@ from .configs import EXPERIMENTS, SCHEDULES
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def plan(model: str, ops_sets: list[str]) -> list[list[str]]:
-    """The ordered list of ``bench.cifar`` argument lists for ``model``."""
-    ordered = list(EXPERIMENTS[model]["lams"])
+def plan(model: str, ops_sets: list[str], lams: list[float] | None = None) -> list[list[str]]:
+    """The ordered list of ``bench.cifar`` argument lists for ``model`` (``lams``: instead of the configured ones)."""
+    ordered = list(lams or EXPERIMENTS[model]["lams"])
     first = ordered[0]
     jobs = [["--method", "baseline"]]
     for n, ops in enumerate(ops_sets):
@@ -42,10 +42,11 @@ def main() -> None:
     p.add_argument("--model", default="resnet20", choices=list(EXPERIMENTS))
     p.add_argument("--schedule", default="cpu", choices=list(SCHEDULES))
     p.add_argument("--ops", nargs="+", default=list(EXPERIMENTS["resnet20"]["ops"]))
+    p.add_argument("--lams", nargs="+", type=float, help="LWDC lambdas, first one first (default: bench/configs.py)")
     p.add_argument("--dry-run", action="store_true", help="print the commands only")
     a, passthrough = p.parse_known_args()   # anything else (--data, --cache-dir, --threads...) goes to bench.cifar
     failed = []
-    for job in plan(a.model, a.ops):
+    for job in plan(a.model, a.ops, a.lams):
         cmd = [sys.executable, "-m", "bench.cifar", "--model", a.model, "--schedule", a.schedule, *job, *passthrough]
         print(f"[{time.strftime('%H:%M:%S')} queue] {' '.join(cmd[1:])}", flush=True)
         if a.dry_run:

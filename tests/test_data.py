@@ -205,7 +205,7 @@ def test_unsafe_archive_is_rejected(tmp_path, name, kind):
         load_data(str(archive), cache_dir=cache)
     assert not (tmp_path / "evil").exists() and not (tmp_path / "deep" / "evil").exists()
     assert not any(p.name != "cache" for p in (tmp_path / "deep").iterdir())
-    assert list(cache.iterdir()) == []                                  # the partial unpack was removed
+    assert [p.name for p in cache.iterdir() if p.suffix != ".lock"] == []   # the partial unpack was removed
 
 
 def test_corrupt_archive(tmp_path):
@@ -395,3 +395,44 @@ def test_random_shift():
     padded = torch.nn.functional.pad(x, (3, 3))
     for o, src in zip(out, padded):
         assert any(torch.equal(o, src[:, s:s + 20]) for s in range(7))
+
+
+def test_concurrent_unpacks_of_a_changed_archive_all_succeed(tmp_path, monkeypatch):
+    """Two benchmark runs started at once found a changed archive and both unpacked it; one deleted files under
+    the other (FileNotFoundError in rmtree). Now they take turns and every caller gets the complete folder."""
+    import os
+    import threading
+    import time
+
+    make_image_folder(tmp_path / "src" / "pics")
+    archive = make_tar(tmp_path / "pics.tgz", tmp_path / "src" / "pics", "pics")
+    cache = tmp_path / "cache"
+    first = layouts.unpack(archive, cache)
+    expected = sorted(p.relative_to(first) for p in first.rglob("*"))
+    st = archive.stat()
+    os.utime(archive, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))     # the archive "changed": unpack again
+    extract, calls = layouts._extract, []
+
+    def slow_extract(*args):
+        calls.append(1)
+        time.sleep(0.2)                                                # widen the window a race needs
+        return extract(*args)
+
+    monkeypatch.setattr(layouts, "_extract", slow_extract)
+    barrier, errors, results = threading.Barrier(4), [], []
+
+    def worker():
+        barrier.wait()
+        try:
+            results.append(layouts.unpack(archive, cache))
+        except Exception as exc:                                       # noqa: BLE001 (collected and asserted)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(results) == 4 and len(calls) == 1
+    assert sorted(p.relative_to(first) for p in first.rglob("*")) == expected
+    assert not list(cache.glob(".*.tmp"))

@@ -4,6 +4,7 @@ Every reader returns plain arrays ``(x_train, y_train, x_test, y_test, class_nam
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
@@ -248,12 +249,31 @@ def _extract(archive: Path, dest: Path) -> None:
         raise DataLayoutError(f"{archive} is not a readable .tar.gz archive ({exc})") from None
 
 
+@contextlib.contextmanager
+def _exclusive(lock_path: Path):
+    """Hold an exclusive advisory lock on ``lock_path`` (POSIX); elsewhere, no lock."""
+    try:
+        import fcntl
+    except ImportError:         # Windows: concurrent first unpacks are not serialised there
+        yield
+        return
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def unpack(archive: Path, cache_dir: Path) -> Path:
     """Unpack ``archive`` once into ``cache_dir/<stem>/`` and return that folder.
 
     A marker records which archive (path, size, mtime) was unpacked, so a changed archive is unpacked again.
     Extraction goes to a temporary folder renamed at the end, so an interrupted unpack never looks finished;
     an unsafe member aborts it (nothing outside that folder is ever written) and the folder is removed.
+    Processes that start at once (two benchmark runs) take turns through a lock file: one unpacks, the others
+    then find its marker (without it, both replaced the folder and one deleted files under the other).
     """
     archive = Path(archive).resolve()
     st = archive.stat()
@@ -262,21 +282,24 @@ def unpack(archive: Path, cache_dir: Path) -> Path:
     marker = target / _MARKER
     if marker.is_file() and marker.read_text() == stamp:
         return target
-    if target.exists() and not marker.is_file():
-        raise DataLayoutError(f"{target} exists but was not unpacked by lwdc from {archive}; remove it or pass "
-                              "another cache_dir")
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        _extract(archive, tmp)
-    except BaseException:
+    with _exclusive(target.with_name(f".{target.name}.lock")):
+        if marker.is_file() and marker.read_text() == stamp:     # another process unpacked it meanwhile
+            return target
+        if target.exists() and not marker.is_file():
+            raise DataLayoutError(f"{target} exists but was not unpacked by lwdc from {archive}; remove it or pass "
+                                  "another cache_dir")
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    (tmp / _MARKER).write_text(stamp)
-    if target.exists():   # an older unpack of a changed archive (it carries our marker)
-        shutil.rmtree(target)
-    os.replace(tmp, target)
+        tmp.mkdir(parents=True)
+        try:
+            _extract(archive, tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        (tmp / _MARKER).write_text(stamp)
+        if target.exists():   # an older unpack of a changed archive (it carries our marker)
+            shutil.rmtree(target)
+        os.replace(tmp, target)
     return target
 
 
