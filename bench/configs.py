@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-__all__ = ["Schedule", "SCHEDULES", "EXPERIMENTS", "METHODS", "PRUNE_METHODS"]
+__all__ = ["Schedule", "SCHEDULES", "EXPERIMENTS", "METHODS", "PRUNE_METHODS", "lambdas"]
 
 PRUNE_METHODS = ("prune-l1", "prune-l1-global")
 METHODS = ("baseline", "baseline-extended", "lwdc") + PRUNE_METHODS
@@ -61,10 +61,18 @@ SCHEDULES: dict[str, Schedule] = {
 
 # model -> the LWDC lambdas and operator sets to run; each LWDC point gets a pruning run per PRUNE_METHODS at
 # its MACs. The queue runs the lambdas in the order listed, the first with its comparisons before the others.
-# How far the gates move grows with lambda x search steps: with the `cpu` schedule's single search epoch
-# (390 steps), lambda 1 left every ResNet-20 layer on its original operator (P(original) 0.52-0.95 at the end).
+# How far the gates move grows with lambda x search steps, so each schedule has its own lambdas: with `cpu`'s
+# single search epoch (390 steps) lambda 1 left every ResNet-20 layer on its original operator (P(original)
+# 0.52-0.95 at the end) and lambda 3 reached 0.40x MACs; with `cpu-long`'s two, lambda 2 reached 0.37x.
 EXPERIMENTS: dict[str, dict] = {
-    "resnet20": {"lams": (1.6, 3.0, 1.0), "ops": ("default", "paper")},
+    "resnet20": {"lams": (1.6, 3.0, 1.0), "lams_by_schedule": {"cpu-long": (1.5, 2.0, 1.0)},
+                 "ops": ("default", "paper")},
     "resnet56": {"lams": (1.6, 3.0, 1.0), "ops": ("default", "paper")},
     "vgg16": {"lams": (1.6, 3.0, 1.0), "ops": ("default", "paper")},
 }
+
+
+def lambdas(model: str, schedule: str) -> tuple[float, ...]:
+    """The LWDC lambdas of ``model`` under ``schedule``, first one first."""
+    exp = EXPERIMENTS[model]
+    return tuple(exp.get("lams_by_schedule", {}).get(schedule, exp["lams"]))

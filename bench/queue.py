@@ -16,14 +16,14 @@ import sys
 import time
 from pathlib import Path
 
-from .configs import EXPERIMENTS, SCHEDULES
+from .configs import EXPERIMENTS, SCHEDULES, lambdas
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def plan(model: str, ops_sets: list[str], lams: list[float] | None = None) -> list[list[str]]:
+def plan(model: str, ops_sets: list[str], schedule: str = "cpu", lams: list[float] | None = None) -> list[list[str]]:
     """The ordered list of ``bench.cifar`` argument lists for ``model`` (``lams``: instead of the configured ones)."""
-    ordered = list(lams or EXPERIMENTS[model]["lams"])
+    ordered = list(lams or lambdas(model, schedule))
     first = ordered[0]
     jobs = [["--method", "baseline"]]
     for n, ops in enumerate(ops_sets):
@@ -42,11 +42,11 @@ def main() -> None:
     p.add_argument("--model", default="resnet20", choices=list(EXPERIMENTS))
     p.add_argument("--schedule", default="cpu", choices=list(SCHEDULES))
     p.add_argument("--ops", nargs="+", default=list(EXPERIMENTS["resnet20"]["ops"]))
-    p.add_argument("--lams", nargs="+", type=float, help="LWDC lambdas, first one first (default: bench/configs.py)")
+    p.add_argument("--lams", nargs="+", type=float, help="LWDC lambdas, first one first (default: the schedule's in bench/configs.py)")
     p.add_argument("--dry-run", action="store_true", help="print the commands only")
     a, passthrough = p.parse_known_args()   # anything else (--data, --cache-dir, --threads...) goes to bench.cifar
     failed = []
-    for job in plan(a.model, a.ops, a.lams):
+    for job in plan(a.model, a.ops, a.schedule, a.lams):
         cmd = [sys.executable, "-m", "bench.cifar", "--model", a.model, "--schedule", a.schedule, *job, *passthrough]
         print(f"[{time.strftime('%H:%M:%S')} queue] {' '.join(cmd[1:])}", flush=True)
         if a.dry_run:

@@ -118,20 +118,22 @@ def matched_table(rs: list[dict]) -> tuple[list[str], list[str]]:
     return lines, verdicts
 
 
-def cost_table(rs: list[dict], baseline: dict | None) -> list[str]:
-    lines = ["| LWDC point | search epoch (s) | baseline epoch (s) | time ratio | peak RSS (MB) | "
-             "baseline peak RSS (MB) | peak RSS ratio | RSS growth ratio | warm-up / search / fine-tune (min) |",
+def cost_table(rs: list[dict], plain: dict | None) -> list[str]:
+    """Search epoch time and peak memory against ``plain``: a run that trained the original model for whole
+    epochs in its own process (baseline-extended where finished: it runs beside the LWDC runs of its schedule)."""
+    lines = [f"| LWDC point | search epoch (s) | plain epoch (s) | time ratio | peak RSS (MB) | "
+             "plain peak RSS (MB) | peak RSS ratio | RSS growth ratio | warm-up / search / fine-tune (min) |",
              "|---|---|---|---|---|---|---|---|---|"]
-    b_mem = baseline["memory"] if baseline else None
+    p_mem = plain["memory"] if plain else None
+    p_epoch = plain.get("epoch_seconds") if plain else None
+    growth = lambda mem: mem["peak_rss_mb"] - mem["rss_before_training_mb"]  # noqa: E731
     for r in sorted((r for r in rs if r["method"] == "lwdc"), key=lambda r: (r["ops"], r["lambda"])):
         m, w = r["memory"], r["wall_time_s"]
-        growth = lambda mem: mem["peak_rss_mb"] - mem["rss_before_training_mb"]  # noqa: E731
         lines.append(
-            f"| {point(r)} | {r['search_epoch_seconds']:.0f} | {fmt(r['baseline_epoch_seconds'], '.0f')} | "
-            f"{fmt(r['search_epoch_seconds'] / r['baseline_epoch_seconds'] if r['baseline_epoch_seconds'] else None)}"
-            " | "
-            f"{m['peak_rss_mb']:.0f} | {fmt(b_mem and b_mem['peak_rss_mb'], '.0f')} | "
-            f"{fmt(b_mem and m['peak_rss_mb'] / b_mem['peak_rss_mb'])} | {fmt(b_mem and growth(m) / growth(b_mem))} | "
+            f"| {point(r)} | {r['search_epoch_seconds']:.0f} | {fmt(p_epoch, '.0f')} | "
+            f"{fmt(p_epoch and r['search_epoch_seconds'] / p_epoch)} | "
+            f"{m['peak_rss_mb']:.0f} | {fmt(p_mem and p_mem['peak_rss_mb'], '.0f')} | "
+            f"{fmt(p_mem and m['peak_rss_mb'] / p_mem['peak_rss_mb'])} | {fmt(p_mem and growth(m) / growth(p_mem))} | "
             f"{w['warmup'] / 60:.1f} / {w['search'] / 60:.1f} / {w['finetune'] / 60:.1f} |")
     return lines
 
@@ -185,7 +187,7 @@ def checks(rs: list[dict], reference: dict | None, verdicts: list[str]) -> list[
     return out
 
 
-def pending(model: str, rs: list[dict]) -> list[str]:
+def pending(model: str, schedule: str, rs: list[dict]) -> list[str]:
     """Runs of the queue's plan for ``model`` that have no result yet."""
     from .cifar import run_name
     from .queue import plan
@@ -199,7 +201,7 @@ def pending(model: str, rs: list[dict]) -> list[str]:
 
     done = {name(r) for r in rs}
     todo = []
-    for job in plan(model, list(EXPERIMENTS[model]["ops"])) if model in EXPERIMENTS else []:
+    for job in plan(model, list(EXPERIMENTS[model]["ops"]), schedule) if model in EXPERIMENTS else []:
         opts = dict(zip(job[::2], job[1::2]))
         lam = float(opts["--lam"]) if "--lam" in opts else None
         name = run_name(opts["--method"], lam, opts.get("--ops", "default"), None)
@@ -281,14 +283,16 @@ def section(results: list[dict], doc: Path) -> str:
         if len(matched) > 2:
             out += ["Matched MACs:", ""] + matched + [""]
         if any(r["method"] == "lwdc" for r in rs):
-            out += ["Search cost (LWDC run against the baseline's plain training; epochs run at different times "
-                    "on a shared CPU, so the time ratio carries the load differences too):", ""]
-            out += cost_table(rs, base) + [""] + controlled_cost(model)
+            plain = reference or base
+            out += [f"Search cost (LWDC run against plain training of the original model, `{plain['method']}`; "
+                    "epochs run at different times on a shared CPU, so the time ratio carries load differences "
+                    "too):", ""]
+            out += cost_table(rs, plain) + [""] + controlled_cost(model)
         out += ["What the numbers say:", ""] + checks(rs, reference, verdicts) + [""]
         if base:
             out += [f"Baseline: {base['accuracy']:.2f}% after {s['baseline_epochs']} epochs "
                     f"(median epoch {fmt(base.get('epoch_seconds'), '.0f')} s).", ""]
-        missing = pending(model, rs)
+        missing = pending(model, schedule, rs)
         if missing and not mb:
             out += [f"Not finished yet (`python -m bench.queue --model {model} --schedule {schedule}` runs or resumes "
                     "them): " + ", ".join(f"`{m}`" for m in missing) + ".", ""]
