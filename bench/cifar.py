@@ -13,6 +13,7 @@ interrupted run, and a finished run is not repeated (its result is copied to ``-
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -22,11 +23,11 @@ import torch
 from torch import nn
 
 from lwdc import CompressConfig, compress
-from lwdc.api import config_fingerprint, train_stage
+from lwdc.api import check_checkpoint, compress_fingerprint, config_fingerprint, train_stage
 from lwdc.data import BatchLoader, load_data, random_crop_flip
 from lwdc.models import create_model
 from lwdc.profile import count_macs, count_params
-from lwdc.runs import read_json, write_json
+from lwdc.runs import CheckpointError, read_json, write_json
 from lwdc.tasks import Classification
 from lwdc.train import TrainConfig, evaluate
 
@@ -62,11 +63,14 @@ class Context:
                            device=self.args.device)
 
 
-def run_name(method: str, lam: float | None, ops: str, target: float | None) -> str:
+def run_name(method: str, lam: float | None, ops: str, target: float | None,
+             finetune_epochs: int | None = None) -> str:
     if method in ("baseline", "baseline-extended"):
         return method
     point = f"{ops}-lam{lam:g}" if lam is not None else f"macs{target:g}"
-    return f"lwdc-{point}" if method == "lwdc" else f"{method}-{point}"
+    if method != "lwdc":
+        return f"{method}-{point}"
+    return f"lwdc-{point}" + (f"-ft{finetune_epochs}" if finetune_epochs else "")
 
 
 def stage_fingerprint(cfg: TrainConfig, **context) -> str:
@@ -105,11 +109,31 @@ def run_baseline_extended(ctx: Context, base: nn.Module, run_dir: Path) -> tuple
                    "epoch_seconds": epoch_seconds(history), "epochs": {"post": s.post_epochs}}
 
 
+def reuse_search(ctx: Context, config: CompressConfig, run_dir: Path) -> None:
+    """Start a longer fine-tune of an LWDC point from that point's finished search, when its checkpoint fits."""
+    a = ctx.args
+    search = ctx.folder / run_name("lwdc", a.lam, a.ops, None) / "checkpoints" / "search.pt"
+    mine = run_dir / "checkpoints" / "search.pt"
+    if mine.exists() or not search.exists():
+        return
+    try:
+        check_checkpoint(search, "search", compress_fingerprint(config, "search"))
+    except CheckpointError as exc:
+        ctx.log(f"search: not reusing {search} ({exc}); searching again")
+        return
+    mine.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(search, mine)
+    ctx.log(f"search: starting from the finished search {search}")
+
+
 def run_lwdc(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module, dict]:
     s, a = ctx.schedule, ctx.args
     config = CompressConfig(ops=a.ops, lam=a.lam, warmup_epochs=s.warmup_epochs, search_epochs=s.search_epochs,
-                            finetune_epochs=s.finetune_epochs, lr=s.search_lr, finetune_lr=s.finetune_lr,
-                            seed=a.seed, max_batches=a.max_batches, progress=False, device=a.device)
+                            finetune_epochs=a.finetune_epochs or s.finetune_epochs, lr=s.search_lr,
+                            finetune_lr=s.finetune_lr, seed=a.seed, max_batches=a.max_batches, progress=False,
+                            device=a.device)
+    if a.finetune_epochs:
+        reuse_search(ctx, config, run_dir)
     result = compress(base, ctx.train, ctx.test, example_input=ctx.example, config=config, run_dir=run_dir,
                       log=ctx.log)
     r = result.report
@@ -119,7 +143,8 @@ def run_lwdc(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module, d
         "wall_time_s": r["wall_time_s"], "search_epoch_seconds": sorted(search_secs)[len(search_secs) // 2],
         "train_seconds": r["wall_time_s"]["warmup"] + sum(h["seconds"] for stage in ("search", "finetune")
                                                           for h in r["history"][stage]),
-        "epochs": {"warmup": s.warmup_epochs, "search": s.search_epochs, "finetune": s.finetune_epochs},
+        "epochs": {"warmup": s.warmup_epochs, "search": s.search_epochs, "finetune": config.finetune_epochs},
+        "finetune_override": a.finetune_epochs, "search_of": run_name("lwdc", a.lam, a.ops, None),
         "search_history": [{"epoch": h["epoch"], "val": h["val"], "cost_ratios": h["cost_ratios"]}
                            for h in r["history"]["search"]],
     }
@@ -191,7 +216,8 @@ def finish(ctx: Context, method: str, model: nn.Module, base: nn.Module, base_hi
     lat = latency_pair(base, model, ctx.example, onnx=a.onnx, rounds=1 if a.quick_latency else 3)
     base_epoch = epoch_seconds(base_history)
     result = {
-        "run": run_name(method, a.lam, a.ops, a.target), "model": a.model, "width": a.width, "method": method,
+        "run": run_name(method, a.lam, a.ops, a.target, a.finetune_epochs), "model": a.model, "width": a.width,
+        "method": method,
         "ops": extra.pop("ops", None),
         "lambda": extra.pop("lambda", None),
         "target": a.target, "seed": a.seed, "schedule": a.schedule, "schedule_settings": s.as_dict(),
@@ -217,7 +243,7 @@ def finish(ctx: Context, method: str, model: nn.Module, base: nn.Module, base_hi
 def run(a: argparse.Namespace) -> dict:
     torch.set_num_threads(a.threads)
     schedule = SCHEDULES[a.schedule]
-    name = run_name(a.method, a.lam, a.ops, a.target)
+    name = run_name(a.method, a.lam, a.ops, a.target, a.finetune_epochs)
     tag = (f"_w{a.width:g}" if a.width != 1 else "") + (f"_mb{a.max_batches}" if a.max_batches else "")
     folder = Path(a.cache_dir).expanduser() / f"{a.model}_{a.schedule}_s{a.seed}{tag}"
     baseline_dir = folder / "baseline"
@@ -274,6 +300,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lam", type=float, help="LWDC lambda (for prune-*: match the MACs of this LWDC point)")
     p.add_argument("--ops", default="default", help="LWDC operator set (default, paper, ...)")
     p.add_argument("--target", type=float, help="prune-*: MACs as a fraction of the baseline's, instead of --lam")
+    p.add_argument("--finetune-epochs", type=int, help="lwdc: fine-tune this many epochs instead of the "
+                   "schedule's (a separate run, labelled -ftN, outside the same-budget comparison; it starts from "
+                   "the point's finished search when there is one)")
     p.add_argument("--schedule", choices=list(SCHEDULES), default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=str(DEFAULT_DATA), help="a load_data source: cifar10-subset, cifar10, a "
@@ -298,6 +327,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit("--method lwdc needs --lam")
     if a.method in PRUNE_METHODS and (a.lam is None) == (a.target is None):
         raise SystemExit(f"--method {a.method} needs exactly one of --lam (match that LWDC point) or --target")
+    if a.finetune_epochs is not None and (a.method != "lwdc" or a.finetune_epochs < 1):
+        raise SystemExit("--finetune-epochs takes a positive number of epochs and applies to --method lwdc only")
     if a.method not in PRUNE_METHODS and a.target is not None:
         raise SystemExit("--target only applies to prune-* methods")
     return run(a)

@@ -52,13 +52,21 @@ def load_results(folder: Path) -> list[dict]:
 
 
 def series(r: dict) -> str:
-    return f"lwdc-{r['ops']}" if r["method"] == "lwdc" else r["method"]
+    if r["method"] != "lwdc":
+        return r["method"]
+    return f"lwdc-{r['ops']}" + (f"-ft{r['finetune_override']}" if r.get("finetune_override") else "")
+
+
+def same_budget(r: dict) -> bool:
+    """False for runs given more training than their schedule (``--finetune-epochs``): outside the comparison."""
+    return not r.get("finetune_override")
 
 
 def point(r: dict) -> str:
     """The LWDC point a run is, or is matched to."""
     if r["method"] == "lwdc":
-        return f"{r['ops']} λ={r['lambda']:g}"
+        longer = f", fine-tune {r['finetune_override']}" if r.get("finetune_override") else ""
+        return f"{r['ops']} λ={r['lambda']:g}{longer}"
     if r.get("matches"):
         return "→ " + r["matches"].replace("lwdc-", "").replace("-lam", " λ=")
     return f"→ {r['target']:g} MACs" if r.get("target") is not None else ""
@@ -88,19 +96,23 @@ def results_table(rs: list[dict], reference: dict | None) -> list[str]:
 
 def matched_table(rs: list[dict]) -> tuple[list[str], list[str]]:
     """LWDC points beside the pruning runs matched to them; and one plain verdict per comparison."""
-    by_point = {f"lwdc-{r['ops']}-lam{r['lambda']:g}": r for r in rs if r["method"] == "lwdc"}
+    by_point = defaultdict(list)       # an LWDC point's search -> its runs (same budget first, then longer)
+    for r in sorted((r for r in rs if r["method"] == "lwdc"), key=lambda r: not same_budget(r)):
+        by_point[r.get("search_of") or f"lwdc-{r['ops']}-lam{r['lambda']:g}"].append(r)
     lines = ["| LWDC point | LWDC acc. | LWDC MACs ratio | pruning | pruning acc. | pruning MACs ratio | MACs off by | "
              "matched (≤5%) | LWDC − pruning (points) |", "|---|---|---|---|---|---|---|---|---|"]
     verdicts = []
-    for r in rs:
-        lw = by_point.get(r.get("matches") or "")
-        if r["method"] not in ("prune-l1", "prune-l1-global") or lw is None:
-            continue
+    pairs = [(lw, r) for r in rs if r["method"] in ("prune-l1", "prune-l1-global")
+             for lw in by_point.get(r.get("matches") or "", [])]
+    for lw, r in pairs:
         diff = lw["accuracy"] - r["accuracy"]
         lines.append(f"| {point(lw)} | {lw['accuracy']:.2f} | {lw['macs_ratio']:.3f} | {r['method']} | "
                      f"{r['accuracy']:.2f} | {r['macs_ratio']:.3f} | {r['macs_error'] * 100:+.1f}% | "
                      f"{'yes' if r['matched_within_5pct'] else 'no'} | {diff:+.2f} |")
-        if r["matched_within_5pct"]:
+        if r["matched_within_5pct"] and not same_budget(lw):
+            verdicts.append(f"{point(lw)} (more training than the schedule: {lw['epochs']['finetune']} fine-tuning "
+                            f"epochs after its search) vs {r['method']}: {diff:+.2f} points")
+        elif r["matched_within_5pct"]:
             verdict = (f"{point(lw)} vs {r['method']}: LWDC {'>=' if diff >= 0 else '<'} pruning "
                        f"({diff:+.2f} points)")
             if diff < 0:
@@ -127,7 +139,8 @@ def cost_table(rs: list[dict], plain: dict | None) -> list[str]:
     p_mem = plain["memory"] if plain else None
     p_epoch = plain.get("epoch_seconds") if plain else None
     growth = lambda mem: mem["peak_rss_mb"] - mem["rss_before_training_mb"]  # noqa: E731
-    for r in sorted((r for r in rs if r["method"] == "lwdc"), key=lambda r: (r["ops"], r["lambda"])):
+    searches = sorted((r for r in rs if r["method"] == "lwdc" and same_budget(r)), key=lambda r: (r["ops"], r["lambda"]))
+    for r in searches:
         m, w = r["memory"], r["wall_time_s"]
         lines.append(
             f"| {point(r)} | {r['search_epoch_seconds']:.0f} | {fmt(p_epoch, '.0f')} | "
@@ -163,9 +176,9 @@ def checks(rs: list[dict], reference: dict | None, verdicts: list[str]) -> list[
         out.append("- Same-schedule baseline (baseline-extended) not finished yet: the accuracy criterion cannot be "
                    "checked.")
     else:
-        good = [r for r in rs if r["method"] == "lwdc" and r["macs_ratio"] <= 0.5
+        good = [r for r in rs if r["method"] == "lwdc" and same_budget(r) and r["macs_ratio"] <= 0.5
                 and r["accuracy"] >= reference["accuracy"] - 1.0]
-        half = [r for r in rs if r["method"] == "lwdc" and r["macs_ratio"] <= 0.5]
+        half = [r for r in rs if r["method"] == "lwdc" and same_budget(r) and r["macs_ratio"] <= 0.5]
         if good:
             out.append("- LWDC points with >= 50% fewer MACs within 1.0 point of the same-schedule baseline "
                        f"({reference['accuracy']:.2f}%): " + ", ".join(

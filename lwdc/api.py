@@ -140,11 +140,17 @@ def _check_shapes(path: Path, saved: dict, model: nn.Module) -> None:
                               "use a new run folder or restore the original settings")
 
 
-def compress_fingerprint(cfg: CompressConfig) -> str:
-    """The settings a search/fine-tune checkpoint depends on (not the checkpoint interval, the progress bar or
-    the device: checkpoints hold CPU tensors, so a run started on a GPU may resume on a CPU and back)."""
-    return config_fingerprint({k: v for k, v in asdict(cfg).items()
-                               if k not in ("checkpoint_every", "progress", "device")})
+#: Settings that only the fine-tuning stage reads: a search checkpoint does not depend on them, so a finished
+#: search can be fine-tuned again for longer or at another rate (copy checkpoints/search.pt to a new run folder).
+FINETUNE_ONLY = ("finetune_epochs", "finetune_lr")
+
+
+def compress_fingerprint(cfg: CompressConfig, stage: str = "finetune") -> str:
+    """The settings a ``stage`` ("search" or "finetune") checkpoint depends on: not the checkpoint interval, the
+    progress bar or the device (checkpoints hold CPU tensors, so a run started on a GPU may resume on a CPU and
+    back), and for the search not the fine-tuning settings."""
+    ignored = ("checkpoint_every", "progress", "device") + (FINETUNE_ONLY if stage == "search" else ())
+    return config_fingerprint({k: v for k, v in asdict(cfg).items() if k not in ignored})
 
 
 def _example_from(data: Iterable) -> torch.Tensor:
@@ -189,6 +195,7 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
     example = example_input if example_input is not None else _example_from(train_data)
     run_dir = Path(run_dir) if run_dir is not None else None
     fingerprint = compress_fingerprint(cfg)
+    search_fingerprint = compress_fingerprint(cfg, "search")
     if run_dir is not None and dist.is_main():
         remove_stale_temporaries(run_dir)       # left by a run killed while writing; its targets are intact
     started = time.perf_counter()
@@ -222,8 +229,8 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
                              arch_lr=cfg.arch_lr, lam=cfg.lam, tau_start=cfg.tau_start, tau_end=cfg.tau_end,
                              max_batches=cfg.max_batches, checkpoint_every=cfg.checkpoint_every,
                              progress=cfg.progress, desc="search", device=cfg.device)
-    search_log = train_stage("search", supernet, task, train_data, val_data, search_cfg, run_dir, fingerprint,
-                             log=log, cost_table=objective, report_tables=report_tables)
+    search_log = train_stage("search", supernet, task, train_data, val_data, search_cfg, run_dir,
+                             search_fingerprint, log=log, cost_table=objective, report_tables=report_tables)
     search_time = time.perf_counter() - t0
 
     choices = supernet.choices()

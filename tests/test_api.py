@@ -63,3 +63,25 @@ def test_resume_with_other_settings_or_foreign_checkpoint_is_refused(quadrants, 
     torch.save({"some": "dict"}, tmp_path / "r" / "checkpoints" / "search.pt")
     with pytest.raises(CheckpointError, match="not an lwdc 'search' checkpoint"):
         _run(quadrants, tmp_path / "r")
+
+
+def test_finished_search_is_fine_tuned_again_with_other_fine_tuning_settings(quadrants, tmp_path):
+    """The search checkpoint does not depend on the fine-tuning settings: a longer fine-tune of the same search
+    reuses it (same choices, no search epoch run), while a change the search depends on is still refused."""
+    import shutil
+
+    first = _run(quadrants, tmp_path / "a")
+    (tmp_path / "b" / "checkpoints").mkdir(parents=True)
+    shutil.copy(tmp_path / "a" / "checkpoints" / "search.pt", tmp_path / "b" / "checkpoints" / "search.pt")
+    lines = []
+    train, val = quadrants
+    torch.manual_seed(0)
+    longer = compress(TinyNet(), train, val, run_dir=tmp_path / "b", log=lines.append,
+                      **{**SETTINGS, "finetune_epochs": 3, "finetune_lr": 0.01})
+    assert any(line.startswith("search: finished earlier") for line in lines)
+    assert not any(line.startswith("search    epoch") for line in lines)
+    assert longer.choices == first.choices and len(longer.report["history"]["finetune"]) == 3
+    with pytest.raises(CheckpointError, match="another configuration"):     # the fine-tune checkpoint does
+        _run(quadrants, tmp_path / "b")
+    with pytest.raises(CheckpointError, match="another configuration"):     # and the search depends on lam
+        _run(quadrants, tmp_path / "b", lam=2.0, finetune_epochs=3, finetune_lr=0.01)

@@ -21,7 +21,7 @@ def run(tmp_path, *args):
                        "--no-onnx", "--quick-latency", *args])
 
 
-def test_harness_runs_resumes_and_reports(tmp_path):
+def test_harness_runs_resumes_and_reports(tmp_path, capsys):
     pytest.importorskip("torch_pruning")
     base = run(tmp_path, "--method", "baseline")
     lw = run(tmp_path, "--method", "lwdc", "--lam", "2", "--ops", "minimal")
@@ -40,6 +40,15 @@ def test_harness_runs_resumes_and_reports(tmp_path):
 
     # a finished run is not repeated: the same command returns the stored result
     assert run(tmp_path, "--method", "lwdc", "--lam", "2", "--ops", "minimal") == lw
+    # a longer fine-tune of the same point starts from its finished search: same architecture, more epochs
+    capsys.readouterr()
+    longer = run(tmp_path, "--method", "lwdc", "--lam", "2", "--ops", "minimal", "--finetune-epochs", "2")
+    out = capsys.readouterr().out
+    assert "starting from the finished search" in out and "search: finished earlier" in out
+    assert "search    epoch" not in out
+    assert longer["run"] == "lwdc-minimal-lam2-ft2" and longer["choices"] == lw["choices"]
+    assert longer["macs"] == lw["macs"] and longer["epochs"]["finetune"] == 2 and longer["search_of"] == lw["run"]
+    assert (tmp_path / "runs" / "resnet8_smoke_s0_w0.25_mb2" / "lwdc-minimal-lam2-ft2" / "checkpoints").is_dir()
 
     doc = tmp_path / "docs" / "RESULTS.md"
     doc.parent.mkdir()
@@ -49,6 +58,7 @@ def test_harness_runs_resumes_and_reports(tmp_path):
     text = doc.read_text()
     assert "kept above" in text and "kept below" in text and "old" not in text
     assert text.count("<!-- bench:cifar:start -->") == 1 and "| lwdc-minimal |" in text
+    assert "| lwdc-minimal-ft2 | minimal λ=2, fine-tune 2 |" in text     # listed, labelled, kept apart
     assert list(doc.parent.glob("pareto_resnet8_smoke*.png"))
 
 

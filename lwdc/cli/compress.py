@@ -186,9 +186,9 @@ def _vet_checkpoints(folder: Path, settings: dict) -> None:
     from ..runs import CheckpointError
 
     names = {f.name for f in fields(CompressConfig)}
-    fingerprints = {"pretrain": _pretrain_fingerprint(settings),
-                    "search": compress_fingerprint(CompressConfig(**{k: v for k, v in settings.items() if k in names}))}
-    fingerprints["finetune"] = fingerprints["search"]
+    config = CompressConfig(**{k: v for k, v in settings.items() if k in names})
+    fingerprints = {"pretrain": _pretrain_fingerprint(settings), "search": compress_fingerprint(config, "search"),
+                    "finetune": compress_fingerprint(config)}
     for stage, fingerprint in fingerprints.items():
         path = folder / "checkpoints" / f"{stage}.pt"
         if path.exists():
