@@ -228,7 +228,7 @@ def pareto_plot(rs: list[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = plt.subplots(figsize=(8.0, 4.4))
     groups = defaultdict(list)
     for r in rs:
         groups[series(r)].append(r)
@@ -241,7 +241,7 @@ def pareto_plot(rs: list[dict], path: Path, title: str) -> None:
     ax.set_ylabel("CIFAR-10 test accuracy (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))   # outside: never hides a point
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
