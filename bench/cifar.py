@@ -31,7 +31,7 @@ from lwdc.runs import CheckpointError, read_json, write_json
 from lwdc.tasks import Classification
 from lwdc.train import TrainConfig, evaluate
 
-from .configs import METHODS, PRUNE_METHODS, SCHEDULES, Schedule
+from .configs import METHODS, PRUNE_METHODS, SCHEDULES, Schedule, baseline_schedule
 from .measure import git_info, latency_pair, machine_info, memory_mb, speed_ratio
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,16 +245,12 @@ def run(a: argparse.Namespace) -> dict:
     schedule = SCHEDULES[a.schedule]
     name = run_name(a.method, a.lam, a.ops, a.target, a.finetune_epochs)
     tag = (f"_w{a.width:g}" if a.width != 1 else "") + (f"_mb{a.max_batches}" if a.max_batches else "")
-    folder = Path(a.cache_dir).expanduser() / f"{a.model}_{a.schedule}_s{a.seed}{tag}"
-    baseline_dir = folder / "baseline"
-    if schedule.baseline_from:
-        shared = SCHEDULES[schedule.baseline_from]
-        if (shared.baseline_epochs, shared.lr, shared.batch_size) != (schedule.baseline_epochs, schedule.lr,
-                                                                       schedule.batch_size):
-            raise SystemExit(f"schedule {a.schedule} shares the baseline of {schedule.baseline_from} but trains it "
-                             "differently; fix bench/configs.py")
-        shared_folder = f"{a.model}_{schedule.baseline_from}_s{a.seed}{tag}"
-        baseline_dir = Path(a.cache_dir).expanduser() / shared_folder / "baseline"
+    cache = Path(a.cache_dir).expanduser()
+    folder = cache / f"{a.model}_{a.schedule}_s{a.seed}{tag}"
+    try:
+        baseline_dir = cache / f"{a.model}_{baseline_schedule(a.schedule)}_s{a.seed}{tag}" / "baseline"
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     out = Path(a.out_dir) / f"{a.model}_{a.schedule}{tag}_{name}_s{a.seed}.json"
     run_dir = folder / name
     log = (lambda msg: print(f"[{time.strftime('%H:%M:%S')} {a.model} {name}] {msg}", flush=True))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-__all__ = ["Schedule", "SCHEDULES", "EXPERIMENTS", "METHODS", "PRUNE_METHODS", "lambdas"]
+__all__ = ["Schedule", "SCHEDULES", "EXPERIMENTS", "METHODS", "PRUNE_METHODS", "baseline_schedule", "lambdas"]
 
 PRUNE_METHODS = ("prune-l1", "prune-l1-global")
 METHODS = ("baseline", "baseline-extended", "lwdc") + PRUNE_METHODS
@@ -70,6 +70,20 @@ EXPERIMENTS: dict[str, dict] = {
     "resnet56": {"lams": (1.6, 3.0, 1.0), "ops": ("default", "paper")},
     "vgg16": {"lams": (1.6, 3.0, 1.0), "ops": ("default", "paper")},
 }
+
+
+def baseline_schedule(name: str) -> str:
+    """The schedule whose cached baseline ``name`` starts from: itself, or its ``baseline_from`` when that one
+    trains the baseline identically (a different one would leave two schedules fighting over one checkpoint)."""
+    schedule = SCHEDULES[name]
+    if not schedule.baseline_from:
+        return name
+    shared = SCHEDULES[schedule.baseline_from]
+    if (shared.baseline_epochs, shared.lr, shared.batch_size) != (schedule.baseline_epochs, schedule.lr,
+                                                                   schedule.batch_size):
+        raise ValueError(f"schedule {name} shares the baseline of {schedule.baseline_from} but trains it differently; "
+                         "fix bench/configs.py")
+    return schedule.baseline_from
 
 
 def lambdas(model: str, schedule: str) -> tuple[float, ...]:

@@ -42,7 +42,8 @@ def main() -> None:
     p.add_argument("--model", default="resnet20", choices=list(EXPERIMENTS))
     p.add_argument("--schedule", default="cpu", choices=list(SCHEDULES))
     p.add_argument("--ops", nargs="+", default=list(EXPERIMENTS["resnet20"]["ops"]))
-    p.add_argument("--lams", nargs="+", type=float, help="LWDC lambdas, first one first (default: the schedule's in bench/configs.py)")
+    p.add_argument("--lams", nargs="+", type=float,
+                   help="LWDC lambdas, first one first (default: the schedule's in bench/configs.py)")
     p.add_argument("--dry-run", action="store_true", help="print the commands only")
     a, passthrough = p.parse_known_args()   # anything else (--data, --cache-dir, --threads...) goes to bench.cifar
     failed = []

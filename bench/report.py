@@ -133,14 +133,14 @@ def matched_table(rs: list[dict]) -> tuple[list[str], list[str]]:
 def cost_table(rs: list[dict], plain: dict | None) -> list[str]:
     """Search epoch time and peak memory against ``plain``: a run that trained the original model for whole
     epochs in its own process (baseline-extended where finished: it runs beside the LWDC runs of its schedule)."""
-    lines = [f"| LWDC point | search epoch (s) | plain epoch (s) | time ratio | peak RSS (MB) | "
+    lines = ["| LWDC point | search epoch (s) | plain epoch (s) | time ratio | peak RSS (MB) | "
              "plain peak RSS (MB) | peak RSS ratio | RSS growth ratio | warm-up / search / fine-tune (min) |",
              "|---|---|---|---|---|---|---|---|---|"]
     p_mem = plain["memory"] if plain else None
     p_epoch = plain.get("epoch_seconds") if plain else None
     growth = lambda mem: mem["peak_rss_mb"] - mem["rss_before_training_mb"]  # noqa: E731
-    searches = sorted((r for r in rs if r["method"] == "lwdc" and same_budget(r)), key=lambda r: (r["ops"], r["lambda"]))
-    for r in searches:
+    searches = (r for r in rs if r["method"] == "lwdc" and same_budget(r))
+    for r in sorted(searches, key=lambda r: (r["ops"], r["lambda"])):
         m, w = r["memory"], r["wall_time_s"]
         lines.append(
             f"| {point(r)} | {r['search_epoch_seconds']:.0f} | {fmt(p_epoch, '.0f')} | "
@@ -269,8 +269,9 @@ def section(results: list[dict], doc: Path) -> str:
            "the baseline: after the baseline), summed over epochs, so resumed runs count fully. Latency is the "
            "median of repeated runs on one thread, original and compressed model alternating in the same process, "
            "in PyTorch eager (batch 1 and 64) and onnxruntime (batch 1). The CPU was shared with other jobs, so "
-           "single latencies are noisy; the ratios, taken in the same process, less so. Search cost: median search epoch "
-           "over median baseline epoch (both including evaluation), and peak resident memory (VmHWM of the run's "
+           "single latencies are noisy; the ratios, taken in the same process, less so. Search cost: median search "
+           "epoch over the median epoch of plain training of the original model (`baseline-extended` where it has "
+           "finished, else the baseline; both including evaluation), and peak resident memory (VmHWM of each run's "
            "process, read right after training; it includes ~0.2 GB of data held in memory, so the growth over the "
            "pre-training RSS is given too).", ""]
     for (model, schedule, seed, mb), rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
