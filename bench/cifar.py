@@ -64,13 +64,14 @@ class Context:
 
 
 def run_name(method: str, lam: float | None, ops: str, target: float | None,
-             finetune_epochs: int | None = None) -> str:
+             finetune_epochs: int | None = None, noise_end: float = 1.0) -> str:
     if method in ("baseline", "baseline-extended"):
         return method
     point = f"{ops}-lam{lam:g}" if lam is not None else f"macs{target:g}"
     if method != "lwdc":
         return f"{method}-{point}"
-    return f"lwdc-{point}" + (f"-ft{finetune_epochs}" if finetune_epochs else "")
+    return (f"lwdc-{point}" + (f"-noise{noise_end:g}" if noise_end != 1 else "")
+            + (f"-ft{finetune_epochs}" if finetune_epochs else ""))
 
 
 def stage_fingerprint(cfg: TrainConfig, **context) -> str:
@@ -112,7 +113,7 @@ def run_baseline_extended(ctx: Context, base: nn.Module, run_dir: Path) -> tuple
 def reuse_search(ctx: Context, config: CompressConfig, run_dir: Path) -> None:
     """Start a longer fine-tune of an LWDC point from that point's finished search, when its checkpoint fits."""
     a = ctx.args
-    search = ctx.folder / run_name("lwdc", a.lam, a.ops, None) / "checkpoints" / "search.pt"
+    search = ctx.folder / run_name("lwdc", a.lam, a.ops, None, noise_end=a.noise_end) / "checkpoints" / "search.pt"
     mine = run_dir / "checkpoints" / "search.pt"
     if mine.exists() or not search.exists():
         return
@@ -130,7 +131,7 @@ def run_lwdc(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module, d
     s, a = ctx.schedule, ctx.args
     config = CompressConfig(ops=a.ops, lam=a.lam, warmup_epochs=s.warmup_epochs, search_epochs=s.search_epochs,
                             finetune_epochs=a.finetune_epochs or s.finetune_epochs, lr=s.search_lr,
-                            finetune_lr=s.finetune_lr, seed=a.seed, max_batches=a.max_batches, progress=False,
+                            finetune_lr=s.finetune_lr, noise_end=a.noise_end, seed=a.seed, max_batches=a.max_batches, progress=False,
                             device=a.device)
     if a.finetune_epochs:
         reuse_search(ctx, config, run_dir)
@@ -139,12 +140,12 @@ def run_lwdc(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module, d
     r = result.report
     search_secs = [h["seconds"] for h in r["history"]["search"]]
     return result.model, {
-        "ops": a.ops, "lambda": a.lam, "choices": r["choices"], "derive_max_abs_diff": r["derive_max_abs_diff"],
+        "ops": a.ops, "lambda": a.lam, "noise_end": a.noise_end, "choices": r["choices"], "derive_max_abs_diff": r["derive_max_abs_diff"],
         "wall_time_s": r["wall_time_s"], "search_epoch_seconds": sorted(search_secs)[len(search_secs) // 2],
         "train_seconds": r["wall_time_s"]["warmup"] + sum(h["seconds"] for stage in ("search", "finetune")
                                                           for h in r["history"][stage]),
         "epochs": {"warmup": s.warmup_epochs, "search": s.search_epochs, "finetune": config.finetune_epochs},
-        "finetune_override": a.finetune_epochs, "search_of": run_name("lwdc", a.lam, a.ops, None),
+        "finetune_override": a.finetune_epochs, "search_of": run_name("lwdc", a.lam, a.ops, None, noise_end=a.noise_end),
         "search_history": [{"epoch": h["epoch"], "val": h["val"], "cost_ratios": h["cost_ratios"]}
                            for h in r["history"]["search"]],
     }
@@ -216,7 +217,7 @@ def finish(ctx: Context, method: str, model: nn.Module, base: nn.Module, base_hi
     lat = latency_pair(base, model, ctx.example, onnx=a.onnx, rounds=1 if a.quick_latency else 3)
     base_epoch = epoch_seconds(base_history)
     result = {
-        "run": run_name(method, a.lam, a.ops, a.target, a.finetune_epochs), "model": a.model, "width": a.width,
+        "run": run_name(method, a.lam, a.ops, a.target, a.finetune_epochs, a.noise_end), "model": a.model, "width": a.width,
         "method": method,
         "ops": extra.pop("ops", None),
         "lambda": extra.pop("lambda", None),
@@ -243,7 +244,7 @@ def finish(ctx: Context, method: str, model: nn.Module, base: nn.Module, base_hi
 def run(a: argparse.Namespace) -> dict:
     torch.set_num_threads(a.threads)
     schedule = SCHEDULES[a.schedule]
-    name = run_name(a.method, a.lam, a.ops, a.target, a.finetune_epochs)
+    name = run_name(a.method, a.lam, a.ops, a.target, a.finetune_epochs, a.noise_end)
     tag = (f"_w{a.width:g}" if a.width != 1 else "") + (f"_mb{a.max_batches}" if a.max_batches else "")
     cache = Path(a.cache_dir).expanduser()
     folder = cache / f"{a.model}_{a.schedule}_s{a.seed}{tag}"
@@ -299,6 +300,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-epochs", type=int, help="lwdc: fine-tune this many epochs instead of the "
                    "schedule's (a separate run, labelled -ftN, outside the same-budget comparison; it starts from "
                    "the point's finished search when there is one)")
+    p.add_argument("--noise-end", type=float, default=1.0, help="lwdc: Gumbel noise scale at the end of the "
+                   "search (CompressConfig.noise_end; runs other than 1 are labelled -noiseX)")
     p.add_argument("--schedule", choices=list(SCHEDULES), default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=str(DEFAULT_DATA), help="a load_data source: cifar10-subset, cifar10, a "
@@ -325,6 +328,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"--method {a.method} needs exactly one of --lam (match that LWDC point) or --target")
     if a.finetune_epochs is not None and (a.method != "lwdc" or a.finetune_epochs < 1):
         raise SystemExit("--finetune-epochs takes a positive number of epochs and applies to --method lwdc only")
+    if a.noise_end != 1 and a.method != "lwdc":
+        raise SystemExit("--noise-end applies to --method lwdc only")
     if a.method not in PRUNE_METHODS and a.target is not None:
         raise SystemExit("--target only applies to prune-* methods")
     return run(a)

@@ -47,6 +47,7 @@ class CompressConfig:
     arch_lr: float = 0.01
     tau_start: float = 5.0
     tau_end: float = 0.5
+    noise_end: float = 1.0         # sampling noise at the search's end: < 1 trains the argmax network more
     gate: str = "gumbel"
     include_pooling: bool = False
     seed: int = 0
@@ -63,6 +64,8 @@ class CompressConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         get_cost_model(self.cost)
+        if not 0 < self.noise_end <= 1:
+            raise ValueError(f"noise_end must be in (0, 1] (1 keeps the sampling noise constant), got {self.noise_end}")
         if self.original_prob is not None and not 0 < self.original_prob < 1:
             raise ValueError(f"original_prob must be in (0, 1) (or None for uniform gates), got {self.original_prob}")
 
@@ -143,6 +146,9 @@ def _check_shapes(path: Path, saved: dict, model: nn.Module) -> None:
 #: Settings that only the fine-tuning stage reads: a search checkpoint does not depend on them, so a finished
 #: search can be fine-tuned again for longer or at another rate (copy checkpoints/search.pt to a new run folder).
 FINETUNE_ONLY = ("finetune_epochs", "finetune_lr")
+#: Settings added after checkpoints existed, with the value that reproduces the older behaviour: left out of the
+#: fingerprint at that value, so older checkpoints still resume.
+NEUTRAL_DEFAULTS = {"noise_end": 1.0}
 
 
 def compress_fingerprint(cfg: CompressConfig, stage: str = "finetune") -> str:
@@ -150,7 +156,8 @@ def compress_fingerprint(cfg: CompressConfig, stage: str = "finetune") -> str:
     progress bar or the device (checkpoints hold CPU tensors, so a run started on a GPU may resume on a CPU and
     back), and for the search not the fine-tuning settings."""
     ignored = ("checkpoint_every", "progress", "device") + (FINETUNE_ONLY if stage == "search" else ())
-    return config_fingerprint({k: v for k, v in asdict(cfg).items() if k not in ignored})
+    return config_fingerprint({k: v for k, v in asdict(cfg).items()
+                               if k not in ignored and not (k in NEUTRAL_DEFAULTS and v == NEUTRAL_DEFAULTS[k])})
 
 
 def _example_from(data: Iterable) -> torch.Tensor:
@@ -227,6 +234,7 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
     t0 = time.perf_counter()
     search_cfg = TrainConfig(epochs=cfg.search_epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
                              arch_lr=cfg.arch_lr, lam=cfg.lam, tau_start=cfg.tau_start, tau_end=cfg.tau_end,
+                             noise_end=cfg.noise_end,
                              max_batches=cfg.max_batches, checkpoint_every=cfg.checkpoint_every,
                              progress=cfg.progress, desc="search", device=cfg.device)
     search_log = train_stage("search", supernet, task, train_data, val_data, search_cfg, run_dir,

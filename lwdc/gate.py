@@ -4,8 +4,11 @@ LWDC's mask OH(alpha) must be exactly one-hot in the forward pass (so only the c
 network seen in training is the network that will be derived) yet give alpha a gradient, in the spirit of
 Kim et al.'s trainable gate (AAAI 2020): an exact step forward, a continuous surrogate backward.
 
-Forward. ``gumbel`` (default) samples k = argmax(alpha + Gumbel noise), a draw from Categorical(softmax(alpha));
-the noise keeps every branch sampled, and so trained, early on. ``argmax`` takes k = argmax(alpha).
+Forward. ``gumbel`` (default) samples k = argmax(alpha + noise * Gumbel noise), a draw from
+Categorical(softmax(alpha / noise)); the noise keeps every branch sampled, and so trained, early on. A noise scale
+annealed below 1 (``noise_end`` of the search) concentrates the late draws on the argmax network, the one that
+will be derived, so its weights get most of the late training instead of a mixture of paths.
+``argmax`` takes k = argmax(alpha).
 
 Backward. The straight-through estimator of a one-hot mask m with the relaxation s = softmax((alpha+noise)/tau)
 gives dL/ds_i = <g, o_i>, with g the gradient at the layer's output and o_i branch i's output. The usual
@@ -68,6 +71,7 @@ class Gate:
     mode: str = "gumbel"
     tau: float = 1.0
     seed: int = 0
+    noise: float = 1.0       # scale of the Gumbel noise: samples follow softmax(alpha / noise)
     generator: torch.Generator = field(default_factory=torch.Generator, repr=False)
 
     def __post_init__(self) -> None:
@@ -85,7 +89,7 @@ class Gate:
         logits = alpha
         if self.mode == "gumbel":
             u = torch.rand(alpha.shape, generator=self.generator).clamp_(1e-10, 1.0 - 1e-7)
-            logits = alpha - torch.log(-torch.log(u)).to(alpha.device, alpha.dtype)
+            logits = alpha - self.noise * torch.log(-torch.log(u)).to(alpha.device, alpha.dtype)
         soft = torch.softmax(logits / self.tau, dim=0)
         k = int(torch.argmax(logits.detach()))
         j = int(torch.randint(n - 1, (1,), generator=self.generator))
@@ -94,10 +98,12 @@ class Gate:
         return k, j, coef
 
     def state_dict(self) -> dict:
-        return {"mode": self.mode, "tau": self.tau, "seed": self.seed, "rng": self.generator.get_state()}
+        return {"mode": self.mode, "tau": self.tau, "seed": self.seed, "noise": self.noise,
+                "rng": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.mode, self.tau, self.seed = state["mode"], float(state["tau"]), int(state["seed"])
+        self.noise = float(state.get("noise", 1.0))     # checkpoints written before the noise scale existed
         self.generator.set_state(state["rng"])
 
 

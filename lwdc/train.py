@@ -7,7 +7,8 @@ updated together on the same batch (single-level, "in one go"), as the LWDC pape
 Choices made where the paper is silent (see docs/DESIGN.md for the measurements behind them):
 * weights: SGD, Nesterov momentum 0.9, weight decay 5e-4, cosine learning-rate decay per step;
 * gates: Adam (betas 0.5, 0.999, no weight decay), learning rate ``arch_lr``;
-* gate temperature: exponential decay from ``tau_start`` to ``tau_end`` over the search.
+* gate temperature: exponential decay from ``tau_start`` to ``tau_end`` over the search, and of the sampling
+  noise scale from 1 to ``noise_end`` (see lwdc.gate);
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ class TrainConfig:
     lam: float = 0.0
     tau_start: float = 5.0
     tau_end: float = 0.5
+    noise_end: float = 1.0              # Gumbel noise scale at the end of the search (from 1 at its start)
     bn_batches: int = 20                # BatchNorm re-estimation before a supernet is evaluated
     max_batches: int | None = None      # cap on batches per epoch (smoke tests, quick looks)
     checkpoint_every: int = 0           # also hand a resumable state to ``on_step`` every N batches (0: epochs only)
@@ -219,6 +221,7 @@ def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterab
             if search:
                 global_step = epoch * steps_per_epoch + step
                 model.gate.tau = anneal_temperature(global_step / total_steps, cfg.tau_start, cfg.tau_end)
+                model.gate.noise = anneal_temperature(global_step / total_steps, 1.0, cfg.noise_end)
             output = model(x)
             loss = task.loss(output, y)
             if search and cfg.lam > 0:
