@@ -54,7 +54,8 @@ def load_results(folder: Path) -> list[dict]:
 def series(r: dict) -> str:
     if r["method"] != "lwdc":
         return r["method"]
-    return f"lwdc-{r['ops']}" + (f"-ft{r['finetune_override']}" if r.get("finetune_override") else "")
+    return (f"lwdc-{r['ops']}" + (f"-noise{r['noise_end']:g}" if r.get("noise_end", 1) != 1 else "")
+            + (f"-ft{r['finetune_override']}" if r.get("finetune_override") else ""))
 
 
 def same_budget(r: dict) -> bool:
@@ -66,7 +67,8 @@ def point(r: dict) -> str:
     """The LWDC point a run is, or is matched to."""
     if r["method"] == "lwdc":
         longer = f", fine-tune {r['finetune_override']}" if r.get("finetune_override") else ""
-        return f"{r['ops']} λ={r['lambda']:g}{longer}"
+        noise = f", noise→{r['noise_end']:g}" if r.get("noise_end", 1) != 1 else ""
+        return f"{r['ops']} λ={r['lambda']:g}{noise}{longer}"
     if r.get("matches"):
         return "→ " + r["matches"].replace("lwdc-", "").replace("-lam", " λ=")
     return f"→ {r['target']:g} MACs" if r.get("target") is not None else ""
@@ -102,18 +104,21 @@ def matched_table(rs: list[dict]) -> tuple[list[str], list[str]]:
     lines = ["| LWDC point | LWDC acc. | LWDC MACs ratio | pruning | pruning acc. | pruning MACs ratio | MACs off by | "
              "matched (≤5%) | LWDC − pruning (points) |", "|---|---|---|---|---|---|---|---|---|"]
     verdicts = []
-    pairs = [(lw, r) for r in rs if r["method"] in ("prune-l1", "prune-l1-global")
-             for lw in by_point.get(r.get("matches") or "", [])]
-    for lw, r in pairs:
+    pruned = [r for r in rs if r["method"] in ("prune-l1", "prune-l1-global")]
+    pairs = [(lw, r, r["macs_error"]) for r in pruned for lw in by_point.get(r.get("matches") or "", [])]
+    pairs += nearest_pruning(by_point, pruned)
+    for lw, r, error in pairs:
         diff = lw["accuracy"] - r["accuracy"]
-        lines.append(f"| {point(lw)} | {lw['accuracy']:.2f} | {lw['macs_ratio']:.3f} | {r['method']} | "
-                     f"{r['accuracy']:.2f} | {r['macs_ratio']:.3f} | {r['macs_error'] * 100:+.1f}% | "
-                     f"{'yes' if r['matched_within_5pct'] else 'no'} | {diff:+.2f} |")
-        if r["matched_within_5pct"] and not same_budget(lw):
+        within = abs(error) <= 0.05
+        method = r["method"] if lw in by_point.get(r.get("matches") or "", []) else f"{r['method']} {point(r)}"
+        lines.append(f"| {point(lw)} | {lw['accuracy']:.2f} | {lw['macs_ratio']:.3f} | {method} | "
+                     f"{r['accuracy']:.2f} | {r['macs_ratio']:.3f} | {error * 100:+.1f}% | "
+                     f"{'yes' if within else 'no'} | {diff:+.2f} |")
+        if within and not same_budget(lw):
             verdicts.append(f"{point(lw)} (more training than the schedule: {lw['epochs']['finetune']} fine-tuning "
                             f"epochs after its search) vs {r['method']}: {diff:+.2f} points")
-        elif r["matched_within_5pct"]:
-            verdict = (f"{point(lw)} vs {r['method']}: LWDC {'>=' if diff >= 0 else '<'} pruning "
+        elif within:
+            verdict = (f"{point(lw)} vs {method}: LWDC {'>=' if diff >= 0 else '<'} pruning "
                        f"({diff:+.2f} points)")
             if diff < 0:
                 search_val = lw["search_history"][-1]["val"].get("accuracy") if lw.get("search_history") else None
@@ -128,6 +133,22 @@ def matched_table(rs: list[dict]) -> tuple[list[str], list[str]]:
                             f"pruning thinned channels")
             verdicts.append(verdict)
     return lines, verdicts
+
+
+def nearest_pruning(by_point: dict[str, list[dict]], pruned: list[dict]) -> list[tuple[dict, dict, float]]:
+    """For an LWDC point no pruning run was matched to by name (a variant such as -noiseX), the finished pruning
+    run of each method nearest to its MACs, when within 5%: the comparison needs matched MACs, not a twin run."""
+    pairs = []
+    for name, runs in by_point.items():
+        if any(r.get("matches") == name for r in pruned):
+            continue
+        for method in sorted({r["method"] for r in pruned}):
+            for lw in runs:
+                error, r = min(((r["macs"] / lw["macs"] - 1, r) for r in pruned if r["method"] == method),
+                               key=lambda e: abs(e[0]))
+                if abs(error) <= 0.05:
+                    pairs.append((lw, r, error))
+    return pairs
 
 
 def cost_table(rs: list[dict], plain: dict | None) -> list[str]:

@@ -85,3 +85,27 @@ def test_pruning_meets_a_macs_target_and_leaves_the_model_alone():
     assert abs(macs / (full // 2) - 1) <= 0.05
     assert pruned(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def _result(run, method, macs, acc, **extra):
+    return {"run": run, "method": method, "macs": macs, "macs_ratio": macs / 100, "accuracy": acc, "ops": "default",
+            "lambda": 1.5, "epochs": {"search": 2, "finetune": 3}, "choices": {"a": "skip"},
+            "schedule_settings": {"finetune_lr": 0.05, "search_lr": 0.05}, **extra}
+
+
+def test_a_variant_point_is_compared_with_the_pruning_run_nearest_its_macs():
+    """An LWDC variant (-noiseX) has no pruning twin: it is paired with the nearest pruning run within 5% MACs."""
+    named = _result("lwdc-default-lam1.5", "lwdc", 36.0, 79.0)
+    variant = _result("lwdc-default-lam1.5-noise0.25", "lwdc", 37.0, 81.0, noise_end=0.25,
+                      search_of="lwdc-default-lam1.5-noise0.25")
+    far = _result("lwdc-default-lam1-noise0.25", "lwdc", 50.0, 82.0, noise_end=0.25, lam=1.0,
+                  search_of="lwdc-default-lam1-noise0.25")
+    twin = _result("prune-l1-global-default-lam1.5", "prune-l1-global", 36.0, 80.0, matches="lwdc-default-lam1.5",
+                   macs_error=0.0, matched_within_5pct=True)
+    other = _result("prune-l1-global-default-lam2", "prune-l1-global", 38.5, 80.5, matches="lwdc-default-lam2",
+                    macs_error=0.0, matched_within_5pct=True)
+    lines, verdicts = report.matched_table([named, variant, far, twin, other])
+    assert len(lines) == 2 + 2            # the named pair and the variant's nearest; nothing for the 0.50x point
+    assert verdicts[0].startswith("default λ=1.5 vs prune-l1-global: LWDC < pruning (-1.00 points)")
+    assert verdicts[1] == "default λ=1.5, noise→0.25 vs prune-l1-global → default λ=1.5: LWDC >= pruning (+1.00 points)"
+    assert "| -2.7% | yes |" in lines[3]  # 36.0 / 37.0 - 1

@@ -112,6 +112,23 @@ def test_explicit_cpu_is_bit_identical_to_the_default_here(quadrants):
     assert explicit.report["device"] == "cpu"
 
 
+def test_noise_end_at_its_neutral_value_keeps_older_fingerprints():
+    """noise_end = 1 is the behaviour before the setting existed: checkpoints written then must still resume."""
+    from dataclasses import asdict
+
+    from lwdc.api import config_fingerprint
+    cfg = CompressConfig()
+    older = {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_every", "progress", "device", "noise_end")}
+    assert compress_fingerprint(cfg) == config_fingerprint(older)
+    assert compress_fingerprint(CompressConfig(noise_end=0.5)) != compress_fingerprint(cfg)
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.5, 1.5])
+def test_noise_end_out_of_range_is_refused(bad):
+    with pytest.raises(ValueError, match="noise_end"):
+        CompressConfig(noise_end=bad).validate()
+
+
 def test_device_is_not_part_of_the_checkpoint_fingerprint():
     prints = {compress_fingerprint(CompressConfig(device=d)) for d in ("auto", "cpu", "cuda", "cuda:1")}
     assert len(prints) == 1

@@ -17,6 +17,27 @@ def test_gumbel_samples_follow_softmax_of_alpha():
     assert torch.allclose(counts / counts.sum(), choice_probabilities(alpha), atol=0.015)
 
 
+def test_noise_scale_sharpens_samples_towards_the_argmax():
+    """With noise scale t the draws follow softmax(alpha / t): at t = 0.25 the argmax branch dominates."""
+    alpha = torch.tensor([1.0, 0.0, -1.0, 0.5])
+    gate = Gate("gumbel", seed=5, noise=0.25)
+    counts = torch.zeros(4)
+    for _ in range(20000):
+        counts[gate.sample(alpha)[0]] += 1
+    expected = choice_probabilities(alpha / 0.25)
+    assert torch.allclose(counts / counts.sum(), expected, atol=0.015)
+    assert counts[0] / counts.sum() > 0.8 > choice_probabilities(alpha)[0]
+
+
+def test_gate_state_without_noise_scale_loads_as_constant_noise():
+    """Checkpoints written before the noise scale existed resume with the behaviour they were written under."""
+    saved = Gate(seed=2, noise=0.3).state_dict()
+    del saved["noise"]
+    gate = Gate(noise=0.5)
+    gate.load_state_dict(saved)
+    assert gate.noise == 1.0
+
+
 def test_coefficient_is_exactly_zero_and_carries_gradient():
     alpha = torch.zeros(5, requires_grad=True)
     k, j, coef = Gate("gumbel", tau=1.0, seed=0).sample(alpha)

@@ -55,6 +55,21 @@ def test_derived_model_scores_what_the_searched_supernet_scores(quadrants):
     assert evaluate(derived, task, val)["accuracy"] == pytest.approx(acc)
 
 
+def test_search_anneals_the_sampling_noise_to_its_end_value(quadrants):
+    train, val = quadrants
+    torch.manual_seed(0)
+    net = TinyNet(width=8)
+    example = train[0][0][:1]
+    supernet = expand(net, example, "default", seed=0)
+    seen = []
+    supernet.register_forward_pre_hook(lambda m, _x: seen.append(m.gate.noise) if m.training else None)
+    table = build_cost_table(get_cost_model("macs"), supernet, net, example)
+    cfg = TrainConfig(epochs=2, lr=0.05, lam=1.0, noise_end=0.2, bn_batches=0, progress=False)
+    fit(supernet, Classification(), train, None, cfg, cost_table=table, log=lambda s: None)
+    assert seen[0] == pytest.approx(1.0)
+    assert seen == sorted(seen, reverse=True) and 0.2 < seen[-1] < 0.25
+
+
 def test_negative_lambda_and_missing_cost_rejected(quadrants):
     train, val = quadrants
     supernet = expand(TinyNet(), train[0][0][:1])
