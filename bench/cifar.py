@@ -110,21 +110,37 @@ def run_baseline_extended(ctx: Context, base: nn.Module, run_dir: Path) -> tuple
                    "epoch_seconds": epoch_seconds(history), "epochs": {"post": s.post_epochs}}
 
 
-def reuse_search(ctx: Context, config: CompressConfig, run_dir: Path) -> None:
-    """Start a longer fine-tune of an LWDC point from that point's finished search, when its checkpoint fits."""
-    a = ctx.args
-    search = ctx.folder / run_name("lwdc", a.lam, a.ops, None, noise_end=a.noise_end) / "checkpoints" / "search.pt"
-    mine = run_dir / "checkpoints" / "search.pt"
-    if mine.exists() or not search.exists():
-        return
-    try:
-        check_checkpoint(search, "search", compress_fingerprint(config, "search"))
-    except CheckpointError as exc:
-        ctx.log(f"search: not reusing {search} ({exc}); searching again")
-        return
-    mine.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(search, mine)
-    ctx.log(f"search: starting from the finished search {search}")
+def reuse_search(ctx: Context, config: CompressConfig, run_dir: Path) -> str | None:
+    """Start an LWDC run from a finished search of the same point, when one exists and its checkpoint fits: the
+    point's own search for a longer fine-tune (``--finetune-epochs``), or the search of the schedule this one
+    shares its searches with (``Schedule.search_from``). Returns the run folder it started from."""
+    a, s = ctx.args, ctx.schedule
+    mine, record = run_dir / "checkpoints" / "search.pt", run_dir / "search_source.json"
+    if mine.exists():
+        return read_json(record)["run"] if record.exists() else None
+    searched = run_name("lwdc", a.lam, a.ops, None, noise_end=a.noise_end)
+    candidates = [ctx.folder / searched] if a.finetune_epochs else []
+    if s.search_from:
+        if baseline_schedule(s.search_from) != baseline_schedule(a.schedule):
+            raise SystemExit(f"schedule {a.schedule} takes its searches from {s.search_from}, which starts from "
+                             "another baseline; fix bench/configs.py")
+        candidates.append(ctx.folder.parent / ctx.folder.name.replace(f"_{a.schedule}_", f"_{s.search_from}_", 1)
+                          / searched)
+    for source in candidates:
+        search = source / "checkpoints" / "search.pt"
+        if not search.exists():
+            continue
+        try:
+            check_checkpoint(search, "search", compress_fingerprint(config, "search"))
+        except CheckpointError as exc:
+            ctx.log(f"search: not reusing {search} ({exc})")
+            continue
+        mine.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(search, mine)
+        ctx.log(f"search: starting from the finished search {search}")
+        write_json(record, {"run": f"{source.parent.name}/{source.name}"})
+        return f"{source.parent.name}/{source.name}"
+    return None
 
 
 def run_lwdc(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module, dict]:
@@ -133,8 +149,7 @@ def run_lwdc(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module, d
                             finetune_epochs=a.finetune_epochs or s.finetune_epochs, lr=s.search_lr,
                             finetune_lr=s.finetune_lr, noise_end=a.noise_end, seed=a.seed, max_batches=a.max_batches, progress=False,
                             device=a.device)
-    if a.finetune_epochs:
-        reuse_search(ctx, config, run_dir)
+    reused = reuse_search(ctx, config, run_dir)
     result = compress(base, ctx.train, ctx.test, example_input=ctx.example, config=config, run_dir=run_dir,
                       log=ctx.log)
     r = result.report
@@ -145,7 +160,7 @@ def run_lwdc(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module, d
         "train_seconds": r["wall_time_s"]["warmup"] + sum(h["seconds"] for stage in ("search", "finetune")
                                                           for h in r["history"][stage]),
         "epochs": {"warmup": s.warmup_epochs, "search": s.search_epochs, "finetune": config.finetune_epochs},
-        "finetune_override": a.finetune_epochs, "search_of": run_name("lwdc", a.lam, a.ops, None, noise_end=a.noise_end),
+        "search_reused_from": reused, "finetune_override": a.finetune_epochs, "search_of": run_name("lwdc", a.lam, a.ops, None, noise_end=a.noise_end),
         "search_history": [{"epoch": h["epoch"], "val": h["val"], "cost_ratios": h["cost_ratios"]}
                            for h in r["history"]["search"]],
     }

@@ -31,6 +31,7 @@ class Schedule:
     search_lr: float = 0.05    # LWDC search weights; also the start of the baselines' post-baseline training
     finetune_lr: float = 0.02  # LWDC fine-tuning
     baseline_from: str | None = None  # reuse this schedule's cached baseline (same baseline settings required)
+    search_from: str | None = None    # LWDC: start from this schedule's finished search of the same point, if any
 
     @property
     def post_epochs(self) -> int:
@@ -52,11 +53,20 @@ SCHEDULES: dict[str, Schedule] = {
     # and a 2-epoch fine-tune from lr 0.02 did not recover the derived network (56.7% -> 75.0% at lambda 3).
     "cpu-long": Schedule(baseline_epochs=6, warmup_epochs=0.5, search_epochs=2, finetune_epochs=3,
                          finetune_lr=0.05, baseline_from="cpu"),
+    # Twice `cpu-long`'s post-baseline budget, all of the extra going to fine-tuning: LWDC gets 0.5 + 2 + 9
+    # passes, the other methods 12. Its searches are exactly `cpu-long`'s (same warm-up, search epochs, lr and
+    # baseline), so an LWDC point starts from that schedule's finished search when it exists (the search
+    # checkpoint's fingerprint is checked) and only fine-tunes; its search time is still counted.
+    "cpu-xl": Schedule(baseline_epochs=6, warmup_epochs=0.5, search_epochs=2, finetune_epochs=9,
+                       finetune_lr=0.05, baseline_from="cpu", search_from="cpu-long"),
     # Paper-scale: 200 epochs of baseline training, as is usual for CIFAR ResNets. Meant for a GPU: training
     # runs on CUDA when one is visible (TrainConfig/CompressConfig device "auto"), else on the CPU (days here).
     "full": Schedule(baseline_epochs=200, warmup_epochs=1, search_epochs=50, finetune_epochs=100),
     # A few batches per stage: keeps the harness working (tests/test_bench_smoke.py).
     "smoke": Schedule(baseline_epochs=1, warmup_epochs=1, search_epochs=1, finetune_epochs=1, batch_size=32),
+    # `smoke` with a longer fine-tune on its baseline and searches (keeps baseline_from/search_from working).
+    "smoke-long": Schedule(baseline_epochs=1, warmup_epochs=1, search_epochs=1, finetune_epochs=2, batch_size=32,
+                           baseline_from="smoke", search_from="smoke"),
 }
 
 # model -> the LWDC lambdas and operator sets to run; each LWDC point gets a pruning run per PRUNE_METHODS at
@@ -65,7 +75,8 @@ SCHEDULES: dict[str, Schedule] = {
 # single search epoch (390 steps) lambda 1 left every ResNet-20 layer on its original operator (P(original)
 # 0.52-0.95 at the end) and lambda 3 reached 0.40x MACs; with `cpu-long`'s two, lambda 2 reached 0.37x.
 EXPERIMENTS: dict[str, dict] = {
-    "resnet20": {"lams": (1.6, 3.0, 1.0), "lams_by_schedule": {"cpu-long": (1.5, 2.0, 1.0)},
+    "resnet20": {"lams": (1.6, 3.0, 1.0), "lams_by_schedule": {"cpu-long": (1.5, 2.0, 1.0),
+                                                                     "cpu-xl": (1.5, 2.0, 1.0)},
                  "ops": ("default", "paper")},
     "resnet56": {"lams": (1.6, 3.0, 1.0), "ops": ("default", "paper")},
     "vgg16": {"lams": (1.6, 3.0, 1.0), "ops": ("default", "paper")},

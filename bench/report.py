@@ -317,8 +317,11 @@ def section(results: list[dict], doc: Path) -> str:
         matched, verdicts = matched_table(rs)
         if len(matched) > 2:
             out += ["Matched MACs:", ""] + matched + [""]
-        if any(r["method"] == "lwdc" for r in rs):
-            plain = reference or base
+        plain = reference or base
+        if any(r["method"] == "lwdc" for r in rs) and plain is None:
+            out += ["Search cost: no plain training of the original model (baseline or baseline-extended) has "
+                    "finished in this schedule yet.", ""]
+        elif any(r["method"] == "lwdc" for r in rs):
             out += [f"Search cost (LWDC run against plain training of the original model, `{plain['method']}`; "
                     "epochs run at different times on a shared CPU, so the time ratio carries load differences "
                     "too):", ""]

@@ -15,8 +15,8 @@ cifar = pytest.importorskip("bench.cifar")
 report = pytest.importorskip("bench.report")
 
 
-def run(tmp_path, *args):
-    return cifar.main(["--model", "resnet8", "--width", "0.25", "--schedule", "smoke", "--data", "cifar10-subset",
+def run(tmp_path, *args, schedule="smoke"):
+    return cifar.main(["--model", "resnet8", "--width", "0.25", "--schedule", schedule, "--data", "cifar10-subset",
                        "--max-batches", "2", "--cache-dir", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out"),
                        "--no-onnx", "--quick-latency", *args])
 
@@ -49,6 +49,13 @@ def test_harness_runs_resumes_and_reports(tmp_path, capsys):
     assert longer["run"] == "lwdc-minimal-lam2-ft2" and longer["choices"] == lw["choices"]
     assert longer["macs"] == lw["macs"] and longer["epochs"]["finetune"] == 2 and longer["search_of"] == lw["run"]
     assert (tmp_path / "runs" / "resnet8_smoke_s0_w0.25_mb2" / "lwdc-minimal-lam2-ft2" / "checkpoints").is_dir()
+    # a schedule that shares smoke's searches fine-tunes the same point without searching again
+    shared = run(tmp_path, "--method", "lwdc", "--lam", "2", "--ops", "minimal", schedule="smoke-long")
+    out = capsys.readouterr().out
+    assert "starting from the finished search" in out and "search    epoch" not in out
+    assert "train: finished earlier" in out                   # and from smoke's cached baseline
+    assert shared["search_reused_from"] == "resnet8_smoke_s0_w0.25_mb2/lwdc-minimal-lam2"
+    assert shared["choices"] == lw["choices"] and shared["epochs"]["finetune"] == 2
 
     doc = tmp_path / "docs" / "RESULTS.md"
     doc.parent.mkdir()
