@@ -67,11 +67,11 @@ def run_name(method: str, lam: float | None, ops: str, target: float | None,
              finetune_epochs: int | None = None, noise_end: float = 1.0) -> str:
     if method in ("baseline", "baseline-extended"):
         return method
-    point = f"{ops}-lam{lam:g}" if lam is not None else f"macs{target:g}"
+    point = (f"{ops}-lam{lam:g}" + (f"-noise{noise_end:g}" if noise_end != 1 else "")) if lam is not None \
+        else f"macs{target:g}"
     if method != "lwdc":
         return f"{method}-{point}"
-    return (f"lwdc-{point}" + (f"-noise{noise_end:g}" if noise_end != 1 else "")
-            + (f"-ft{finetune_epochs}" if finetune_epochs else ""))
+    return f"lwdc-{point}" + (f"-ft{finetune_epochs}" if finetune_epochs else "")
 
 
 def stage_fingerprint(cfg: TrainConfig, **context) -> str:
@@ -177,11 +177,12 @@ def matched_target(ctx: Context, base_macs: int) -> tuple[int, str | None]:
 
 def lwdc_source(a: argparse.Namespace, folder: Path) -> Path:
     """The result of the LWDC point a pruning run matches; a clear error if it has not finished."""
-    source = folder / run_name("lwdc", a.lam, a.ops, None) / "result.json"
+    source = folder / run_name("lwdc", a.lam, a.ops, None, noise_end=a.noise_end) / "result.json"
     if not source.exists():
-        raise SystemExit(f"{a.method} at lambda {a.lam:g} ({a.ops}) matches an LWDC point that has not finished "
-                         f"({source} is missing): run --method lwdc --lam {a.lam:g} --ops {a.ops} first, "
-                         "or give --target FRACTION")
+        noise = f" --noise-end {a.noise_end:g}" if a.noise_end != 1 else ""
+        raise SystemExit(f"{a.method} at lambda {a.lam:g} ({a.ops}{noise}) matches an LWDC point that has not "
+                         f"finished ({source} is missing): run --method lwdc --lam {a.lam:g} --ops {a.ops}{noise} "
+                         "first, or give --target FRACTION")
     return source
 
 
@@ -316,7 +317,8 @@ def parser() -> argparse.ArgumentParser:
                    "schedule's (a separate run, labelled -ftN, outside the same-budget comparison; it starts from "
                    "the point's finished search when there is one)")
     p.add_argument("--noise-end", type=float, default=1.0, help="lwdc: Gumbel noise scale at the end of the "
-                   "search (CompressConfig.noise_end; runs other than 1 are labelled -noiseX)")
+                   "search (CompressConfig.noise_end; runs other than 1 are labelled -noiseX); prune-* --lam: match "
+                   "that LWDC point; the baselines ignore it (so bench.queue can pass it to every job)")
     p.add_argument("--schedule", choices=list(SCHEDULES), default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=str(DEFAULT_DATA), help="a load_data source: cifar10-subset, cifar10, a "
@@ -343,8 +345,9 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"--method {a.method} needs exactly one of --lam (match that LWDC point) or --target")
     if a.finetune_epochs is not None and (a.method != "lwdc" or a.finetune_epochs < 1):
         raise SystemExit("--finetune-epochs takes a positive number of epochs and applies to --method lwdc only")
-    if a.noise_end != 1 and a.method != "lwdc":
-        raise SystemExit("--noise-end applies to --method lwdc only")
+    if not 0 < a.noise_end <= 1 or (a.noise_end != 1 and a.method in PRUNE_METHODS and a.target is not None):
+        raise SystemExit("--noise-end takes a value in (0, 1]; a prune-* run takes it with --lam (to match that "
+                         "LWDC point), not with --target")
     if a.method not in PRUNE_METHODS and a.target is not None:
         raise SystemExit("--target only applies to prune-* methods")
     return run(a)

@@ -70,7 +70,7 @@ def point(r: dict) -> str:
         noise = f", noise→{r['noise_end']:g}" if r.get("noise_end", 1) != 1 else ""
         return f"{r['ops']} λ={r['lambda']:g}{noise}{longer}"
     if r.get("matches"):
-        return "→ " + r["matches"].replace("lwdc-", "").replace("-lam", " λ=")
+        return "→ " + r["matches"].replace("lwdc-", "").replace("-lam", " λ=").replace("-noise", ", noise→")
     return f"→ {r['target']:g} MACs" if r.get("target") is not None else ""
 
 

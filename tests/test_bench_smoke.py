@@ -116,3 +116,13 @@ def test_a_variant_point_is_compared_with_the_pruning_run_nearest_its_macs():
     assert verdicts[0].startswith("default λ=1.5 vs prune-l1-global: LWDC < pruning (-1.00 points)")
     assert verdicts[1] == "default λ=1.5, noise→0.25 vs prune-l1-global → default λ=1.5: LWDC >= pruning (+1.00 points)"
     assert "| -2.7% | yes |" in lines[3]  # 36.0 / 37.0 - 1
+
+
+def test_run_names_label_every_setting_that_changes_the_result():
+    assert cifar.run_name("lwdc", 1.5, "default", None) == "lwdc-default-lam1.5"
+    assert cifar.run_name("lwdc", 1.5, "default", None, 6, noise_end=0.25) == "lwdc-default-lam1.5-noise0.25-ft6"
+    pruned = cifar.run_name("prune-l1-global", 1.5, "default", None, noise_end=0.25)
+    assert pruned == "prune-l1-global-default-lam1.5-noise0.25"           # matched to the noise variant
+    assert cifar.run_name("baseline-extended", None, "default", None, noise_end=0.25) == "baseline-extended"
+    assert report.point({"method": "prune-l1", "matches": "lwdc-default-lam1.5-noise0.25"}) == \
+        "→ default λ=1.5, noise→0.25"
