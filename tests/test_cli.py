@@ -53,6 +53,7 @@ def test_existing_run_folder_is_not_overwritten(finished_run):
     (["--ops", "original,sep3x3,warp9"], "unknown operator 'warp9'"),
     (["--lam", "-0.5"], "lambda must be >= 0"),
     (["--model", "resnet21"], "unknown model 'resnet21'"),
+    (["--noise-end", "0"], "noise_end must be in (0, 1]"),
 ])
 def test_bad_settings_fail_before_writing_anything(tmp_path, args, message):
     run = tmp_path / "bad"

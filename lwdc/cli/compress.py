@@ -62,6 +62,9 @@ _RUN_OPTIONS = [
     click.option("--original-prob", default=0.9, show_default=True, type=float,
                  callback=lambda ctx, param, value: value or None,
                  help="Initial probability of keeping each original layer (0: all operators equally likely)."),
+    click.option("--noise-end", default=1.0, show_default=True, type=float,
+                 help="Gumbel sampling noise at the end of the search, from 1 at its start; below 1 the late search "
+                      "trains the network it will derive (0.25 in the CIFAR benchmark)."),
     click.option("--warmup-epochs", default=1.0, show_default=True, type=float,
                  help="Branch warm-up by local distillation before the search."),
     click.option("--ops", default="default", show_default=True,
