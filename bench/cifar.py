@@ -316,7 +316,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-epochs", type=int, help="lwdc: fine-tune this many epochs instead of the "
                    "schedule's (a separate run, labelled -ftN, outside the same-budget comparison; it starts from "
                    "the point's finished search when there is one)")
-    p.add_argument("--noise-end", type=float, default=1.0, help="lwdc: Gumbel noise scale at the end of the "
+    p.add_argument("--noise-end", type=float, default=CompressConfig.noise_end, help="lwdc: Gumbel noise scale at the end of the "
                    "search (CompressConfig.noise_end; runs other than 1 are labelled -noiseX); prune-* --lam: match "
                    "that LWDC point; the baselines ignore it (so bench.queue can pass it to every job)")
     p.add_argument("--schedule", choices=list(SCHEDULES), default="cpu")

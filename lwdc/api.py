@@ -47,7 +47,7 @@ class CompressConfig:
     arch_lr: float = 0.01
     tau_start: float = 5.0
     tau_end: float = 0.5
-    noise_end: float = 1.0         # sampling noise at the search's end: < 1 trains the argmax network more
+    noise_end: float = 0.25        # sampling noise at the search's end (from 1): < 1 trains the argmax network more
     gate: str = "gumbel"
     include_pooling: bool = False
     seed: int = 0
@@ -147,8 +147,9 @@ def _check_shapes(path: Path, saved: dict, model: nn.Module) -> None:
 #: search can be fine-tuned again for longer or at another rate (copy checkpoints/search.pt to a new run folder).
 FINETUNE_ONLY = ("finetune_epochs", "finetune_lr")
 #: Settings added after checkpoints existed, with the value that reproduces the older behaviour: left out of the
-#: fingerprint at that value, so older checkpoints still resume.
-NEUTRAL_DEFAULTS = {"noise_end": 1.0}
+#: fingerprint at that value, so older checkpoints still resume under it, and what a run folder's record that
+#: lacks the setting is read as.
+LEGACY_DEFAULTS = {"noise_end": 1.0}
 
 
 def compress_fingerprint(cfg: CompressConfig, stage: str = "finetune") -> str:
@@ -157,7 +158,7 @@ def compress_fingerprint(cfg: CompressConfig, stage: str = "finetune") -> str:
     back), and for the search not the fine-tuning settings."""
     ignored = ("checkpoint_every", "progress", "device") + (FINETUNE_ONLY if stage == "search" else ())
     return config_fingerprint({k: v for k, v in asdict(cfg).items()
-                               if k not in ignored and not (k in NEUTRAL_DEFAULTS and v == NEUTRAL_DEFAULTS[k])})
+                               if k not in ignored and not (k in LEGACY_DEFAULTS and v == LEGACY_DEFAULTS[k])})
 
 
 def _example_from(data: Iterable) -> torch.Tensor:

@@ -44,7 +44,7 @@ class TrainConfig:
     lam: float = 0.0
     tau_start: float = 5.0
     tau_end: float = 0.5
-    noise_end: float = 1.0              # Gumbel noise scale at the end of the search (from 1 at its start)
+    noise_end: float = 0.25             # Gumbel noise scale at the end of the search (from 1 at its start)
     bn_batches: int = 20                # BatchNorm re-estimation before a supernet is evaluated
     max_batches: int | None = None      # cap on batches per epoch (smoke tests, quick looks)
     checkpoint_every: int = 0           # also hand a resumable state to ``on_step`` every N batches (0: epochs only)

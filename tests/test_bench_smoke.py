@@ -29,7 +29,7 @@ def test_harness_runs_resumes_and_reports(tmp_path, capsys):
 
     assert base["macs_ratio"] == 1.0 and base["accuracy"] == base["baseline_accuracy"]
     assert lw["baseline_accuracy"] == base["accuracy"]        # every method starts from the same cached baseline
-    assert pr["matches"] == "lwdc-minimal-lam2" and pr["target_macs"] == lw["macs"]
+    assert pr["matches"] == "lwdc-minimal-lam2-noise0.25" and pr["target_macs"] == lw["macs"]
     if pr["matched_within_5pct"]:
         assert abs(pr["macs"] / lw["macs"] - 1) <= 0.05
     for r in (base, lw, pr):
@@ -46,15 +46,15 @@ def test_harness_runs_resumes_and_reports(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "starting from the finished search" in out and "search: finished earlier" in out
     assert "search    epoch" not in out
-    assert longer["run"] == "lwdc-minimal-lam2-ft2" and longer["choices"] == lw["choices"]
+    assert longer["run"] == "lwdc-minimal-lam2-noise0.25-ft2" and longer["choices"] == lw["choices"]
     assert longer["macs"] == lw["macs"] and longer["epochs"]["finetune"] == 2 and longer["search_of"] == lw["run"]
-    assert (tmp_path / "runs" / "resnet8_smoke_s0_w0.25_mb2" / "lwdc-minimal-lam2-ft2" / "checkpoints").is_dir()
+    assert (tmp_path / "runs" / "resnet8_smoke_s0_w0.25_mb2" / "lwdc-minimal-lam2-noise0.25-ft2" / "checkpoints").is_dir()
     # a schedule that shares smoke's searches fine-tunes the same point without searching again
     shared = run(tmp_path, "--method", "lwdc", "--lam", "2", "--ops", "minimal", schedule="smoke-long")
     out = capsys.readouterr().out
     assert "starting from the finished search" in out and "search    epoch" not in out
     assert "train: finished earlier" in out                   # and from smoke's cached baseline
-    assert shared["search_reused_from"] == "resnet8_smoke_s0_w0.25_mb2/lwdc-minimal-lam2"
+    assert shared["search_reused_from"] == "resnet8_smoke_s0_w0.25_mb2/lwdc-minimal-lam2-noise0.25"
     assert shared["choices"] == lw["choices"] and shared["epochs"]["finetune"] == 2
 
     doc = tmp_path / "docs" / "RESULTS.md"
@@ -64,8 +64,8 @@ def test_harness_runs_resumes_and_reports(tmp_path, capsys):
     report.main(["--results", str(tmp_path / "out"), "--doc", str(doc)])
     text = doc.read_text()
     assert "kept above" in text and "kept below" in text and "old" not in text
-    assert text.count("<!-- bench:cifar:start -->") == 1 and "| lwdc-minimal |" in text
-    assert "| lwdc-minimal-ft2 | minimal λ=2, fine-tune 2 |" in text     # listed, labelled, kept apart
+    assert text.count("<!-- bench:cifar:start -->") == 1 and "| lwdc-minimal-noise0.25 |" in text
+    assert "| lwdc-minimal-noise0.25-ft2 | minimal λ=2, noise→0.25, fine-tune 2 |" in text     # listed, labelled, kept apart
     assert list(doc.parent.glob("pareto_resnet8_smoke*.png"))
 
 

@@ -82,3 +82,19 @@ def test_profile_and_ops_commands(finished_run):
     assert out.exit_code == 0 and "MACs" in out.output
     out = CliRunner().invoke(main, ["ops"])
     assert "default" in out.output and "sep{k}x{k}" in out.output
+
+
+def test_run_folder_from_before_the_noise_setting_resumes_under_its_old_behaviour(tmp_path):
+    """A config.json without noise_end was written when the noise was constant (1): resuming must not read it as
+    today's default (0.25), which would refuse the folder's own checkpoints as written under other settings."""
+    run = tmp_path / "old"
+    first = CliRunner().invoke(main, ["compress", *QUICK, "--run-dir", str(run), "--noise-end", "1"])
+    assert first.exit_code == 0, first.output
+    config = json.loads((run / "config.json").read_text())
+    del config["noise_end"]
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "report.json").unlink()
+    (run / "checkpoints" / "finetune.pt").unlink()
+    result = CliRunner().invoke(main, ["compress", "--resume", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "search: finished earlier" in result.output and "finetune  epoch   1/1" in result.output

@@ -112,15 +112,15 @@ def test_explicit_cpu_is_bit_identical_to_the_default_here(quadrants):
     assert explicit.report["device"] == "cpu"
 
 
-def test_noise_end_at_its_neutral_value_keeps_older_fingerprints():
+def test_noise_end_at_its_legacy_value_keeps_older_fingerprints():
     """noise_end = 1 is the behaviour before the setting existed: checkpoints written then must still resume."""
     from dataclasses import asdict
 
     from lwdc.api import config_fingerprint
-    cfg = CompressConfig()
+    cfg = CompressConfig(noise_end=1.0)
     older = {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_every", "progress", "device", "noise_end")}
     assert compress_fingerprint(cfg) == config_fingerprint(older)
-    assert compress_fingerprint(CompressConfig(noise_end=0.5)) != compress_fingerprint(cfg)
+    assert compress_fingerprint(CompressConfig()) != compress_fingerprint(cfg)      # the default, 0.25, differs
 
 
 @pytest.mark.parametrize("bad", [0.0, -0.5, 1.5])

@@ -11,7 +11,8 @@ import torch
 from click.core import ParameterSource
 
 from .. import distributed as dist
-from ..api import CompressConfig, check_checkpoint, compress, compress_fingerprint, config_fingerprint, train_stage
+from ..api import (LEGACY_DEFAULTS, CompressConfig, check_checkpoint, compress, compress_fingerprint, config_fingerprint,
+                   train_stage)
 from ..ops import OP_SETS
 from ..runs import read_json, write_json
 from ..tasks import Classification
@@ -62,9 +63,9 @@ _RUN_OPTIONS = [
     click.option("--original-prob", default=0.9, show_default=True, type=float,
                  callback=lambda ctx, param, value: value or None,
                  help="Initial probability of keeping each original layer (0: all operators equally likely)."),
-    click.option("--noise-end", default=1.0, show_default=True, type=float,
+    click.option("--noise-end", default=0.25, show_default=True, type=float,
                  help="Gumbel sampling noise at the end of the search, from 1 at its start; below 1 the late search "
-                      "trains the network it will derive (0.25 in the CIFAR benchmark)."),
+                      "trains the network it will derive (1: constant noise, the behaviour before this setting existed)."),
     click.option("--warmup-epochs", default=1.0, show_default=True, type=float,
                  help="Branch warm-up by local distillation before the search."),
     click.option("--ops", default="default", show_default=True,
@@ -173,7 +174,7 @@ def _resumed_settings(folder: Path, defaults: dict, overrides: dict | None = Non
     if unknown:
         fail(f"{folder / 'config.json'} has unknown settings {', '.join(unknown)}: written by another lwdc version?")
     params = {p.name: p for p in compress_cmd.params}
-    settings = dict(defaults)
+    settings = {**defaults, **{k: v for k, v in LEGACY_DEFAULTS.items() if k not in raw}}  # older run folders
     for key, value in raw.items():
         try:
             settings[key] = None if value is None else params[key].type.convert(value, params[key], None)
