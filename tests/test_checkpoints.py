@@ -128,8 +128,8 @@ def _truncate(run):
 
 # (what is wrong, how to make it, the message expected). The list in docs of issue 7 is generated from these.
 BAD_RUNS = [
-    ("truncated checkpoint", _truncate,
-     "is not a readable lwdc checkpoint (RuntimeError: PytorchStreamReader failed reading zip archive"),
+    # torch's own reason depends on where the cut falls (a zip-reader error, or EINVAL from a seek past the end)
+    ("truncated checkpoint", _truncate, "is not a readable lwdc checkpoint ("),
     ("empty checkpoint", _write("checkpoints/search.pt", b""), "is empty (0 bytes)"),
     ("random bytes as checkpoint", _write("checkpoints/search.pt", b"\x00not a checkpoint" * 10),
      "is not a readable lwdc checkpoint"),
