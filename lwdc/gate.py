@@ -114,5 +114,6 @@ def anneal_temperature(progress: float, tau_start: float, tau_end: float) -> flo
 
 
 def choice_probabilities(alpha: torch.Tensor) -> torch.Tensor:
-    """The gate's distribution over branches: what ``gumbel`` samples from, and what the cost is averaged over."""
+    """The gate's distribution over branches: what the cost is averaged over, and what ``gumbel`` samples from at
+    noise scale 1 (a smaller scale samples from ``choice_probabilities(alpha / noise)``)."""
     return torch.softmax(alpha, dim=-1)
