@@ -147,20 +147,22 @@ def run_lwdc(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module, d
     s, a = ctx.schedule, ctx.args
     config = CompressConfig(ops=a.ops, lam=a.lam, warmup_epochs=s.warmup_epochs, search_epochs=s.search_epochs,
                             finetune_epochs=a.finetune_epochs or s.finetune_epochs, lr=s.search_lr,
-                            finetune_lr=s.finetune_lr, noise_end=a.noise_end, seed=a.seed, max_batches=a.max_batches, progress=False,
-                            device=a.device)
+                            finetune_lr=s.finetune_lr, noise_end=a.noise_end, seed=a.seed, max_batches=a.max_batches,
+                            progress=False, device=a.device)
     reused = reuse_search(ctx, config, run_dir)
     result = compress(base, ctx.train, ctx.test, example_input=ctx.example, config=config, run_dir=run_dir,
                       log=ctx.log)
     r = result.report
     search_secs = [h["seconds"] for h in r["history"]["search"]]
     return result.model, {
-        "ops": a.ops, "lambda": a.lam, "noise_end": a.noise_end, "choices": r["choices"], "derive_max_abs_diff": r["derive_max_abs_diff"],
+        "ops": a.ops, "lambda": a.lam, "noise_end": a.noise_end, "choices": r["choices"],
+        "derive_max_abs_diff": r["derive_max_abs_diff"],
         "wall_time_s": r["wall_time_s"], "search_epoch_seconds": sorted(search_secs)[len(search_secs) // 2],
         "train_seconds": r["wall_time_s"]["warmup"] + sum(h["seconds"] for stage in ("search", "finetune")
                                                           for h in r["history"][stage]),
         "epochs": {"warmup": s.warmup_epochs, "search": s.search_epochs, "finetune": config.finetune_epochs},
-        "search_reused_from": reused, "finetune_override": a.finetune_epochs, "search_of": run_name("lwdc", a.lam, a.ops, None, noise_end=a.noise_end),
+        "search_reused_from": reused, "finetune_override": a.finetune_epochs,
+        "search_of": run_name("lwdc", a.lam, a.ops, None, noise_end=a.noise_end),
         "search_history": [{"epoch": h["epoch"], "val": h["val"], "cost_ratios": h["cost_ratios"]}
                            for h in r["history"]["search"]],
     }
@@ -233,8 +235,8 @@ def finish(ctx: Context, method: str, model: nn.Module, base: nn.Module, base_hi
     lat = latency_pair(base, model, ctx.example, onnx=a.onnx, rounds=1 if a.quick_latency else 3)
     base_epoch = epoch_seconds(base_history)
     result = {
-        "run": run_name(method, a.lam, a.ops, a.target, a.finetune_epochs, a.noise_end), "model": a.model, "width": a.width,
-        "method": method,
+        "run": run_name(method, a.lam, a.ops, a.target, a.finetune_epochs, a.noise_end), "model": a.model,
+        "width": a.width, "method": method,
         "ops": extra.pop("ops", None),
         "lambda": extra.pop("lambda", None),
         "target": a.target, "seed": a.seed, "schedule": a.schedule, "schedule_settings": s.as_dict(),
@@ -316,9 +318,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-epochs", type=int, help="lwdc: fine-tune this many epochs instead of the "
                    "schedule's (a separate run, labelled -ftN, outside the same-budget comparison; it starts from "
                    "the point's finished search when there is one)")
-    p.add_argument("--noise-end", type=float, default=CompressConfig.noise_end, help="lwdc: Gumbel noise scale at the end of the "
-                   "search (CompressConfig.noise_end; runs other than 1 are labelled -noiseX); prune-* --lam: match "
-                   "that LWDC point; the baselines ignore it (so bench.queue can pass it to every job)")
+    p.add_argument("--noise-end", type=float, help="lwdc: Gumbel noise scale at the end of the search (default: "
+                   f"CompressConfig's, {CompressConfig.noise_end:g}; runs other than 1 are labelled -noiseX); prune-* "
+                   "--lam: match that LWDC point; the baselines ignore it (so bench.queue can pass it to every job)")
     p.add_argument("--schedule", choices=list(SCHEDULES), default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=str(DEFAULT_DATA), help="a load_data source: cifar10-subset, cifar10, a "
@@ -337,7 +339,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked: a clear error for combinations that name no run."""
     a = parser().parse_args(argv)
     if a.method == "lwdc" and a.lam is None:
         raise SystemExit("--method lwdc needs --lam")
@@ -345,12 +348,18 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"--method {a.method} needs exactly one of --lam (match that LWDC point) or --target")
     if a.finetune_epochs is not None and (a.method != "lwdc" or a.finetune_epochs < 1):
         raise SystemExit("--finetune-epochs takes a positive number of epochs and applies to --method lwdc only")
-    if not 0 < a.noise_end <= 1 or (a.noise_end != 1 and a.method in PRUNE_METHODS and a.target is not None):
+    if a.noise_end is not None and (not 0 < a.noise_end <= 1 or a.target is not None):
         raise SystemExit("--noise-end takes a value in (0, 1]; a prune-* run takes it with --lam (to match that "
                          "LWDC point), not with --target")
+    if a.noise_end is None:
+        a.noise_end = CompressConfig.noise_end
     if a.method not in PRUNE_METHODS and a.target is not None:
         raise SystemExit("--target only applies to prune-* methods")
-    return run(a)
+    return a
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run(parse(argv))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Keeps `bench.cifar`, `bench.pruning` and `bench.report` working without the full
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -126,3 +127,20 @@ def test_run_names_label_every_setting_that_changes_the_result():
     assert cifar.run_name("baseline-extended", None, "default", None, noise_end=0.25) == "baseline-extended"
     assert report.point({"method": "prune-l1", "matches": "lwdc-default-lam1.5-noise0.25"}) == \
         "→ default λ=1.5, noise→0.25"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "prune-l1", "--target", "0.5", "--noise-end", "0.25"], "not with --target"),
+    (["--method", "lwdc", "--lam", "1", "--noise-end", "0"], "takes a value in (0, 1]"),
+    (["--method", "lwdc", "--noise-end", "0.5"], "needs --lam"),
+])
+def test_bad_command_lines_name_the_problem(argv, message):
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        cifar.parse(argv)
+
+
+def test_noise_end_defaults_to_the_library_default_and_pruning_by_target_needs_none():
+    from lwdc.api import CompressConfig
+
+    assert cifar.parse(["--method", "lwdc", "--lam", "1"]).noise_end == CompressConfig.noise_end
+    assert cifar.parse(["--method", "prune-l1", "--target", "0.5"]).target == 0.5     # no noise to match
