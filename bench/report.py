@@ -117,10 +117,10 @@ def matched_table(rs: list[dict]) -> tuple[list[str], list[str]]:
                      f"{r['accuracy']:.2f} | {r['macs_ratio']:.3f} | {error * 100:+.1f}% | "
                      f"{'yes' if within else 'no'} | {diff:+.2f} |")
         if within and not same_budget(lw):
-            verdicts.append(f"{point(lw)} (more training than the schedule: {lw['epochs']['finetune']} fine-tuning "
+            verdicts.append(f"At matched MACs, {point(lw)} (more training than the schedule: {lw['epochs']['finetune']} fine-tuning "
                             f"epochs after its search) vs {r['method']}: {diff:+.2f} points")
         elif within:
-            verdict = (f"{point(lw)} vs {method}: LWDC {'>=' if diff >= 0 else '<'} pruning "
+            verdict = (f"At matched MACs, {point(lw)} vs {method}: LWDC {'>=' if diff >= 0 else '<'} pruning "
                        f"({diff:+.2f} points)")
             if diff < 0:
                 search_val = lw["search_history"][-1]["val"].get("accuracy") if lw.get("search_history") else None
@@ -166,6 +166,11 @@ def cost_table(rs: list[dict], plain: dict | None) -> list[str]:
     searches = (r for r in rs if r["method"] == "lwdc" and same_budget(r))
     for r in sorted(searches, key=lambda r: (r["ops"], r["lambda"])):
         m, w = r["memory"], r["wall_time_s"]
+        if r.get("search_reused_from"):     # this process only fine-tuned: its memory says nothing of the search
+            lines.append(f"| {point(r)} | {r['search_epoch_seconds']:.0f} | {fmt(p_epoch, '.0f')} | "
+                         f"{fmt(p_epoch and r['search_epoch_seconds'] / p_epoch)} | - | - | - | - | "
+                         f"search in `{r['search_reused_from']}` / {w['finetune'] / 60:.1f} |")
+            continue
         lines.append(
             f"| {point(r)} | {r['search_epoch_seconds']:.0f} | {fmt(p_epoch, '.0f')} | "
             f"{fmt(p_epoch and r['search_epoch_seconds'] / p_epoch)} | "
@@ -212,7 +217,7 @@ def checks(rs: list[dict], reference: dict | None, verdicts: list[str]) -> list[
                        f"({reference['accuracy']:.2f}%)" + (": " + ", ".join(
                            f"{point(r)} {r['accuracy']:.2f}% at {r['macs_ratio']:.3f}x" for r in half) if half
                            else "; no finished point has >= 50% fewer MACs") + ".")
-    out += [f"- At matched MACs, {v}." for v in verdicts] or ["- No matched pruning comparison has finished yet."]
+    out += [f"- {v}." for v in verdicts] or ["- No matched pruning comparison has finished yet."]
     for r in rs:
         sr = r.get("speed_ratio") or {}
         if r["macs_ratio"] < 0.99 and sr:

@@ -114,8 +114,10 @@ def test_a_variant_point_is_compared_with_the_pruning_run_nearest_its_macs():
                     macs_error=0.0, matched_within_5pct=True)
     lines, verdicts = report.matched_table([named, variant, far, twin, other])
     assert len(lines) == 2 + 2            # the named pair and the variant's nearest; nothing for the 0.50x point
-    assert verdicts[0].startswith("default λ=1.5 vs prune-l1-global: LWDC < pruning (-1.00 points)")
-    assert verdicts[1] == "default λ=1.5, noise→0.25 vs prune-l1-global → default λ=1.5: LWDC >= pruning (+1.00 points)"
+    assert verdicts[0].startswith("At matched MACs, default λ=1.5 vs prune-l1-global: LWDC < pruning (-1.00 points)")
+    assert verdicts[1] == ("At matched MACs, default λ=1.5, noise→0.25 vs prune-l1-global → default λ=1.5: "
+                           "LWDC >= pruning (+1.00 points)")
+    assert verdicts[2].startswith("Where LWDC trails") and len(verdicts) == 3    # explained once, not per pair
     assert "| -2.7% | yes |" in lines[3]  # 36.0 / 37.0 - 1
 
 
