@@ -47,7 +47,7 @@ SCHEDULES: dict[str, Schedule] = {
     # Fits the shared 2-core development CPU: a ResNet-20 epoch on full CIFAR-10 takes 2-5 min on one thread
     # there, depending on the load; LWDC gets 0.25 + 1 + 2 passes, the other methods 4 post-baseline epochs.
     "cpu": Schedule(baseline_epochs=6, warmup_epochs=0.25, search_epochs=1, finetune_epochs=2),
-    # Twice the post-baseline budget of `cpu` on the same cached baseline: LWDC gets 0.5 + 2 + 3 passes, and all
+    # 1.5x the post-baseline epochs of `cpu` (6, not 4) on the same cached baseline: LWDC gets 0.5 + 2 + 3 passes, and all
     # post-baseline training (LWDC fine-tuning included) starts from lr 0.05. With one search epoch the gates
     # decide before the new branches are trained (the 0.25-epoch warm-up leaves a normalised error of 0.2-0.6),
     # and a 2-epoch fine-tune from lr 0.02 did not recover the derived network (56.7% -> 75.0% at lambda 3).
