@@ -52,10 +52,15 @@ def load_results(folder: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]
 
 
+def noise_label(r: dict, template: str) -> str:
+    """``template`` filled with the run's noise_end where it is not the constant noise of older runs, else ''."""
+    return template.format(r["noise_end"]) if r.get("noise_end", 1) != 1 else ""
+
+
 def series(r: dict) -> str:
     if r["method"] != "lwdc":
         return r["method"]
-    return (f"lwdc-{r['ops']}" + (f"-noise{r['noise_end']:g}" if r.get("noise_end", 1) != 1 else "")
+    return (f"lwdc-{r['ops']}" + noise_label(r, "-noise{:g}")
             + (f"-ft{r['finetune_override']}" if r.get("finetune_override") else ""))
 
 
@@ -68,8 +73,7 @@ def point(r: dict) -> str:
     """The LWDC point a run is, or is matched to."""
     if r["method"] == "lwdc":
         longer = f", fine-tune {r['finetune_override']}" if r.get("finetune_override") else ""
-        noise = f", noise→{r['noise_end']:g}" if r.get("noise_end", 1) != 1 else ""
-        return f"{r['ops']} λ={r['lambda']:g}{noise}{longer}"
+        return f"{r['ops']} λ={r['lambda']:g}{noise_label(r, ', noise→{:g}')}{longer}"
     if r.get("matches"):
         return "→ " + r["matches"].replace("lwdc-", "").replace("-lam", " λ=").replace("-noise", ", noise→")
     return f"→ {r['target']:g} MACs" if r.get("target") is not None else ""

@@ -63,7 +63,7 @@ _RUN_OPTIONS = [
     click.option("--original-prob", default=0.9, show_default=True, type=float,
                  callback=lambda ctx, param, value: value or None,
                  help="Initial probability of keeping each original layer (0: all operators equally likely)."),
-    click.option("--noise-end", default=0.25, show_default=True, type=float,
+    click.option("--noise-end", default=CompressConfig.noise_end, show_default=True, type=float,
                  help="Gumbel sampling noise at the end of the search, from 1 at its start; below 1 the late search "
                       "trains the network it will derive (1: constant noise, the behaviour before this setting existed)."),
     click.option("--warmup-epochs", default=1.0, show_default=True, type=float,
