@@ -1,0 +1,111 @@
+"""Carry benchmark runs between machines through the repository, so a run longer than a session resumes on the
+next machine instead of starting again.
+
+    python -m bench.carry save      # cache -> bench/state/ (before a session ends; then commit bench/state/)
+    python -m bench.carry restore   # bench/state/ -> cache (on a fresh machine, before bench.queue / bench.cifar)
+
+What ``save`` keeps of each run folder of the cache (``~/.cache/lwdc/bench/cifar/<model>_<schedule>_s<seed>/<run>``):
+
+* a finished run (it has ``result.json``): that file, which is all ``bench.cifar`` needs to skip the run; its
+  checkpoints are dropped from the state, except the baseline's, which every other run starts from;
+* an unfinished run: every checkpoint and record in it (``checkpoints/*.pt``, ``prune.json``, ...), so the same
+  ``bench.cifar`` command resumes it after its last finished epoch.
+
+Folders of capped smoke runs (``_mb<N>`` in the name) are not carried. ``restore`` copies what the cache lacks and
+never replaces a file the cache already has (that copy may be further along), unless ``--overwrite``.
+"""
+from __future__ import annotations
+
+import argparse
+import filecmp
+import shutil
+from pathlib import Path
+
+__all__ = ["save", "restore"]
+
+STATE = Path(__file__).resolve().parent / "state"
+CACHE = Path.home() / ".cache" / "lwdc" / "bench" / "cifar"
+
+
+def _run_folders(root: Path, include_capped: bool) -> list[Path]:
+    return sorted(run for group in Path(root).iterdir() if group.is_dir() and (include_capped or "_mb" not in group.name)
+                  for run in group.iterdir() if run.is_dir())
+
+
+def _carried_files(run: Path) -> list[Path]:
+    """The files of ``run`` that the state keeps (see the module docstring); atomic-write temporaries never."""
+    if (run / "result.json").exists():
+        keep = [run / "result.json"]
+        if run.name == "baseline":
+            keep += sorted((run / "checkpoints").glob("*.pt"))
+        return keep
+    return sorted(p for p in run.rglob("*") if p.is_file() and not p.name.endswith(".tmp"))
+
+
+def save(cache: Path = CACHE, state: Path = STATE, include_capped: bool = False, log=print) -> list[Path]:
+    """Mirror the cache's run folders into ``state``; returns the files written. Files the state holds for a
+    run that are no longer carried (the checkpoints of a run that has since finished) are removed."""
+    written = []
+    for run in _run_folders(cache, include_capped):
+        target = state / run.parent.name / run.name
+        keep = {p.relative_to(run) for p in _carried_files(run)}
+        for rel in sorted(keep):
+            dst = target / rel
+            if dst.exists() and filecmp.cmp(run / rel, dst, shallow=False):
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(f".{dst.name}.tmp")
+            shutil.copyfile(run / rel, tmp)
+            tmp.replace(dst)
+            written.append(dst)
+        if target.exists():
+            for old in sorted(p for p in target.rglob("*") if p.is_file() and p.relative_to(target) not in keep):
+                old.unlink()
+                log(f"dropped {old.relative_to(state)} (the run has finished)")
+            for folder in sorted((p for p in target.rglob("*") if p.is_dir()), reverse=True):
+                if not any(folder.iterdir()):
+                    folder.rmdir()
+        state_of = "finished" if (run / "result.json").exists() else "unfinished, checkpoints kept"
+        log(f"{run.parent.name}/{run.name}: {state_of}")
+    return written
+
+
+def restore(state: Path = STATE, cache: Path = CACHE, overwrite: bool = False, log=print) -> list[Path]:
+    """Copy the state's files into the cache where the cache lacks them (or differs, with ``overwrite``)."""
+    written = []
+    for src in sorted(p for p in Path(state).rglob("*") if p.is_file() and p.name != "README.md"):
+        dst = Path(cache) / src.relative_to(state)
+        if dst.exists():
+            if filecmp.cmp(src, dst, shallow=False):
+                continue
+            if not overwrite:
+                log(f"kept the cache's {dst} (it differs from {src}; --overwrite takes the state's)")
+                continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+        written.append(dst)
+    log(f"restored {len(written)} file(s) into {cache}")
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", choices=("save", "restore"))
+    p.add_argument("--cache-dir", default=str(CACHE), help="bench.cifar's run folders")
+    p.add_argument("--state-dir", default=str(STATE), help="the repository's copy")
+    p.add_argument("--overwrite", action="store_true", help="restore: replace cache files that differ")
+    a = p.parse_args(argv)
+    cache, state = Path(a.cache_dir).expanduser(), Path(a.state_dir)
+    if a.action == "save":
+        if not cache.is_dir():
+            raise SystemExit(f"no benchmark cache at {cache}: nothing to save (run bench.cifar first, or pass "
+                             "--cache-dir)")
+        print(f"saved {len(save(cache, state))} changed file(s) into {state}")
+    else:
+        if not state.is_dir():
+            raise SystemExit(f"no benchmark state at {state}: pass --state-dir")
+        restore(state, cache, a.overwrite)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""bench.carry: benchmark runs travel between machines through bench/state/ and resume there."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # bench/ is not installed: import it from the checkout
+carry = pytest.importorskip("bench.carry")
+cifar = pytest.importorskip("bench.cifar")
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def _files(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_save_keeps_results_of_finished_runs_and_checkpoints_of_unfinished_ones(tmp_path):
+    cache, state = tmp_path / "cache", tmp_path / "state"
+    group = cache / "resnet20_cpu-xxl_s0"
+    _write(group / "baseline" / "result.json", "{}")
+    _write(group / "baseline" / "checkpoints" / "train.pt", "base weights")
+    _write(group / "lwdc-a" / "result.json", '{"accuracy": 1}')
+    _write(group / "lwdc-a" / "checkpoints" / "finetune.pt", "large, not needed to skip the run")
+    _write(group / "lwdc-b" / "checkpoints" / "search.pt", "search")
+    _write(group / "lwdc-b" / "checkpoints" / "finetune.pt", "epoch 3")
+    _write(group / "lwdc-b" / "checkpoints" / ".finetune.pt.123.tmp", "half-written")
+    _write(group / "prune-c" / "prune.json", '{"ratio": 0.3}')
+    _write(cache / "resnet8_smoke_s0_mb2" / "baseline" / "result.json", "{}")     # capped smoke runs stay out
+
+    carry.save(cache, state, log=lambda _: None)
+    assert _files(state) == {
+        "resnet20_cpu-xxl_s0/baseline/checkpoints/train.pt": "base weights",
+        "resnet20_cpu-xxl_s0/baseline/result.json": "{}",
+        "resnet20_cpu-xxl_s0/lwdc-a/result.json": '{"accuracy": 1}',
+        "resnet20_cpu-xxl_s0/lwdc-b/checkpoints/finetune.pt": "epoch 3",
+        "resnet20_cpu-xxl_s0/lwdc-b/checkpoints/search.pt": "search",
+        "resnet20_cpu-xxl_s0/prune-c/prune.json": '{"ratio": 0.3}',
+    }
+
+    # lwdc-b finishes on this machine: the next save drops its checkpoints from the state and keeps the result
+    _write(group / "lwdc-b" / "result.json", '{"accuracy": 2}')
+    logs = []
+    carry.save(cache, state, log=logs.append)
+    assert sorted(p for p in _files(state) if "lwdc-b" in p) == ["resnet20_cpu-xxl_s0/lwdc-b/result.json"]
+    assert not (state / "resnet20_cpu-xxl_s0" / "lwdc-b" / "checkpoints").exists()
+    assert any("dropped" in line and "search.pt" in line for line in logs)
+
+
+def test_restore_fills_a_fresh_cache_and_never_replaces_a_copy_that_may_be_further_along(tmp_path):
+    state, cache = tmp_path / "state", tmp_path / "cache"
+    _write(state / "README.md", "not a run")
+    _write(state / "g" / "lwdc-b" / "checkpoints" / "finetune.pt", "epoch 3")
+    _write(state / "g" / "baseline" / "result.json", "{}")
+    carry.restore(state, cache, log=lambda _: None)
+    assert _files(cache) == {"g/baseline/result.json": "{}", "g/lwdc-b/checkpoints/finetune.pt": "epoch 3"}
+
+    (cache / "g" / "lwdc-b" / "checkpoints" / "finetune.pt").write_text("epoch 7")
+    logs = []
+    assert carry.restore(state, cache, log=logs.append) == []
+    assert (cache / "g" / "lwdc-b" / "checkpoints" / "finetune.pt").read_text() == "epoch 7"
+    assert any("kept the cache's" in line for line in logs)
+    carry.restore(state, cache, overwrite=True, log=lambda _: None)
+    assert (cache / "g" / "lwdc-b" / "checkpoints" / "finetune.pt").read_text() == "epoch 3"
+
+
+def test_an_unfinished_run_carried_to_a_fresh_cache_resumes_without_training_again(tmp_path, capsys):
+    """End to end on the smoke schedule: a run whose stages all finished but whose result was not written (killed
+    while measuring latency) is saved, the cache is wiped, restored, and the same command completes it from the
+    carried checkpoints alone."""
+    def run(cache, *args):
+        return cifar.main(["--model", "resnet8", "--width", "0.25", "--schedule", "smoke", "--data", "cifar10-subset",
+                           "--max-batches", "2", "--cache-dir", str(cache), "--out-dir", str(tmp_path / "out"),
+                           "--no-onnx", "--quick-latency", *args])
+
+    first_cache, state, fresh_cache = tmp_path / "machine1", tmp_path / "state", tmp_path / "machine2"
+    first = run(first_cache, "--method", "lwdc", "--lam", "2", "--ops", "minimal")
+    group = next(first_cache.iterdir()).name
+    (first_cache / group / first["run"] / "result.json").unlink()
+    carry.save(first_cache, state, include_capped=True, log=lambda _: None)
+    carried = set(_files_bytes(state))
+    assert {f"{group}/baseline/checkpoints/train.pt", f"{group}/{first['run']}/checkpoints/search.pt",
+            f"{group}/{first['run']}/checkpoints/finetune.pt"} <= carried
+
+    carry.restore(state, fresh_cache, log=lambda _: None)
+    capsys.readouterr()
+    again = run(fresh_cache, "--method", "lwdc", "--lam", "2", "--ops", "minimal")
+    out = capsys.readouterr().out
+    assert "train: finished earlier" in out           # the baseline
+    assert "search: finished earlier" in out and "finetune: finished earlier" in out
+    assert again["accuracy"] == first["accuracy"] and again["choices"] == first["choices"]
+    assert again["macs"] == first["macs"]
+    assert (fresh_cache / group / first["run"] / "result.json").exists()
+
+
+def _files_bytes(root: Path) -> list[str]:
+    return [p.relative_to(root).as_posix() for p in sorted(root.rglob("*")) if p.is_file()]
