@@ -79,6 +79,13 @@ def point(r: dict) -> str:
     return f"→ {r['target']:g} MACs" if r.get("target") is not None else ""
 
 
+def machine_label(m: dict) -> str:
+    """The machine a result was measured on, in words (older results lack the CPU capability)."""
+    isa = f", {m['cpu_capability']}" if m.get("cpu_capability") else ""
+    return (f"{m['cpu']} ({m['cpu_count']} cores{isa}, shared), torch {m['torch']}, training on "
+            f"{m['train_threads']} thread(s)")
+
+
 def fmt(v, spec: str = ".2f", none: str = "-") -> str:
     return none if v is None else format(v, spec)
 
@@ -317,14 +324,13 @@ def section(results: list[dict], doc: Path) -> str:
         base = next((r for r in rs if r["method"] == "baseline"), None)
         reference = next((r for r in rs if r["method"] == "baseline-extended"), None)
         commits = sorted({(r["git"]["commit"][:10], r["git"]["dirty"]) for r in rs})
-        machine = rs[0]["machine"]
+        machines = sorted({machine_label(r["machine"]) for r in rs})
         out += [f"### {model}, schedule `{schedule}`, seed {seed}"
                 + (f" (capped at {mb} batches/epoch)" if mb else ""), "",
                 f"Schedule: baseline {s['baseline_epochs']} epochs (lr {s['lr']}); LWDC warm-up {s['warmup_epochs']} + "
                 f"search {s['search_epochs']} (lr {s['search_lr']}) + fine-tune {s['finetune_epochs']} (lr "
                 f"{s['finetune_lr']}) epochs; baseline-extended and pruning: {s['post_epochs']} epochs from lr "
-                f"{s['search_lr']}. Machine: {machine['cpu']} ({machine['cpu_count']} cores, shared), torch "
-                f"{machine['torch']}, training on {machine['train_threads']} thread(s). Code: "
+                f"{s['search_lr']}. Machine{'s' if len(machines) > 1 else ''}: {'; '.join(machines)}. Code: "
                 + ", ".join(f"`{c}`{' + uncommitted changes' if d else ''}" for c, d in commits) + ".", ""]
         out += results_table(rs, reference) + [""]
         plot = doc.parent / f"pareto_{tag}.png"

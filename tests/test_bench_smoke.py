@@ -146,3 +146,22 @@ def test_noise_end_defaults_to_the_library_default_and_pruning_by_target_needs_n
 
     assert cifar.parse(["--method", "lwdc", "--lam", "1"]).noise_end == CompressConfig.noise_end
     assert cifar.parse(["--method", "prune-l1", "--target", "0.5"]).target == 0.5     # no noise to match
+
+
+def test_a_schedule_measured_on_two_machines_names_both(tmp_path):
+    """Runs carried between sessions (bench.carry) may finish on machines with different vector units; the report
+    must not describe them all by the first result's machine."""
+    old = {"cpu": "AMD EPYC", "cpu_count": 2, "torch": "2.13.0+cpu", "train_threads": 1}
+    new = {**old, "cpu_capability": "AVX2"}
+    assert report.machine_label(old) == "AMD EPYC (2 cores, shared), torch 2.13.0+cpu, training on 1 thread(s)"
+    assert report.machine_label(new) == "AMD EPYC (2 cores, AVX2, shared), torch 2.13.0+cpu, training on 1 thread(s)"
+    settings = {"baseline_epochs": 6, "lr": 0.1, "warmup_epochs": 0.5, "search_epochs": 2, "search_lr": 0.05,
+                "finetune_epochs": 3, "finetune_lr": 0.05, "post_epochs": 6}
+    common = {"model": "resnet20", "schedule": "cpu-long", "seed": 0, "params": 1, "latency_ms": {},
+              "baseline_latency_ms": {}, "train_seconds": 60, "wall_time_total_s": 60, "git": {"commit": "abc", "dirty": False}, "schedule_settings": settings}
+    rs = [{**common, "run": "baseline", "method": "baseline", "macs": 100, "macs_ratio": 1.0, "accuracy": 80.0,
+           "machine": old},
+          {**common, "run": "baseline-extended", "method": "baseline-extended", "macs": 100, "macs_ratio": 1.0,
+           "accuracy": 82.0, "machine": new}]
+    text = report.section(rs, tmp_path / "RESULTS.md")
+    assert "Machines: AMD EPYC (2 cores, AVX2, shared)" in text and "; AMD EPYC (2 cores, shared)" in text
