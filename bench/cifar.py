@@ -168,24 +168,38 @@ def run_lwdc(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module, d
     }
 
 
-def matched_target(ctx: Context, base_macs: int) -> tuple[int, str | None]:
-    """The MACs a pruning run must hit: a given fraction (--target) or the MACs of a finished LWDC point."""
+def matched_target(ctx: Context, base_macs: int) -> tuple[int, str | None, str]:
+    """The MACs a pruning run must hit: a given fraction (--target) or the MACs of an LWDC point, from its result
+    or, while it is still fine-tuning, from its finished search (the derived network is the search's argmax, so
+    its MACs are known before fine-tuning starts; the report checks the pair against the final result)."""
     a = ctx.args
     if a.target is not None:
-        return int(round(a.target * base_macs)), None
-    source = lwdc_source(a, ctx.folder)
-    return int(read_json(source)["macs"]), source.parent.name
+        return int(round(a.target * base_macs)), None, "target"
+    source = lwdc_source(a, ctx.folder, ctx.schedule)
+    if source.name == "result.json":
+        return int(read_json(source)["macs"]), source.parent.name, "result"
+    ratio = check_checkpoint(source, "search", None)["history"][-1]["cost_ratios"]["macs"]
+    ctx.log(f"matching the finished search of {source.parents[1].name} ({ratio:.3f}x MACs); it is still fine-tuning")
+    return int(round(ratio * base_macs)), source.parents[1].name, "search"
 
 
-def lwdc_source(a: argparse.Namespace, folder: Path) -> Path:
-    """The result of the LWDC point a pruning run matches; a clear error if it has not finished."""
-    source = folder / run_name("lwdc", a.lam, a.ops, None, noise_end=a.noise_end) / "result.json"
-    if not source.exists():
-        noise = f" --noise-end {a.noise_end:g}" if a.noise_end != 1 else ""
-        raise SystemExit(f"{a.method} at lambda {a.lam:g} ({a.ops}{noise}) matches an LWDC point that has not "
-                         f"finished ({source} is missing): run --method lwdc --lam {a.lam:g} --ops {a.ops}{noise} "
-                         "first, or give --target FRACTION")
-    return source
+def lwdc_source(a: argparse.Namespace, folder: Path, schedule: Schedule) -> Path:
+    """The result of the LWDC point a pruning run matches, else its finished search checkpoint; a clear error if
+    neither exists."""
+    run_dir = folder / run_name("lwdc", a.lam, a.ops, None, noise_end=a.noise_end)
+    source, search = run_dir / "result.json", run_dir / "checkpoints" / "search.pt"
+    if source.exists():
+        return source
+    if search.exists():
+        try:
+            if check_checkpoint(search, "search", None)["epoch"] >= schedule.search_epochs:
+                return search
+        except CheckpointError:
+            pass
+    noise = f" --noise-end {a.noise_end:g}" if a.noise_end != 1 else ""
+    raise SystemExit(f"{a.method} at lambda {a.lam:g} ({a.ops}{noise}) matches an LWDC point whose search has not "
+                     f"finished ({source} and a finished {search.name} are missing): run --method lwdc --lam "
+                     f"{a.lam:g} --ops {a.ops}{noise} first, or give --target FRACTION")
 
 
 def run_pruning(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module, dict]:
@@ -194,7 +208,7 @@ def run_pruning(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module
     s, a = ctx.schedule, ctx.args
     global_pruning = a.method == "prune-l1-global"
     base_macs = count_macs(base, ctx.example)
-    target, matches = matched_target(ctx, base_macs)
+    target, matches, target_from = matched_target(ctx, base_macs)
     plan_path = run_dir / "prune.json"
     t0 = time.perf_counter()
     if plan_path.exists():          # resume: rebuild the same architecture from the baseline and the ratio
@@ -202,7 +216,7 @@ def run_pruning(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module
         model = prune(base, ctx.example, plan["ratio"], global_pruning)
     else:
         model, ratio, macs = prune_to_macs(base, ctx.example, target, global_pruning)
-        plan = {"ratio": ratio, "target_macs": target, "macs": macs, "matches": matches}
+        plan = {"ratio": ratio, "target_macs": target, "macs": macs, "matches": matches, "target_from": target_from}
         write_json(plan_path, plan)
     prune_time = time.perf_counter() - t0
     cfg = ctx.train_cfg(s.post_epochs, s.search_lr, "finetune")
@@ -213,6 +227,7 @@ def run_pruning(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module
     return model, {
         "importance": "L1 filter magnitude (MagnitudeImportance p=1), Torch-Pruning dependency graph",
         "global_pruning": global_pruning, "pruning_ratio": plan["ratio"], "matches": plan["matches"],
+        "target_from": plan.get("target_from", "result"),
         "target_macs": target, "macs_error": macs / target - 1, "matched_within_5pct": abs(macs / target - 1) <= 0.05,
         "torch_pruning": torch_pruning_version(), "epochs": {"finetune": s.post_epochs},
         "wall_time_s": {"prune": prune_time, "finetune": time.perf_counter() - t0},
@@ -279,7 +294,7 @@ def run(a: argparse.Namespace) -> dict:
         write_json(out, result)
         return result
     if a.method in PRUNE_METHODS and a.target is None:
-        lwdc_source(a, folder)                      # fail before any training, not after the baseline
+        lwdc_source(a, folder, schedule)            # fail before any training, not after the baseline
     started = time.perf_counter()
     data = load_data(a.data, cache_dir=a.data_cache)
     ctx = Context(a, schedule,

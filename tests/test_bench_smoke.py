@@ -165,3 +165,18 @@ def test_a_schedule_measured_on_two_machines_names_both(tmp_path):
            "accuracy": 82.0, "machine": new}]
     text = report.section(rs, tmp_path / "RESULTS.md")
     assert "Machines: AMD EPYC (2 cores, AVX2, shared)" in text and "; AMD EPYC (2 cores, shared)" in text
+
+
+def test_pruning_matches_an_lwdc_point_that_is_still_fine_tuning(tmp_path, capsys):
+    """Long schedules: the pruning run need not wait hours for the LWDC fine-tune; the finished search fixes the
+    derived network and so its MACs."""
+    pytest.importorskip("torch_pruning")
+    lw = run(tmp_path, "--method", "lwdc", "--lam", "2", "--ops", "minimal")
+    run_dir = next((tmp_path / "runs").iterdir()) / lw["run"]
+    (run_dir / "result.json").unlink()
+    (run_dir / "checkpoints" / "finetune.pt").unlink()           # as if killed during the fine-tune
+    capsys.readouterr()
+    pr = run(tmp_path, "--method", "prune-l1-global", "--lam", "2", "--ops", "minimal")
+    assert pr["target_macs"] == lw["macs"] and pr["target_from"] == "search"
+    assert pr["matches"] == "lwdc-minimal-lam2-noise0.25"
+    assert "matching the finished search of lwdc-minimal-lam2-noise0.25" in capsys.readouterr().out
