@@ -84,7 +84,7 @@ def test_an_unfinished_run_carried_to_a_fresh_cache_resumes_without_training_aga
     group = next(first_cache.iterdir()).name
     (first_cache / group / first["run"] / "result.json").unlink()
     carry.save(first_cache, state, include_capped=True, log=lambda _: None)
-    carried = set(_files_bytes(state))
+    carried = {p.relative_to(state).as_posix() for p in state.rglob("*") if p.is_file()}
     assert {f"{group}/baseline/checkpoints/train.pt", f"{group}/{first['run']}/checkpoints/search.pt",
             f"{group}/{first['run']}/checkpoints/finetune.pt"} <= carried
 
@@ -98,6 +98,3 @@ def test_an_unfinished_run_carried_to_a_fresh_cache_resumes_without_training_aga
     assert again["macs"] == first["macs"]
     assert (fresh_cache / group / first["run"] / "result.json").exists()
 
-
-def _files_bytes(root: Path) -> list[str]:
-    return [p.relative_to(root).as_posix() for p in sorted(root.rglob("*")) if p.is_file()]
