@@ -65,7 +65,8 @@ SCHEDULES: dict[str, Schedule] = {
     # takes 1.5-2.5 h of one core here, so its checkpoints travel in bench/state/ between sessions (bench.carry).
     # A search repeated on another CPU is not the same search: lambda 1 ended at 0.473x MACs on the AVX-512
     # machine of the `cpu-long` runs and at 0.516x on an AVX2 one (float rounding moves the argmax), hence
-    # lambda 1.25 here for a point safely below 0.5x.
+    # lambda 1.25 here for a point safely below 0.5x, and lambda 1.1 for one between it and 0.5x (searched on the
+    # AVX-512 machine).
     "cpu-xxl": Schedule(baseline_epochs=6, warmup_epochs=0.5, search_epochs=2, finetune_epochs=21,
                         finetune_lr=0.05, baseline_from="cpu", search_from="cpu-long"),
     # Paper-scale: 200 epochs of baseline training, as is usual for CIFAR ResNets. Meant for a GPU: training
@@ -86,7 +87,7 @@ SCHEDULES: dict[str, Schedule] = {
 EXPERIMENTS: dict[str, dict] = {
     "resnet20": {"lams": (1.6, 3.0, 1.0), "lams_by_schedule": {"cpu-long": (1.5, 2.0, 1.0),
                                                                      "cpu-xl": (1.5, 2.0, 1.0),
-                                                                     "cpu-xxl": (1.25, 1.0, 1.5)},
+                                                                     "cpu-xxl": (1.25, 1.0, 1.1, 1.5)},
                  "ops": ("default", "paper")},
     "resnet56": {"lams": (1.6, 3.0, 1.0), "ops": ("default", "paper")},
     "vgg16": {"lams": (1.6, 3.0, 1.0), "ops": ("default", "paper")},
