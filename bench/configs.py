@@ -61,8 +61,9 @@ SCHEDULES: dict[str, Schedule] = {
                        finetune_lr=0.05, baseline_from="cpu", search_from="cpu-long"),
     # Twice `cpu-xl`'s post-baseline budget, again all of it to fine-tuning: LWDC gets 0.5 + 2 + 21 passes, the
     # other methods 24. The gap between the compressed models and baseline-extended shrank from about 2.9 points
-    # (6 post-baseline epochs) to 1.6 (12) at 0.47x MACs; this schedule measures whether it keeps shrinking. A run
-    # takes 1.5-2.5 h of one core here, so its checkpoints travel in bench/state/ between sessions (bench.carry).
+    # (6 post-baseline epochs) to 1.6 (12) at 0.47x MACs; this schedule measured whether it keeps shrinking (barely:
+    # 1.5 at 0.46x, docs/RESULTS.md). A run takes 1-1.5 h of one core on the AVX-512 machine here, 1.5-2.5 h on an
+    # AVX2 one, so its checkpoints travel in bench/state/ between sessions (bench.carry).
     # A search repeated on another CPU is not the same search: lambda 1 ended at 0.473x MACs on the AVX-512
     # machine of the `cpu-long` runs and at 0.516x on an AVX2 one (float rounding moves the argmax), hence
     # lambda 1.25 here for a point safely below 0.5x, and lambda 1.1 for one between it and 0.5x (searched on the

@@ -167,8 +167,8 @@ def nearest_pruning(by_point: dict[str, list[dict]], pruned: list[dict]) -> list
 
 def searched_here(r: dict) -> bool:
     """Whether the process that wrote an LWDC result ran (part of) its search. A run resumed after its search had
-    finished loads the search checkpoint in well under a second (``wall_time_s`` counts this process only), and
-    then its peak memory is the fine-tuning's, not the search's."""
+    finished, or started from another schedule's search (``search_reused_from``), loads the search checkpoint in
+    well under a second (``wall_time_s`` counts this process only); its peak memory is then the fine-tuning's."""
     return r["wall_time_s"]["search"] >= 1.0
 
 
@@ -184,8 +184,7 @@ def cost_table(rs: list[dict], plain: dict | None) -> list[str]:
     searches = (r for r in rs if r["method"] == "lwdc" and same_budget(r))
     for r in sorted(searches, key=lambda r: (r["ops"], r["lambda"])):
         m, w = r["memory"], r["wall_time_s"]
-        if r.get("search_reused_from") or not searched_here(r):
-            # this process only fine-tuned: its memory says nothing of the search
+        if not searched_here(r):    # this process only fine-tuned: its memory says nothing of the search
             where = f"`{r['search_reused_from']}`" if r.get("search_reused_from") else "an earlier process"
             lines.append(f"| {point(r)} | {r['search_epoch_seconds']:.0f} | {fmt(p_epoch, '.0f')} | "
                          f"{fmt(p_epoch and r['search_epoch_seconds'] / p_epoch)} | - | - | - | - | "

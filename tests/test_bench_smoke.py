@@ -189,9 +189,8 @@ def test_search_cost_leaves_out_memory_of_a_process_that_did_not_search():
     plain = {"memory": {"peak_rss_mb": 1000.0, "rss_before_training_mb": 400.0}, "epoch_seconds": 200.0}
     searched = _result("lwdc-default-lam1.5", "lwdc", 36.0, 79.0, memory=memory, search_epoch_seconds=260.0,
                        wall_time_s={"warmup": 60.0, "search": 520.0, "finetune": 900.0})
-    resumed = _result("lwdc-default-lam2", "lwdc", 30.0, 78.0, memory=memory, search_epoch_seconds=250.0, lam=2.0,
-                      wall_time_s={"warmup": 0.0001, "search": 0.04, "finetune": 2000.0})
-    resumed["lambda"] = 2.0
+    resumed = _result("lwdc-default-lam2", "lwdc", 30.0, 78.0, memory=memory, search_epoch_seconds=250.0,
+                      wall_time_s={"warmup": 0.0001, "search": 0.04, "finetune": 2000.0}, **{"lambda": 2.0})
     rows = report.cost_table([searched, resumed], plain)[2:]
     assert rows[0].split(" | ")[4:7] == ["1100", "1000", "1.10"]          # searched here: memory compared
     assert rows[1].split(" | ")[4:8] == ["-", "-", "-", "-"]              # not searched here: no memory claim
