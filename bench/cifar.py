@@ -60,7 +60,7 @@ class Context:
 
     def train_cfg(self, epochs: int, lr: float, desc: str) -> TrainConfig:
         return TrainConfig(epochs=epochs, lr=lr, max_batches=self.args.max_batches, progress=False, desc=desc,
-                           device=self.args.device)
+                           device=self.args.device, channels_last=self.schedule.channels_last)
 
 
 def run_name(method: str, lam: float | None, ops: str, target: float | None,
@@ -86,9 +86,12 @@ def baseline(ctx: Context) -> tuple[nn.Module, list]:
     s = ctx.schedule
     model = ctx.new_model()
     cfg = ctx.train_cfg(s.baseline_epochs, s.lr, "baseline")
+    cfg.lr_warmup_epochs = s.lr_warmup
     a = ctx.args
-    history = train_stage("train", model, Classification(), ctx.train, ctx.test, cfg, ctx.baseline_dir,
-                          stage_fingerprint(cfg, model=a.model, width=a.width, seed=a.seed, batch_size=s.batch_size),
+    recipe = {k: v for k, v in (("lr_warmup", s.lr_warmup), ("label_smoothing", s.label_smoothing)) if v}
+    history = train_stage("train", model, Classification(label_smoothing=s.label_smoothing), ctx.train, ctx.test,
+                          cfg, ctx.baseline_dir, stage_fingerprint(cfg, model=a.model, width=a.width, seed=a.seed,
+                                                                   batch_size=s.batch_size, **recipe),
                           log=ctx.log)
     return model, history
 

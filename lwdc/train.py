@@ -51,6 +51,8 @@ class TrainConfig:
     progress: bool = True
     desc: str = "train"
     device: str = "auto"                # auto (cuda if available), cpu, cuda, cuda:N; see lwdc.device
+    lr_warmup_epochs: float = 0.0       # linear learning-rate warm-up before the cosine decay (0: none)
+    channels_last: bool = False         # NHWC memory layout for 2-D models (1.3-1.6x faster on this CPU)
 
 
 @dataclass
@@ -179,7 +181,10 @@ def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterab
     steps_per_epoch = batches_per_epoch(train_loader, cfg.max_batches) or 1
     total_steps = max(cfg.epochs * steps_per_epoch, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
+        optimizer, lr_schedule(total_steps, round(cfg.lr_warmup_epochs * steps_per_epoch)))
+    layout = torch.channels_last if cfg.channels_last else None
+    if layout is not None:
+        model.to(memory_format=layout)
     history: list[EpochLog] = []
     start_epoch, start_step, partial = 0, 0, {}
     if state is not None:
@@ -218,6 +223,8 @@ def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterab
                    dynamic_ncols=True)
         for step, (x, y) in enumerate(bar, start=first):
             x, y = to_device(x, device), to_device(y, device)
+            if layout is not None and x.dim() == 4:
+                x = x.contiguous(memory_format=layout)
             if search:
                 global_step = epoch * steps_per_epoch + step
                 model.gate.tau = anneal_temperature(global_step / total_steps, cfg.tau_start, cfg.tau_end)
@@ -268,7 +275,19 @@ def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterab
         if main:
             log(entry.line(cfg.desc, cfg.epochs, task.primary))  # after the checkpoint: nothing waits on the log
     model.to(home)
+    if layout is not None:
+        model.to(memory_format=torch.contiguous_format)
     return history
+
+
+def lr_schedule(total_steps: int, warmup_steps: int = 0) -> Callable[[int], float]:
+    """Learning-rate factor per step: linear warm-up over ``warmup_steps``, then cosine decay to 0."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        span = max(total_steps - warmup_steps, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(step - warmup_steps, span) / span))
+    return factor
 
 
 def _check_finite(model: nn.Module, desc: str, epoch: int, step: int) -> None:
