@@ -26,7 +26,7 @@ from lwdc import CompressConfig, compress
 from lwdc.api import check_checkpoint, compress_fingerprint, config_fingerprint, train_stage
 from lwdc.data import BatchLoader, load_data, random_crop_flip
 from lwdc.models import create_model
-from lwdc.profile import count_macs, count_params
+from lwdc.profiling import count_macs, count_params
 from lwdc.runs import CheckpointError, read_json, write_json
 from lwdc.tasks import Classification
 from lwdc.train import TrainConfig, evaluate

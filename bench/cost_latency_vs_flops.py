@@ -23,7 +23,7 @@ from lwdc import compress
 from lwdc.costs import build_cost_table, get_cost_model
 from lwdc.data import BatchLoader, load_data, random_crop_flip
 from lwdc.models import create_model
-from lwdc.profile import count_macs, count_params, measure_latency
+from lwdc.profiling import count_macs, count_params, measure_latency
 from lwdc.space import expand
 from lwdc.tasks import Classification
 from lwdc.runs import write_json

@@ -25,7 +25,7 @@ from lwdc.export import export_c, export_onnx
 from lwdc.export.c import compile_library, evaluate_c
 from lwdc.export.c.build import time_library
 from lwdc.models import create_model
-from lwdc.profile import measure_latency, median_ms
+from lwdc.profiling import measure_latency, median_ms
 from lwdc.runs import write_json
 
 from .measure import git_info, machine_info

@@ -15,7 +15,7 @@ import torch
 from lwdc import compress
 from lwdc.data import BatchLoader, load_data, random_crop_flip
 from lwdc.models import create_model
-from lwdc.profile import count_macs, count_params
+from lwdc.profiling import count_macs, count_params
 from lwdc.tasks import Classification
 from lwdc.runs import write_json
 from lwdc.train import TrainConfig, evaluate, fit

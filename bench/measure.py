@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from lwdc.costs.latency import cpu_model
-from lwdc.profile import measure_latency
+from lwdc.profiling import measure_latency
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +61,7 @@ def memory_mb() -> dict:
 def latency_pair(original: nn.Module, compressed: nn.Module, example: torch.Tensor, onnx: bool = True,
                  rounds: int = 3) -> dict[str, dict[str, float]]:
     """Median latency (ms, one thread) of both models, alternating over ``rounds``: PyTorch eager at batch 1
-    and 64 and, with ``onnx``, onnxruntime at batch 1 (``lwdc.profile.measure_latency``)."""
+    and 64 and, with ``onnx``, onnxruntime at batch 1 (``lwdc.profiling.measure_latency``)."""
     settings = {"eager_b1": ("eager", 1, 30), "eager_b64": ("eager", 64, 10)}
     if onnx:
         settings["ort_b1"] = ("onnxruntime", 1, 200)

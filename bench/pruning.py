@@ -13,7 +13,7 @@ import copy
 import torch
 from torch import nn
 
-from lwdc.profile import count_macs
+from lwdc.profiling import count_macs
 
 __all__ = ["prune", "prune_to_macs", "torch_pruning_version"]
 

@@ -11,7 +11,7 @@ import copy
 import torch
 from torch import nn
 
-from .profile import eval_mode
+from .modes import eval_mode
 from .space import ChoiceLayer, Supernet, set_submodule
 
 __all__ = ["derive", "max_output_difference"]

@@ -16,6 +16,8 @@ from typing import Callable
 
 import torch
 from torch import nn
+
+from .modes import eval_mode
 from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = ["Profile", "count_params", "count_macs", "measure_latency", "median_ms", "onnx_session", "profile"]
@@ -30,23 +32,6 @@ class Profile:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-@contextmanager
-def eval_mode(model: nn.Module):
-    """Eval mode for the block, then every submodule's previous mode. A ``torch.export`` module has its mode
-    baked in and refuses ``eval()``: it is used as it is."""
-    modes = {m: m.training for m in model.modules()}
-    try:
-        model.eval()
-    except NotImplementedError:
-        yield model
-        return
-    try:
-        yield model
-    finally:
-        for m, mode in modes.items():
-            m.train(mode)
 
 
 def count_params(model: nn.Module) -> int:

@@ -17,7 +17,7 @@ from torch.overrides import TorchFunctionMode
 
 from .gate import Gate, choice_probabilities, join
 from .ops import LayerSpec, OpSpec, get_op, resolve_ops
-from .profile import eval_mode
+from .modes import eval_mode
 
 __all__ = ["ChoiceLayer", "Supernet", "Skipped", "ExpansionError", "expand", "set_submodule"]
 

@@ -11,7 +11,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Task", "Classification"]
+__all__ = ["Task", "Classification", "register_task", "get_task", "list_tasks"]
 
 
 class Task(Protocol):
@@ -48,3 +48,28 @@ class Classification:
     def summarize(self, stats: dict[str, float]) -> dict[str, float]:
         count = max(stats.get("count", 0.0), 1.0)
         return {"loss": stats.get("loss_sum", 0.0) / count, "accuracy": 100.0 * stats.get("correct", 0.0) / count}
+
+
+_TASKS: dict[str, type] = {}
+
+
+def register_task(name: str, cls: type | None = None):
+    """Register a task class under ``name`` (the data set's default task, or ``--task NAME``); a decorator too."""
+    def add(c: type) -> type:
+        _TASKS[name] = c
+        return c
+    return add(cls) if cls is not None else add
+
+
+def list_tasks() -> list[str]:
+    return sorted(_TASKS)
+
+
+def get_task(name: str, **options) -> Task:
+    """A new task instance of the registered ``name``."""
+    if name not in _TASKS:
+        raise ValueError(f"unknown task {name!r}; registered: {', '.join(list_tasks())}")
+    return _TASKS[name](**options)
+
+
+register_task("classification", Classification)

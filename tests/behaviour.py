@@ -58,7 +58,7 @@ def run_and_digest(folder: Path) -> str:
     result = CliRunner().invoke(main, ARGS + ["--run-dir", str(folder)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     run = Run.open(folder)
-    model = run.load_model("final")
+    model = run.load_model("model")
     return digest(run.report()["choices"], model.state_dict(), run.report())
 
 

@@ -82,7 +82,7 @@ def test_pruning_meets_a_macs_target_and_leaves_the_model_alone():
 
     from bench.pruning import prune_to_macs
     from lwdc.models import create_model
-    from lwdc.profile import count_macs
+    from lwdc.profiling import count_macs
 
     torch.manual_seed(0)
     model, x = create_model("resnet8", width=0.5), torch.randn(1, 3, 32, 32)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from lwdc.costs import build_cost_table, get_cost_model
-from lwdc.derive import derive, max_output_difference
-from lwdc.profile import count_macs, count_params
+from lwdc.derivation import derive, max_output_difference
+from lwdc.profiling import count_macs, count_params
 from lwdc.runs import save_portable
 from lwdc.space import ChoiceLayer, expand
 

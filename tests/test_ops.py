@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from lwdc.ops import OP_SETS, LayerSpec, UnknownOperatorError, get_op, resolve_ops
-from lwdc.profile import count_macs, count_params
+from lwdc.profiling import count_macs, count_params
 
 ALL_OPS = ["original", "conv3x3", "conv3x3_g2", "conv3x3_g4", "conv3x3_g8", "conv1x1", "conv1x1_g2",
            "conv1x1_g4", "conv5x5_g2", "sep3x3", "sep5x5", "dilsep3x3", "dilsep5x5", "avgpool3x3",

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from lwdc.derive import derive, max_output_difference
+from lwdc.derivation import derive, max_output_difference
 from lwdc.export.onnx import export_onnx
 from lwdc.space import ChoiceLayer, ExpansionError, expand
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lwdc.costs import build_cost_table, get_cost_model
-from lwdc.derive import derive
+from lwdc.derivation import derive
 from lwdc.space import expand
 from lwdc.tasks import Classification
 from lwdc.train import TrainConfig, TrainingDiverged, evaluate, fit

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..profile import eval_mode
+from ..modes import eval_mode
 
 __all__ = ["grad_cam", "smoothgrad", "vanilla_gradient"]
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
-from ..profile import eval_mode
+from ..modes import eval_mode
 
 __all__ = ["cka_between", "cka_by_name", "default_layers", "layer_features", "linear_cka"]
 

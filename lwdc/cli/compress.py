@@ -1,9 +1,13 @@
-"""`lwdc compress` and `lwdc demo`: the run folder, its settings and resuming it."""
+"""`lwdc compress` and `lwdc demo`: settings, the run folder (through lwdc.runs.Run) and resuming it.
+
+The options of the compression itself are generated from :class:`lwdc.api.CompressConfig` (its defaults are the
+CLI's); the rest (model, data, baseline training) describe the run. Everything that can fail on bad input (data,
+model, weights, batch size) is checked before the run folder is created, so a failed start leaves nothing.
+"""
 from __future__ import annotations
 
-import shutil
 import time
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import click
@@ -11,80 +15,81 @@ import torch
 from click.core import ParameterSource
 
 from .. import distributed as dist
-from ..api import (LEGACY_DEFAULTS, CompressConfig, check_checkpoint, compress, compress_fingerprint, config_fingerprint,
-                   train_stage)
+from ..api import LEGACY_DEFAULTS, CompressConfig, compress, compress_fingerprint
+from ..methods import list_methods
 from ..ops import OP_SETS
-from ..runs import read_json, write_json
-from ..tasks import Classification
+from ..runs import CheckpointError, Run, RunError
+from ..stages import check_checkpoint, config_fingerprint, train_stage
+from ..tasks import list_tasks
 from ..train import TrainConfig
 from .base import fail, main
+from ..summary import format_summary
+
+#: CompressConfig fields offered as options, with their help; their defaults come from the dataclass.
+CONFIG_HELP = {
+    "method": f"Compression method ({', '.join(list_methods())}).",
+    "search_epochs": "Epochs of the search (gates and weights together).",
+    "finetune_epochs": "Epochs of fine-tuning the compressed model.",
+    "lam": "Weight of the resource cost (larger: smaller model).",
+    "original_prob": "Initial probability of keeping each original layer (0: all operators equally likely).",
+    "noise_end": "Gumbel sampling noise at the end of the search, from 1 at its start; below 1 the late search "
+                 "trains the network it will derive (1: constant noise, the behaviour before this setting existed).",
+    "warmup_epochs": "Branch warm-up by local distillation before the search.",
+    "ops": f"Operator set ({', '.join(OP_SETS)}) or comma-separated names.",
+    "cost": "Search cost: params, macs (flops), latency[:onnxruntime][:bN], systolic[:RxC][:ws|os][:risa].",
+    "lr": "Weight learning rate during the search.",
+    "finetune_lr": "Learning rate of fine-tuning.",
+    "arch_lr": "Gate learning rate (Adam).",
+    "seed": "Random seed of everything (data order, augmentation, gates).",
+    "max_batches": "Cap batches per epoch (quick looks; evaluation then uses a class-balanced sample).",
+    "checkpoint_every": "Also checkpoint every N batches mid-epoch (0: after each epoch only).",
+    "device": "Where training runs: auto (cuda if available), cpu, cuda or cuda:N; under torchrun each rank takes "
+              "cuda:LOCAL_RANK. Profiling, export and checkpoints stay on the CPU.",
+}
+_TYPES = {"max_batches": click.IntRange(min=1), "checkpoint_every": click.IntRange(min=0), "lam": float,
+          "original_prob": float, "ops": str}
+
+#: Settings that describe the run rather than the compression, with their defaults.
+RUN_DEFAULTS = {"model_name": "resnet20", "width": 1.0, "data": "cifar10-subset", "cache_dir": None, "download": False,
+                "weights": None, "pretrain_epochs": 0, "pretrain_lr": 0.1, "batch_size": 128, "task": "auto",
+                "augment": "auto", "threads": None, "progress": True}
+AUGMENTS = ("auto", "none", "crop-flip", "shift")
 
 
-def format_summary(report: dict) -> str:
-    """The before/after table printed at the end of a run."""
-    b, a = report["before"], report["after"]
-    metric = report.get("primary_metric", "accuracy")
-
-    def row(label, before, after, fmt):
-        ratio = f"{after / before:6.3f}x" if before else "      -"
-        return f"| {label:<18} | {fmt(before):>12} | {fmt(after):>12} | {ratio} |"
-
-    lines = [f"| {'':<18} | {'before':>12} | {'after':>12} |   ratio |", f"|{'-' * 20}|{'-' * 14}|{'-' * 14}|---------|",
-             row("params", b["params"], a["params"], lambda v: f"{v:,}"),
-             row("MACs", b["macs"], a["macs"], lambda v: f"{v:,}"),
-             row("latency b=1 (ms)", b["latency_ms"], a["latency_ms"], lambda v: f"{v:.3f}")]
-    if metric in b and metric in a:
-        lines.append(f"| {metric + ' (%)':<18} | {b[metric]:>12.2f} | {a[metric]:>12.2f} | "
-                     f"{a[metric] - b[metric]:+6.2f}  |")
-    counts: dict[str, int] = {}
-    for op in report["choices"].values():
-        counts[op] = counts.get(op, 0) + 1
-    lines.append(f"lambda {report['lambda']}, cost {report['cost']}; chosen operators: "
-                 + ", ".join(f"{op} x{n}" for op, n in sorted(counts.items(), key=lambda kv: -kv[1])))
-    lines.append(f"wall time: search {report['wall_time_s']['search']:.0f}s, "
-                 f"fine-tune {report['wall_time_s']['finetune']:.0f}s, total {report['wall_time_s']['total']:.0f}s")
-    return "\n".join(lines)
+def _config_option(name: str):
+    f = next(f for f in fields(CompressConfig) if f.name == name)
+    default = f.default if f.default is not MISSING else None
+    kind = _TYPES.get(name, type(default) if default is not None else str)
+    extra = {"callback": lambda ctx, param, value: value or None} if name == "original_prob" else {}
+    return click.option(f"--{name.replace('_', '-')}", name, default=default, type=kind, show_default=True,
+                        help=CONFIG_HELP[name], **extra)
 
 
 _RUN_OPTIONS = [
-    click.option("--model", "model_name", default="resnet20", show_default=True, help="Registered model name."),
-    click.option("--width", default=1.0, show_default=True, help="Width multiplier of the model."),
-    click.option("--data", default="cifar10-subset", show_default=True,
-                 help="cifar10-subset (shipped), cifar10, cifar100, or a folder / .tar.gz of a known layout."),
+    click.option("--model", "model_name", default=RUN_DEFAULTS["model_name"], show_default=True,
+                 help="A registered model name, or your own factory as path/to/file.py:factory or "
+                      "package.module:factory (that code is imported and run, like any Python import: name only code "
+                      "you trust). The factory receives num_classes, in_channels and width if it takes them."),
+    click.option("--width", default=RUN_DEFAULTS["width"], show_default=True, help="Width multiplier of the model."),
+    click.option("--data", default=RUN_DEFAULTS["data"], show_default=True,
+                 help="A registered data set (cifar10-subset is shipped; cifar10, cifar100...) or a folder / .tar.gz "
+                      "of a known layout."),
     click.option("--cache-dir", default=None, help="Where unpacked and decoded data sets are cached."),
     click.option("--download", is_flag=True, help="Download cifar10/cifar100 if they are not cached (needs network)."),
     click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
                  help="state_dict of a trained model to compress (else --pretrain-epochs trains one)."),
-    click.option("--pretrain-epochs", default=0, show_default=True, help="Train the baseline first."),
-    click.option("--search-epochs", default=10, show_default=True),
-    click.option("--finetune-epochs", default=10, show_default=True),
-    click.option("--lam", default=1.0, show_default=True, type=float,
-                 help="Weight of the resource cost (larger: smaller model)."),
-    click.option("--original-prob", default=0.9, show_default=True, type=float,
-                 callback=lambda ctx, param, value: value or None,
-                 help="Initial probability of keeping each original layer (0: all operators equally likely)."),
-    click.option("--noise-end", default=CompressConfig.noise_end, show_default=True, type=float,
-                 help="Gumbel sampling noise at the end of the search, from 1 at its start; below 1 the late search "
-                      "trains the network it will derive (1: constant noise, the behaviour before this setting existed)."),
-    click.option("--warmup-epochs", default=1.0, show_default=True, type=float,
-                 help="Branch warm-up by local distillation before the search."),
-    click.option("--ops", default="default", show_default=True,
-                 help=f"Operator set ({', '.join(OP_SETS)}) or comma-separated names."),
-    click.option("--cost", default="macs", show_default=True,
-                 help="Search cost: params, macs (flops), latency[:onnxruntime][:bN], systolic[:RxC][:ws|os][:risa]."),
-    click.option("--batch-size", default=128, show_default=True),
-    click.option("--pretrain-lr", default=0.1, show_default=True, help="Learning rate of baseline training."),
-    click.option("--lr", default=0.05, show_default=True, help="Weight learning rate during the search."),
-    click.option("--finetune-lr", default=0.02, show_default=True),
-    click.option("--arch-lr", default=0.01, show_default=True, help="Gate learning rate (Adam)."),
-    click.option("--seed", default=0, show_default=True),
-    click.option("--max-batches", default=None, type=int, help="Cap batches per epoch (quick looks)."),
-    click.option("--checkpoint-every", default=0, show_default=True, type=click.IntRange(min=0),
-                 help="Also checkpoint every N batches mid-epoch (0: after each epoch only)."),
-    click.option("--threads", default=None, type=int, help="torch intra-op threads (default: torch's)."),
-    click.option("--device", default="auto", show_default=True,
-                 help="Where training runs: auto (cuda if available), cpu, cuda or cuda:N; under torchrun "
-                      "each rank takes cuda:LOCAL_RANK. Profiling, export and checkpoints stay on the CPU."),
+    click.option("--pretrain-epochs", default=RUN_DEFAULTS["pretrain_epochs"], show_default=True,
+                 type=click.IntRange(min=0), help="Train the baseline first."),
+    click.option("--pretrain-lr", default=RUN_DEFAULTS["pretrain_lr"], show_default=True,
+                 help="Learning rate of baseline training."),
+    click.option("--batch-size", default=RUN_DEFAULTS["batch_size"], show_default=True, type=click.IntRange(min=1)),
+    click.option("--task", default=RUN_DEFAULTS["task"], show_default=True,
+                 help=f"Task (loss and metrics): auto (the data set's) or one of {', '.join(list_tasks())}."),
+    click.option("--augment", default=RUN_DEFAULTS["augment"], show_default=True, type=click.Choice(AUGMENTS),
+                 help="Training augmentation: auto (the data set's default: crop+flip for images, none for "
+                      "signals), none, crop-flip (2-D) or shift (1-D)."),
+    *[_config_option(name) for name in CONFIG_HELP],
+    click.option("--threads", default=None, type=click.IntRange(min=1), help="torch intra-op threads (default: torch's)."),
     click.option("--run-dir", default=None, type=click.Path(file_okay=False), help="Run folder (default runs/<time>)."),
     click.option("--progress/--no-progress", default=True, show_default=True),
 ]
@@ -96,108 +101,171 @@ def _run_options(fn):
     return fn
 
 
-def _run(settings: dict, run_dir: Path, log=click.echo) -> dict:
-    """Everything ``compress`` and ``demo`` do once the run folder exists; resumable stage by stage."""
-    from ..data import BatchLoader, load_data, random_crop_flip
-    from ..models import create_model
+def _config(settings: dict) -> CompressConfig:
+    names = {f.name for f in fields(CompressConfig)}
+    return CompressConfig(**{k: v for k, v in settings.items() if k in names})
 
-    if settings.get("threads"):
-        torch.set_num_threads(settings["threads"])
-    torch.manual_seed(settings["seed"])
+
+def _augment(choice: str, bundle):
+    from ..data import random_crop_flip, random_shift
+
+    dims = len(bundle.input_shape) - 1
+    if choice == "auto":
+        if hasattr(bundle, "augment"):
+            return bundle.augment
+        return random_crop_flip(4) if dims == 2 else None
+    if choice == "none":
+        return None
+    if (choice == "crop-flip") != (dims == 2):
+        fail(f"--augment {choice} does not fit {dims}-D samples of shape {tuple(bundle.input_shape)}")
+    return random_crop_flip(4) if choice == "crop-flip" else random_shift(max(1, bundle.input_shape[-1] // 32))
+
+
+def _prepare(settings: dict, log=click.echo):
+    """Data, loaders, model (with --weights) and task, all checked; nothing is written here."""
+    from ..data import BatchLoader, load_data
+    from ..models import create_model
+    from ..tasks import get_task
+
     world = dist.world_size()
-    bundle = load_data(settings["data"], cache_dir=settings.get("cache_dir"), download=settings.get("download", False))
-    train = BatchLoader(bundle.train, settings["batch_size"] // world, shuffle=True, augment=random_crop_flip(4),
+    try:
+        bundle = load_data(settings["data"], cache_dir=settings.get("cache_dir"), download=settings.get("download", False))
+    except (ValueError, OSError) as exc:
+        fail(f"--data {settings['data']}: {exc}")
+    per_rank = settings["batch_size"] // world
+    if per_rank > len(bundle.train):
+        fail(f"--batch-size {settings['batch_size']} is larger than the {len(bundle.train)} training samples of "
+             f"{bundle.name}: lower it")
+    task_name = settings["task"] if settings["task"] != "auto" else getattr(bundle, "task", "classification")
+    try:
+        task = get_task(task_name)
+    except ValueError as exc:
+        fail(f"--task: {exc}")
+    train = BatchLoader(bundle.train, per_rank, shuffle=True, augment=_augment(settings["augment"], bundle),
                         seed=settings["seed"], rank=dist.rank(), world_size=world, drop_last=True)
     test = BatchLoader(bundle.test, 256)
-    model = create_model(settings["model_name"], num_classes=bundle.num_classes,
-                         in_channels=bundle.input_shape[0], width=settings["width"])
-    task = Classification()
-    log(f"data {bundle.name}: {len(bundle.train)} train / {len(bundle.test)} test, {bundle.num_classes} classes; "
-        f"model {settings['model_name']} (width {settings['width']})"
-        + (f"; {world} processes, {settings['batch_size'] // world} samples each per step" if world > 1 else ""))
+    torch.manual_seed(settings["seed"])
+    try:
+        model = create_model(settings["model_name"], num_classes=bundle.num_classes,
+                             in_channels=bundle.input_shape[0], width=settings["width"])
+    except (ValueError, TypeError) as exc:
+        fail(f"--model {settings['model_name']}: {exc}")
     if settings.get("weights"):
         try:
             model.load_state_dict(torch.load(settings["weights"], map_location="cpu", weights_only=True))
         except Exception as exc:
-            fail(f"cannot load --weights {settings['weights']} into {settings['model_name']}: {exc}")
+            fail(f"cannot load --weights {settings['weights']} into {settings['model_name']}: "
+                 f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
+    _check_model(model, bundle, settings["model_name"])
+    log(f"data {bundle.name}: {len(bundle.train)} train / {len(bundle.test)} test"
+        + (f", {bundle.num_classes} classes" if bundle.num_classes else "")
+        + f"; model {settings['model_name']} (width {settings['width']}); task {task_name}"
+        + (f"; {world} processes, {per_rank} samples each per step" if world > 1 else ""))
+    return bundle, train, test, model, task
+
+
+def _check_model(model: torch.nn.Module, bundle, name: str) -> None:
+    """One forward pass on a sample: a clear error for outputs lwdc cannot train or compress."""
+    dtypes = {p.dtype for p in model.parameters()}
+    if dtypes - {torch.float32}:
+        fail(f"--model {name}: its parameters are {', '.join(sorted(map(str, dtypes)))}; lwdc trains float32 models "
+             "(call model.float() in your factory)")
+    x = bundle.train.normalize(bundle.train.x[:2])
+    try:
+        with torch.no_grad():
+            model.eval()
+            out = model(x)
+    except Exception as exc:
+        fail(f"--model {name} fails on a batch of shape {tuple(x.shape)} from the data: {type(exc).__name__}: "
+             f"{str(exc).splitlines()[0][:300] if str(exc) else ''}")
+    finally:
+        model.train()
+    if not isinstance(out, torch.Tensor):
+        fail(f"--model {name} returns a {type(out).__name__}; lwdc needs a model whose forward returns one tensor "
+             "(wrap it to return the output you train on)")
+
+
+def _run(settings: dict, run: Run, prepared, log=click.echo) -> dict:
+    """Everything ``compress`` and ``demo`` do once the run folder exists; resumable stage by stage."""
+    bundle, train, test, model, task = prepared
+    if settings.get("weights"):
+        pass
     elif settings["pretrain_epochs"] > 0:
         cfg = TrainConfig(epochs=settings["pretrain_epochs"], lr=settings["pretrain_lr"], max_batches=settings["max_batches"],
                           checkpoint_every=settings.get("checkpoint_every", 0), progress=settings["progress"],
                           desc="pretrain", device=settings.get("device", "auto"))
-        train_stage("pretrain", model, task, train, test, cfg, run_dir, _pretrain_fingerprint(settings), log=log)
+        train_stage("pretrain", model, task, train, test, cfg, run, _pretrain_fingerprint(settings), log=log)
     else:
         log("warning: no --weights and no --pretrain-epochs: compressing an untrained model")
-    names = {f.name for f in fields(CompressConfig)}
-    cfg = CompressConfig(**{k: v for k, v in settings.items() if k in names})
-    result = compress(model, train, test, task=task, config=cfg, run_dir=run_dir, log=log)
+    result = compress(model, train, test, task=task, config=_config(settings), run_dir=run, log=log)
     return result.report
+
+
+#: Run settings added after run folders existed: left out of the baseline's fingerprint at these values, and
+#: what a config.json that lacks them is read as.
+RUN_LEGACY = {"task": "auto", "augment": "auto", "method": "lwdc"}
 
 
 def _pretrain_fingerprint(settings: dict) -> str:
     """Checkpoints hold CPU tensors, so the device is not part of the settings a checkpoint is tied to."""
-    return config_fingerprint({k: v for k, v in settings.items() if k != "device"})
+    return config_fingerprint({k: v for k, v in settings.items()
+                               if k != "device" and not (k in RUN_LEGACY and v == RUN_LEGACY[k])})
 
 
 def _validate(settings: dict) -> None:
-    """Refuse bad settings before anything is written."""
-    from ..models import list_models
+    """Refuse bad settings before anything is read or written."""
+    from ..models import is_code_reference, list_models
     from ..ops import resolve_ops
 
-    names = {f.name for f in fields(CompressConfig)}
     try:
-        CompressConfig(**{k: v for k, v in settings.items() if k in names}).validate()
+        _config(settings).validate()
         resolve_ops(settings["ops"])
     except (ValueError, TypeError) as exc:
         fail(str(exc))
-    if settings["model_name"] not in list_models():
-        fail(f"unknown model {settings['model_name']!r}; registered models: {', '.join(list_models())}")
+    name = settings["model_name"]
+    if name not in list_models() and not is_code_reference(name):
+        fail(f"unknown model {name!r}; registered models: {', '.join(list_models())}; or your own factory as "
+             "path/to/file.py:factory")
     if settings["batch_size"] < 1 or settings["batch_size"] % dist.world_size():
         fail(f"--batch-size {settings['batch_size']} is the global batch: it must be a positive multiple of the "
-              f"{dist.world_size()} process(es)")
+             f"{dist.world_size()} process(es)")
 
 
-def _read_run_json(path: Path) -> dict:
-    try:
-        value = read_json(path)
-    except (OSError, ValueError) as exc:
-        fail(f"{path} is not readable JSON ({type(exc).__name__}: {exc}); the run folder is damaged")
-    if not isinstance(value, dict):
-        fail(f"{path} should hold a JSON object, found {type(value).__name__}; the run folder is damaged")
-    return value
-
-
-def _resumed_settings(folder: Path, defaults: dict, overrides: dict | None = None) -> dict:
+def _resumed_settings(run: Run, defaults: dict, overrides: dict | None = None, typed_model: str | None = None) -> dict:
     """config.json of a run folder, checked option by option as if it had been typed (missing: the default),
     with ``overrides`` (settings no checkpoint depends on, such as --device) replacing the stored values."""
-    raw = _read_run_json(folder / "config.json")
+    try:
+        raw = run.spec
+    except RunError as exc:
+        fail(str(exc))
     unknown = sorted(set(raw) - set(defaults))
     if unknown:
-        fail(f"{folder / 'config.json'} has unknown settings {', '.join(unknown)}: written by another lwdc version?")
+        fail(f"{run.folder / Run.CONFIG} has unknown settings {', '.join(unknown)}: written by another lwdc version?")
     params = {p.name: p for p in compress_cmd.params}
-    settings = {**defaults, **{k: v for k, v in LEGACY_DEFAULTS.items() if k not in raw}}  # older run folders
+    settings = {**defaults, **{k: v for k, v in {**LEGACY_DEFAULTS, **RUN_LEGACY}.items() if k not in raw}}
     for key, value in raw.items():
         try:
             settings[key] = None if value is None else params[key].type.convert(value, params[key], None)
         except click.BadParameter as exc:
-            fail(f"{folder / 'config.json'}: setting {key!r}: {exc.message}")
+            fail(f"{run.folder / Run.CONFIG}: setting {key!r}: {exc.message}")
+    from ..models import is_code_reference
+    if is_code_reference(settings["model_name"]) and typed_model != settings["model_name"]:
+        fail(f"this run's model is built by code ({settings['model_name']}); lwdc does not import code named by a "
+             f"file it reads: pass --model {settings['model_name']} with --resume to confirm you trust it")
     settings.update(overrides or {})
     _validate(settings)
     return settings
 
 
-def _vet_checkpoints(folder: Path, settings: dict) -> None:
+def _vet_checkpoints(run: Run, settings: dict) -> None:
     """Refuse a damaged, foreign or mismatched checkpoint before any work (data, profiling) starts."""
-    from ..runs import CheckpointError
-
-    names = {f.name for f in fields(CompressConfig)}
-    config = CompressConfig(**{k: v for k, v in settings.items() if k in names})
+    config = _config(settings)
     fingerprints = {"pretrain": _pretrain_fingerprint(settings), "search": compress_fingerprint(config, "search"),
                     "finetune": compress_fingerprint(config)}
     for stage, fingerprint in fingerprints.items():
-        path = folder / "checkpoints" / f"{stage}.pt"
-        if path.exists():
+        if run.has_checkpoint(stage):
             try:
-                check_checkpoint(path, stage, fingerprint)
+                check_checkpoint(run.checkpoint_path(stage), stage, fingerprint)
             except CheckpointError as exc:
                 fail(str(exc))
 
@@ -205,13 +273,13 @@ def _vet_checkpoints(folder: Path, settings: dict) -> None:
 def _stored_device(resume: str | None) -> str | None:
     """The --device a resumed folder was started with (None if unknown; a damaged config.json is reported later)."""
     try:
-        raw = read_json(Path(resume) / "config.json") if resume else None
-    except (OSError, ValueError):
+        return Run.open(resume).spec.get("device") if resume else None
+    except RunError:
         return None
-    return raw.get("device") if isinstance(raw, dict) else None
 
 
-def _start(settings: dict, run_dir: str | None, resume: str | None, device: str | None = None) -> None:
+def _start(settings: dict, run_dir: str | None, resume: str | None, device: str | None = None,
+           typed_model: str | None = None) -> None:
     """Set up (or reopen) the run folder and run; under torchrun every rank runs this, only rank 0 writes.
     ``device`` is a --device typed on the command line: it overrides a resumed folder's stored one."""
     try:       # the device picks the process group's backend (nccl on CUDA), so it is checked first
@@ -219,48 +287,62 @@ def _start(settings: dict, run_dir: str | None, resume: str | None, device: str 
     except ValueError as exc:
         fail(str(exc))
     echo = click.echo if dist.is_main() else (lambda *a, **k: None)
+    if settings.get("threads"):
+        torch.set_num_threads(settings["threads"])
     created = False
-    if resume:
-        folder = Path(resume)
-        if not (folder / "config.json").exists():
-            fail(f"--resume {folder}: no config.json there; is it an lwdc run folder?")
-        if (folder / "report.json").exists():
-            report = _read_run_json(folder / "report.json")
-            echo(f"{folder} finished earlier; not running it again.\n")
-            echo(format_summary(report))
-            return
-        settings = _resumed_settings(folder, settings, {"device": device} if device else None)
-        _vet_checkpoints(folder, settings)
-    else:
-        folder = Path(run_dir or f"runs/{settings['model_name']}-{time.strftime('%Y%m%d-%H%M%S')}")
-        if folder.exists() and any(folder.iterdir()):
-            fail(f"run folder {folder} exists and is not empty; pass --resume {folder} or another --run-dir")
-        _validate(settings)
-        created = not folder.exists()
-        dist.barrier()                 # every rank has checked the folder before rank 0 writes into it
-        if dist.is_main():
-            write_json(folder / "config.json", settings)
-    echo(f"run folder: {folder}")
     try:
-        report = _run(settings, folder, log=echo)
+        if resume:
+            run = Run.open(resume)
+            if run.finished:
+                echo(f"{run.folder} finished earlier; not running it again.\n")
+                echo(format_summary(run.report()))
+                return
+            settings = _resumed_settings(run, settings, {"device": device} if device else None, typed_model)
+            if dist.is_main():
+                run.lock()
+            _vet_checkpoints(run, settings)
+            prepared = _prepare(settings, echo)
+        else:
+            folder = Path(run_dir or f"runs/{Path(settings['model_name'].split(':')[0]).stem}-"
+                                     f"{time.strftime('%Y%m%d-%H%M%S')}")
+            _validate(settings)
+            if folder.exists() and not folder.is_dir():
+                fail(f"--run-dir {folder} is a file, not a folder")
+            prepared = _prepare(settings, echo)          # data, model and weights checked before the folder exists
+            dist.barrier()                 # every rank has checked the folder before rank 0 writes into it
+            run = Run.create(folder, settings, lock=dist.is_main()) if dist.is_main() else Run(folder)
+            created = dist.is_main()
+    except RunError as exc:
+        fail(str(exc))
+    echo(f"run folder: {run.folder}")
+    try:
+        report = _run(settings, run, prepared, log=echo)
     except (ValueError, RuntimeError, OSError) as exc:
-        if created and dist.is_main() and not (folder / "checkpoints").exists():  # failed before any work: no husk
-            shutil.rmtree(folder, ignore_errors=True)
+        if created:
+            run.discard()          # failed before any work was saved: leave no husk that refuses the next run
         fail(f"{type(exc).__name__}: {exc}")
+    finally:
+        run.release()
     if distributed:
         dist.shutdown()
     echo("\n" + format_summary(report))
-    echo(f"\nreport: {folder / 'report.json'}   model: {folder / 'model.pt2'} "
-         "(load with torch.export.load(path).module())")
+    echo(f"\nreport: {run.folder / Run.REPORT}   model: {run.folder} (lwdc export/profile/report take the folder; "
+         f"{run.folder / 'model.pt2'} loads with torch.export.load(path).module())")
+
+
+def _settings_defaults() -> dict:
+    return {o.name: o.default for o in compress_cmd.params if o.name not in ("resume", "run_dir")}
 
 
 @main.command("compress")
 @_run_options
 @click.option("--resume", type=click.Path(file_okay=False), default=None, help="Continue an interrupted run folder.")
 def compress_cmd(resume, run_dir, **settings) -> None:
-    """Search, derive and fine-tune a compressed model; write a run folder with report.json."""
-    typed = click.get_current_context().get_parameter_source("device") not in (ParameterSource.DEFAULT, None)
-    _start(settings, run_dir, resume, settings["device"] if typed else None)
+    """Compress a model (search, derive and fine-tune for LWDC); write a run folder with report.json."""
+    source = click.get_current_context().get_parameter_source
+    typed = lambda name: source(name) not in (ParameterSource.DEFAULT, None)  # noqa: E731
+    _start(settings, run_dir, resume, settings["device"] if typed("device") else None,
+           settings["model_name"] if typed("model_name") else None)
 
 
 @main.command()
@@ -268,7 +350,7 @@ def compress_cmd(resume, run_dir, **settings) -> None:
 @click.option("--quick", is_flag=True, help="A one-minute smoke version (few batches per epoch).")
 def demo(run_dir, quick) -> None:
     """Train a small ResNet on the shipped CIFAR-10 subset, compress it, fine-tune, print before/after."""
-    settings = {o.name: o.default for o in compress_cmd.params if o.name not in ("resume", "run_dir")}
+    settings = _settings_defaults()
     settings.update(model_name="resnet20", width=0.5, pretrain_epochs=15, search_epochs=8, finetune_epochs=8,
                     lam=1.0, finetune_lr=0.05, batch_size=64)
     if quick:

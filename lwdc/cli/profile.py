@@ -8,7 +8,7 @@ import click
 import torch
 
 from ..ops import OP_SETS, op_patterns
-from ..profile import profile as profile_model
+from ..profiling import profile as profile_model
 from ..runs import read_json
 from .base import fail, main
 
@@ -16,7 +16,7 @@ from .base import fail, main
 def _run_as_module(folder: Path, shape: tuple[int, ...]) -> torch.nn.Module:
     """A run folder's derived model as ``nn.Module`` layers (per-layer costs need modules; model.pt2 has none):
     the registered model expanded as the run did, its choices forced, derived, and the saved weights loaded."""
-    from ..derive import derive
+    from ..derivation import derive
     from ..models import create_model
     from ..runs import load_checkpoint
     from ..space import expand

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ..ops import LayerSpec, get_op
-from ..profile import count_macs, count_params
+from ..profiling import count_macs, count_params
 
 __all__ = ["ParamsCost", "MacsCost"]
 

@@ -2,7 +2,7 @@
 
 FLOPs do not predict time on a CPU (depthwise and grouped convolutions save MACs and can lose time, see
 docs/DESIGN.md), so this model measures instead of assuming. Each branch is timed **in isolation** on a random
-input of its layer's input shape: warm-up first, then the median of repeated runs (``lwdc.profile.median_ms``).
+input of its layer's input shape: warm-up first, then the median of repeated runs (``lwdc.profiling.median_ms``).
 By default with **one thread**: the search machine is often shared, one thread is what an embedded target or a
 server replica per core gets, and single-thread timings are far less noisy than multi-thread ones.
 
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..ops import LayerSpec
-from ..profile import measure_latency
+from ..profiling import measure_latency
 
 __all__ = ["LatencyCost", "default_cache_dir", "host_description", "BACKENDS"]
 

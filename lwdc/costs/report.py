@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..profile import count_macs, count_params
+from ..profiling import count_macs, count_params
 from . import get_cost_model
 from .latency import LatencyCost
 from .systolic import SystolicCost, conv_shapes, estimate

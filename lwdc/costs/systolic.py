@@ -67,7 +67,7 @@ import torch
 from torch import nn
 
 from ..ops import LayerSpec
-from ..profile import eval_mode
+from ..modes import eval_mode
 
 __all__ = ["SystolicArray", "ConvShape", "LayerEstimate", "estimate", "conv_shapes", "LayerCall", "SystolicCost"]
 

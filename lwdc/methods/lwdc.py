@@ -1,0 +1,94 @@
+"""LWDC as a compression method: expand every layer into branches, warm them up, search the gates under
+``task loss + lam x cost``, derive the chosen branches as a plain model (the pipeline fine-tunes it)."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+import torch
+from torch import nn
+
+from ..costs import build_cost_table, get_cost_model
+from ..derivation import derive, max_output_difference
+from ..ops import get_op
+from ..space import Supernet, expand
+from ..train import TrainConfig, batches_per_epoch
+from ..warmup import warm_up_branches
+from . import MethodResult, register_method
+from .search import Search, SearchSettings
+
+__all__ = ["LWDC", "layer_rows"]
+
+
+def layer_rows(supernet: Supernet, choices: dict[str, str]) -> list[dict]:
+    """One row per choice layer for the report: original and chosen operator, candidates, gate probabilities,
+    params and MACs before and after."""
+    rows = []
+    for name, layer in supernet.choice_layers().items():
+        original, chosen = get_op("original"), get_op(choices[name])
+        rows.append({
+            "name": name, "original": f"{layer.spec.kind}{'x'.join(map(str, layer.spec.kernel))}"
+                                      f"{'_g%d' % layer.spec.groups if layer.spec.groups > 1 else ''} "
+                                      f"{layer.spec.in_ch}->{layer.spec.out_ch} s{layer.spec.stride[0]}",
+            "chosen": choices[name], "candidates": layer.op_names,
+            "probabilities": [round(float(p), 4) for p in layer.probabilities().detach()],
+            "params_before": original.params(layer.spec), "params_after": chosen.params(layer.spec),
+            "macs_before": original.macs(layer.spec), "macs_after": chosen.macs(layer.spec),
+        })
+    return rows
+
+
+@register_method("lwdc")
+class LWDC:
+    """Reads ``ops``, ``lam``, ``cost``, the gate and search settings of :class:`lwdc.api.CompressConfig`."""
+
+    name = "lwdc"
+
+    def expand(self, model: nn.Module, ctx) -> Supernet:
+        cfg = ctx.config
+        torch.manual_seed(cfg.seed)
+        supernet = expand(model, ctx.example, cfg.ops, include_pooling=cfg.include_pooling, gate=cfg.gate,
+                          seed=cfg.seed)
+        supernet.init_gates(cfg.original_prob)
+        for s in supernet.skipped:
+            ctx.log(f"left as is: {s.name}: {s.reason}")
+        return supernet
+
+    def apply(self, model: nn.Module, ctx) -> MethodResult:
+        from ..api import compress_fingerprint
+
+        cfg = ctx.config
+        supernet = self.expand(model, ctx)
+        objective = build_cost_table(get_cost_model(cfg.cost), supernet, model, ctx.example)
+        report_tables = tuple(build_cost_table(get_cost_model(c), supernet, model, ctx.example)
+                              for c in ("params", "macs") if c != objective.name)
+        ctx.log(f"search space: {len(supernet.choice_layers())} layers, "
+                f"{sum(len(l.branches) for l in supernet.choice_layers().values())} branches; cost {objective.name}")
+
+        t0 = time.perf_counter()
+        warmup = {}
+        if cfg.warmup_epochs > 0 and not ctx.resuming("search"):  # a search checkpoint holds the warmed-up branches
+            torch.manual_seed(cfg.seed)
+            steps = batches_per_epoch(ctx.train_data, cfg.max_batches) or 100
+            warmup = warm_up_branches(supernet, ctx.train_data, max(1, round(steps * cfg.warmup_epochs)),
+                                      log=ctx.log, device=cfg.device)
+        warmup_time = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        search_cfg = TrainConfig(epochs=cfg.search_epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                 max_batches=cfg.max_batches, checkpoint_every=cfg.checkpoint_every,
+                                 progress=cfg.progress, desc="search", device=cfg.device)
+        search = Search(SearchSettings(lam=cfg.lam, arch_lr=cfg.arch_lr, tau_start=cfg.tau_start, tau_end=cfg.tau_end,
+                                       noise_end=cfg.noise_end), objective, report_tables)
+        search_log = ctx.train("search", supernet, search_cfg, compress_fingerprint(cfg, "search"), method=search)
+        search_time = time.perf_counter() - t0
+
+        choices = supernet.choices()
+        derived = derive(supernet)
+        return MethodResult(
+            model=derived, choices=choices, supernet=supernet,
+            report={"lambda": cfg.lam, "cost": objective.name,
+                    "expected_cost_ratio": {t.name: t.chosen_ratio(supernet) for t in (objective, *report_tables)},
+                    "layers": layer_rows(supernet, choices), "skipped": [asdict(s) for s in supernet.skipped],
+                    "derive_max_abs_diff": max_output_difference(supernet, derived, ctx.example),
+                    "warmup_error": warmup},
+            history={"search": search_log}, wall_time_s={"warmup": warmup_time, "search": search_time})

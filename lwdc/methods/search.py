@@ -1,0 +1,130 @@
+"""LWDC's search as a training method: gates trained beside the weights under ``lam x expected cost``.
+
+Search is plain training plus four things, each a hook of :class:`lwdc.methods.base.TrainingMethod`: a second
+optimiser for the gates' alpha vectors, an annealed gate temperature and sampling noise, the resource term
+``lam * expected cost ratio`` added to the task loss, and BatchNorm re-estimation before every evaluation.
+Weights and gates are updated together on the same batch (single-level, "in one go"), as the LWDC paper trains
+them. Gates: Adam (betas 0.5, 0.999, no weight decay); temperature: exponential decay from ``tau_start`` to
+``tau_end`` over the search, and of the noise scale from 1 to ``noise_end`` (see lwdc.gate, docs/DESIGN.md).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from ..device import module_device, to_device
+from ..gate import anneal_temperature
+from ..modes import module_mode
+from ..space import Supernet
+from .base import TrainingMethod
+
+__all__ = ["SearchSettings", "Search", "recalibrate_batchnorm"]
+
+
+@dataclass
+class SearchSettings:
+    lam: float = 0.0
+    arch_lr: float = 0.01
+    tau_start: float = 5.0
+    tau_end: float = 0.5
+    noise_end: float = 0.25             # Gumbel noise scale at the end of the search (from 1 at its start)
+    bn_batches: int = 20                # BatchNorm re-estimation before the supernet is evaluated
+
+    def validate(self) -> None:
+        if not self.lam >= 0 or self.lam == float("inf"):
+            raise ValueError(f"lambda must be a finite number >= 0 (it weighs the resource cost), got {self.lam}")
+
+
+class Search(TrainingMethod):
+    """Train a :class:`Supernet`'s weights and gates together; ``cost_table`` prices the search (needed when
+    ``lam > 0``), ``report_tables`` only add their argmax ratio to each epoch's log."""
+
+    name = "search"
+
+    def __init__(self, settings: SearchSettings, cost_table=None, report_tables: tuple = ()):
+        settings.validate()
+        if settings.lam > 0 and cost_table is None:
+            raise ValueError("a search with lam > 0 needs a cost_table")
+        self.settings, self.cost_table = settings, cost_table
+        self.tables = ((cost_table,) if cost_table is not None else ()) + tuple(report_tables)
+        self.arch_optimizer: torch.optim.Optimizer | None = None
+        self.supernet: Supernet | None = None
+
+    def setup(self, model: nn.Module, total_steps: int) -> None:
+        if not isinstance(model, Supernet):
+            raise TypeError(f"the search trains a Supernet (lwdc.expand), got {type(model).__name__}")
+        self.supernet = model
+        self.arch_optimizer = torch.optim.Adam(model.arch_parameters(), lr=self.settings.arch_lr, betas=(0.5, 0.999))
+
+    def weight_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        return model.weight_parameters()
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.arch_optimizer]
+
+    def before_step(self, model: nn.Module, global_step: int, total_steps: int) -> None:
+        s = self.settings
+        model.gate.tau = anneal_temperature(global_step / total_steps, s.tau_start, s.tau_end)
+        model.gate.noise = anneal_temperature(global_step / total_steps, 1.0, s.noise_end)
+
+    def extra_loss(self, model: nn.Module) -> torch.Tensor | None:
+        if self.settings.lam > 0:
+            return self.settings.lam * self.cost_table.expected_ratio(model)
+        return None
+
+    def before_eval(self, model: nn.Module, train_loader: Iterable) -> None:
+        recalibrate_batchnorm(model, train_loader, self.settings.bn_batches)
+
+    def epoch_fields(self, model: nn.Module) -> dict:
+        return {"cost_ratios": {t.name: t.chosen_ratio(model) for t in self.tables}, "tau": model.gate.tau,
+                "probabilities": {n: [round(float(p), 5) for p in layer.probabilities().detach()]
+                                  for n, layer in model.choice_layers().items()}}
+
+    def state_dict(self) -> dict:
+        return {"arch_optimizer": self.arch_optimizer.state_dict(), "gate": self.supernet.gate.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.arch_optimizer.load_state_dict(state["arch_optimizer"])
+        self.supernet.gate.load_state_dict(state["gate"])
+
+
+def _first_batches(loader: Iterable, n: int):
+    for i, batch in enumerate(loader):
+        if i >= n:
+            return
+        yield batch
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, loader: Iterable, batches: int) -> None:
+    """Re-estimate BatchNorm running statistics for the network as it is now.
+
+    In a supernet the BatchNorm after a choice layer has averaged statistics over whichever branches were
+    sampled, so eval-mode numbers would describe no real network. Before the supernet is evaluated (and so
+    before it is derived) the statistics are recomputed as a plain average over ``batches`` training batches
+    of its current argmax network.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms or batches <= 0:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None                      # cumulative average
+    layers = list(model.choice_layers().values()) if isinstance(model, Supernet) else []
+    forced = [layer.fixed for layer in layers]
+    for layer in layers:
+        layer.fixed = layer.chosen
+    device = module_device(model)
+    try:
+        with module_mode(model, True):
+            for x, _ in _first_batches(loader, batches):
+                model(to_device(x, device))
+    finally:
+        for layer, fixed in zip(layers, forced):
+            layer.fixed = fixed
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
