@@ -23,11 +23,12 @@ import torch
 from torch import nn
 
 from lwdc import CompressConfig, compress
-from lwdc.api import check_checkpoint, compress_fingerprint, config_fingerprint, train_stage
+from lwdc.api import compress_fingerprint
 from lwdc.data import BatchLoader, load_data, random_crop_flip
 from lwdc.models import create_model
 from lwdc.profiling import count_macs, count_params
-from lwdc.runs import CheckpointError, read_json, write_json
+from lwdc.runs import CheckpointError, Run, write_json
+from lwdc.stages import check_checkpoint, config_fingerprint, train_stage
 from lwdc.tasks import Classification
 from lwdc.train import TrainConfig, evaluate
 
@@ -118,9 +119,10 @@ def reuse_search(ctx: Context, config: CompressConfig, run_dir: Path) -> str | N
     point's own search for a longer fine-tune (``--finetune-epochs``), or the search of the schedule this one
     shares its searches with (``Schedule.search_from``). Returns the run folder it started from."""
     a, s = ctx.args, ctx.schedule
-    mine, record = run_dir / "checkpoints" / "search.pt", run_dir / "search_source.json"
+    run = Run(run_dir)
+    mine, record = run.checkpoint_path("search"), "search_source.json"
     if mine.exists():
-        return read_json(record)["run"] if record.exists() else None
+        return (run.read_file(record) or {}).get("run")
     searched = run_name("lwdc", a.lam, a.ops, None, noise_end=a.noise_end)
     candidates = [ctx.folder / searched] if a.finetune_epochs else []
     if s.search_from:
@@ -141,7 +143,7 @@ def reuse_search(ctx: Context, config: CompressConfig, run_dir: Path) -> str | N
         mine.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(search, mine)
         ctx.log(f"search: starting from the finished search {search}")
-        write_json(record, {"run": f"{source.parent.name}/{source.name}"})
+        run.write_file(record, {"run": f"{source.parent.name}/{source.name}"})
         return f"{source.parent.name}/{source.name}"
     return None
 
@@ -180,7 +182,7 @@ def matched_target(ctx: Context, base_macs: int) -> tuple[int, str | None, str]:
         return int(round(a.target * base_macs)), None, "target"
     source = lwdc_source(a, ctx.folder, ctx.schedule)
     if source.name == "result.json":
-        return int(read_json(source)["macs"]), source.parent.name, "result"
+        return int(Run(source.parent).read_file(source.name)["macs"]), source.parent.name, "result"
     ratio = check_checkpoint(source, "search", None)["history"][-1]["cost_ratios"]["macs"]
     ctx.log(f"matching the finished search of {source.parents[1].name} ({ratio:.3f}x MACs); it is still fine-tuning")
     return int(round(ratio * base_macs)), source.parents[1].name, "search"
@@ -212,15 +214,15 @@ def run_pruning(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module
     global_pruning = a.method == "prune-l1-global"
     base_macs = count_macs(base, ctx.example)
     target, matches, target_from = matched_target(ctx, base_macs)
-    plan_path = run_dir / "prune.json"
+    run = Run(run_dir)
     t0 = time.perf_counter()
-    if plan_path.exists():          # resume: rebuild the same architecture from the baseline and the ratio
-        plan = read_json(plan_path)
+    plan = run.read_file("prune.json")
+    if plan is not None:            # resume: rebuild the same architecture from the baseline and the ratio
         model = prune(base, ctx.example, plan["ratio"], global_pruning)
     else:
         model, ratio, macs = prune_to_macs(base, ctx.example, target, global_pruning)
         plan = {"ratio": ratio, "target_macs": target, "macs": macs, "matches": matches, "target_from": target_from}
-        write_json(plan_path, plan)
+        run.write_file("prune.json", plan)
     prune_time = time.perf_counter() - t0
     cfg = ctx.train_cfg(s.post_epochs, s.search_lr, "finetune")
     t0 = time.perf_counter()
@@ -291,8 +293,9 @@ def run(a: argparse.Namespace) -> dict:
     out = Path(a.out_dir) / f"{a.model}_{a.schedule}{tag}_{name}_s{a.seed}.json"
     run_dir = folder / name
     log = (lambda msg: print(f"[{time.strftime('%H:%M:%S')} {a.model} {name}] {msg}", flush=True))
-    if (run_dir / "result.json").exists():
-        result = read_json(run_dir / "result.json")
+    finished = Run(run_dir).read_file("result.json")
+    if finished is not None:
+        result = finished
         log(f"finished earlier: {run_dir / 'result.json'}")
         write_json(out, result)
         return result
@@ -317,7 +320,7 @@ def run(a: argparse.Namespace) -> dict:
     memory = {**memory_mb(), "rss_before_training_mb": memory_start["rss_mb"],
               "measured_in": "one process; a resumed run reports its last process only"}
     result = finish(ctx, a.method, model, base, base_history, extra, started, memory)
-    write_json(run_dir / "result.json", result)
+    Run(run_dir).write_file("result.json", result)
     write_json(out, result)
     log(f"accuracy {result['accuracy']:.2f}% (baseline {result['baseline_accuracy']:.2f}%), MACs "
         f"{result['macs_ratio']:.3f}x, params {result['params_ratio']:.3f}x, eager b1 "

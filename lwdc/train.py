@@ -122,11 +122,11 @@ def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterab
     main = dist.is_main()
     home = module_device(model)
     model.to(device)
-    optimizer = torch.optim.SGD(method.weight_parameters(model), lr=cfg.lr, momentum=cfg.momentum,
-                                nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay)
     steps_per_epoch = batches_per_epoch(train_loader, cfg.max_batches) or 1
     total_steps = max(cfg.epochs * steps_per_epoch, 1)
-    method.setup(model, total_steps)
+    method.setup(model, total_steps)  # refuses a model the method cannot train, before anything else
+    optimizer = torch.optim.SGD(method.weight_parameters(model), lr=cfg.lr, momentum=cfg.momentum,
+                                nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay)
     extra_optimizers = method.optimizers()
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_schedule(total_steps, round(cfg.lr_warmup_epochs * steps_per_epoch)))

@@ -19,6 +19,7 @@ from lwdc.data.datasets import ArrayDataset  # noqa: E402
 from lwdc.data.loader import BatchLoader  # noqa: E402
 from lwdc.space import expand  # noqa: E402
 from lwdc.tasks import Classification  # noqa: E402
+from lwdc.methods.search import Search, SearchSettings  # noqa: E402
 from lwdc.train import TrainConfig, fit  # noqa: E402
 
 GLOBAL_BATCH = 32
@@ -58,8 +59,9 @@ def search(norm: bool, epochs: int = 2) -> dict:
     supernet = expand(net, example, OPS if norm else PLAIN_OPS, seed=0)
     supernet.init_gates(0.5)
     table = build_cost_table(get_cost_model("params"), supernet, net, example)
-    cfg = TrainConfig(epochs=epochs, lr=0.05, arch_lr=0.05, lam=0.5, bn_batches=4, progress=False)
-    history = fit(supernet, Classification(), loader, None, cfg, cost_table=table, log=lambda s: None)
+    cfg = TrainConfig(epochs=epochs, lr=0.05, progress=False)
+    search = Search(SearchSettings(arch_lr=0.05, lam=0.5, bn_batches=4), table)
+    history = fit(supernet, Classification(), loader, None, cfg, method=search, log=lambda s: None)
     return {"state": {k: v.clone() for k, v in supernet.state_dict().items()},
             "gates": {n: layer.alpha.detach().clone() for n, layer in supernet.choice_layers().items()},
             "train": [h.train for h in history], "world_size": world}

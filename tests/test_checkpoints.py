@@ -9,7 +9,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from lwdc.api import train_stage
+from lwdc.methods.search import Search, SearchSettings
+from lwdc.stages import train_stage
 from lwdc.cli import main
 from lwdc.costs import build_cost_table, get_cost_model
 from lwdc.runs import load_checkpoint
@@ -34,9 +35,10 @@ def _search(train, epochs=2, state=None, keep=None, checkpoint_every=3):
     net = TinyNet()
     supernet = expand(net, train[0][0][:1], "minimal", seed=0)
     table = build_cost_table(get_cost_model("params"), supernet, net, train[0][0][:1])
-    cfg = TrainConfig(epochs=epochs, lam=0.3, checkpoint_every=checkpoint_every, progress=False)
+    cfg = TrainConfig(epochs=epochs, checkpoint_every=checkpoint_every, progress=False)
     record = (lambda s, *_: keep.append(copy.deepcopy(s))) if keep is not None else None
-    history = fit(supernet, Classification(), train, None, cfg, cost_table=table, state=state, on_step=record,
+    history = fit(supernet, Classification(), train, None, cfg, method=Search(SearchSettings(lam=0.3), table), state=state,
+                  on_step=record,
                   on_epoch=record, log=lambda s: None)
     return supernet, history
 
@@ -159,7 +161,7 @@ BAD_RUNS = [
     ("config.json unknown model", _config(model_name="resnet21"), "unknown model 'resnet21'"),
     ("config.json unknown cost", _config(cost="joules"), "unknown cost model 'joules'"),
     ("report.json damaged", _write("report.json", "{"), "report.json is not readable JSON"),
-    ("no config.json", lambda run: (run / "config.json").unlink(), "no config.json there"),
+    ("no config.json", lambda run: (run / "config.json").unlink(), "has no config.json"),
 ]
 
 
@@ -177,7 +179,7 @@ def test_bad_run_folder_is_refused_cleanly(interrupted_run, tmp_path, what, dama
 
 @pytest.mark.parametrize("args, message", [
     (["--checkpoint-every", "-1"], "Invalid value for '--checkpoint-every'"),
-    (["--batch-size", "0"], "--batch-size 0 is the global batch"),
+    (["--batch-size", "0"], "0 is not in the range x>=1"),
     (["--lr", "1e30", "--checkpoint-every", "1"], "loss is nan at epoch 1, step 2"),
 ])
 def test_bad_settings_are_refused_cleanly(tmp_path, args, message):

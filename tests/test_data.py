@@ -17,7 +17,8 @@ from PIL import Image
 
 from lwdc.data import (LAYOUTS, SUBSET_PATH, ArrayDataset, BatchLoader, DataLayoutError, UnsafeArchiveError,
                        load_data, random_crop_flip, random_shift)
-from lwdc.data import layouts
+from lwdc.data import archives
+from lwdc.data import images as image_layout
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -133,7 +134,7 @@ def test_image_folder_sorted_classes_pixels_and_cache(tmp_path, monkeypatch):
 
     def no_decoding(path):
         raise AssertionError("the second load should come from the cache")
-    monkeypatch.setattr(layouts, "_decode", no_decoding)
+    monkeypatch.setattr(image_layout, "_decode", no_decoding)
     again = load_data(str(tmp_path / "pics"), cache_dir=cache)
     assert torch.equal(again.train.x, b.train.x) and again.class_names == b.class_names
     monkeypatch.undo()
@@ -177,7 +178,7 @@ def test_archives(tmp_path, kind, monkeypatch):
     assert b.name == str(archive)
     assert torch.equal(b.train.x, direct.train.x) and torch.equal(b.test.y, direct.test.y)
     assert (cache / archive.name.split(".")[0]).is_dir()                # unpacked into cache_dir/<stem>/
-    monkeypatch.setattr(layouts, "_extract", lambda *a: pytest.fail("the archive was unpacked twice"))
+    monkeypatch.setattr(archives, "_extract", lambda *a: pytest.fail("the archive was unpacked twice"))
     assert torch.equal(load_data(str(archive), cache_dir=cache).train.x, b.train.x)
 
 
@@ -356,12 +357,20 @@ def test_loader_on_float_signals():
 
 
 # ------------------------------------------------------------------------------------------------ augmentation
+def _aug(fn, x, g):
+    """Apply an augmentation to samples with class labels, which it must pass through unchanged."""
+    y = torch.arange(len(x))
+    out, y_out = fn(x, y, g)
+    assert y_out is y
+    return out
+
+
 def test_crop_flip_shape_identity_and_flip():
     x = torch.rand(64, 3, 8, 10)
     g = torch.Generator().manual_seed(0)
-    assert random_crop_flip(4)(x, g).shape == x.shape
-    assert torch.equal(random_crop_flip(0, flip=False)(x, g), x)
-    flipped = random_crop_flip(0, flip=True)(x, g)
+    assert _aug(random_crop_flip(4), x, g).shape == x.shape
+    assert torch.equal(_aug(random_crop_flip(0, flip=False), x, g), x)
+    flipped = _aug(random_crop_flip(0, flip=True), x, g)
     same = [torch.equal(o, s) for o, s in zip(flipped, x)]
     mirrored = [torch.equal(o, s.flip(2)) for o, s in zip(flipped, x)]
     assert all(a or b for a, b in zip(same, mirrored)) and 10 < sum(mirrored) < 54
@@ -370,7 +379,7 @@ def test_crop_flip_shape_identity_and_flip():
 def test_crop_flip_takes_a_window_of_the_padded_image():
     p = 2
     x = torch.rand(16, 2, 5, 6)
-    out = random_crop_flip(p)(x, torch.Generator().manual_seed(1))
+    out = _aug(random_crop_flip(p), x, torch.Generator().manual_seed(1))
     padded = torch.nn.functional.pad(x, (p, p, p, p))
     for o, src in zip(out, padded):
         windows = [w for dy in range(2 * p + 1) for dx in range(2 * p + 1)
@@ -381,16 +390,16 @@ def test_crop_flip_takes_a_window_of_the_padded_image():
 def test_augmentation_is_driven_by_the_generator():
     x = torch.rand(8, 3, 8, 8)
     aug = random_crop_flip(2)
-    a = aug(x, torch.Generator().manual_seed(5))
-    assert torch.equal(a, aug(x, torch.Generator().manual_seed(5)))
-    assert not torch.equal(a, aug(x, torch.Generator().manual_seed(6)))
+    a = _aug(aug, x, torch.Generator().manual_seed(5))
+    assert torch.equal(a, _aug(aug, x, torch.Generator().manual_seed(5)))
+    assert not torch.equal(a, _aug(aug, x, torch.Generator().manual_seed(6)))
 
 
 def test_random_shift():
     x = torch.rand(12, 2, 20)
     g = torch.Generator().manual_seed(0)
-    assert torch.equal(random_shift(0)(x, g), x)
-    out = random_shift(3)(x, g)
+    assert torch.equal(_aug(random_shift(0), x, g), x)
+    out = _aug(random_shift(3), x, g)
     assert out.shape == x.shape
     padded = torch.nn.functional.pad(x, (3, 3))
     for o, src in zip(out, padded):
@@ -407,24 +416,24 @@ def test_concurrent_unpacks_of_a_changed_archive_all_succeed(tmp_path, monkeypat
     make_image_folder(tmp_path / "src" / "pics")
     archive = make_tar(tmp_path / "pics.tgz", tmp_path / "src" / "pics", "pics")
     cache = tmp_path / "cache"
-    first = layouts.unpack(archive, cache)
+    first = archives.unpack(archive, cache)
     expected = sorted(p.relative_to(first) for p in first.rglob("*"))
     st = archive.stat()
     os.utime(archive, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))     # the archive "changed": unpack again
-    extract, calls = layouts._extract, []
+    extract, calls = archives._extract, []
 
     def slow_extract(*args):
         calls.append(1)
         time.sleep(0.2)                                                # widen the window a race needs
         return extract(*args)
 
-    monkeypatch.setattr(layouts, "_extract", slow_extract)
+    monkeypatch.setattr(archives, "_extract", slow_extract)
     barrier, errors, results = threading.Barrier(4), [], []
 
     def worker():
         barrier.wait()
         try:
-            results.append(layouts.unpack(archive, cache))
+            results.append(archives.unpack(archive, cache))
         except Exception as exc:                                       # noqa: BLE001 (collected and asserted)
             errors.append(exc)
 

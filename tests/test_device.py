@@ -12,6 +12,7 @@ from lwdc import compress
 from lwdc.api import CompressConfig, compress_fingerprint
 from lwdc.cli import main
 from lwdc.costs import build_cost_table, get_cost_model
+from lwdc.methods.search import Search, SearchSettings
 from lwdc.device import resolve_device, to_cpu
 from lwdc.runs import load_checkpoint
 from lwdc.space import expand
@@ -113,12 +114,14 @@ def test_explicit_cpu_is_bit_identical_to_the_default_here(quadrants):
 
 
 def test_noise_end_at_its_legacy_value_keeps_older_fingerprints():
-    """noise_end = 1 is the behaviour before the setting existed: checkpoints written then must still resume."""
+    """noise_end = 1 (and method = lwdc) is the behaviour before the setting existed: checkpoints written then
+    must still resume."""
     from dataclasses import asdict
 
-    from lwdc.api import config_fingerprint
+    from lwdc.stages import config_fingerprint
     cfg = CompressConfig(noise_end=1.0)
-    older = {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_every", "progress", "device", "noise_end")}
+    older = {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_every", "progress", "device", "noise_end",
+                                                                       "method")}
     assert compress_fingerprint(cfg) == config_fingerprint(older)
     assert compress_fingerprint(CompressConfig()) != compress_fingerprint(cfg)      # the default, 0.25, differs
 
@@ -152,8 +155,9 @@ def test_training_states_hold_cpu_tensors_and_model_comes_back(quadrants, device
     supernet = expand(net, example, "minimal")
     table = build_cost_table(get_cost_model("macs"), supernet, net, example)
     states = []
-    cfg = TrainConfig(epochs=2, lam=0.5, checkpoint_every=3, progress=False, device=device, bn_batches=2)
-    fit(supernet, Classification(), train, val, cfg, cost_table=table, on_step=states.append,
+    cfg = TrainConfig(epochs=2, checkpoint_every=3, progress=False, device=device)
+    fit(supernet, Classification(), train, val, cfg, method=Search(SearchSettings(lam=0.5, bn_batches=2), table),
+        on_step=states.append,
         on_epoch=lambda s, _e: states.append(s), log=lambda s: None)
     assert len(states) == 2 * 2 + 2                                    # 8 batches an epoch: after 3, 6 and the end
     devices = {t.device.type for s in states for t in _tensors(s)}

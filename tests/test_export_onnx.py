@@ -10,7 +10,7 @@ from lwdc.cli import main
 from lwdc.export import OnnxExportError, export_onnx
 from lwdc.export.c import find_compiler
 from lwdc.models import create_model
-from lwdc.runs import save_portable, write_json
+from lwdc.runs import Run, save_portable
 
 from test_export_c import ConcatNet, lwdc_derived, randomize_bn
 
@@ -44,11 +44,12 @@ def test_onnx_that_does_not_reproduce_is_not_kept(tmp_path):
 
 @pytest.fixture
 def run_folder(tmp_path):
-    """What `lwdc compress` leaves behind, reduced to what export reads: model.pt2 and config.json."""
+    """What `lwdc compress` leaves behind, reduced to what export reads: the saved model, config.json, a report."""
     torch.manual_seed(0)
     model = randomize_bn(create_model("resnet8", width=0.25))
-    save_portable(model, torch.randn(2, 3, 32, 32), tmp_path / "run" / "model.pt2")
-    write_json(tmp_path / "run" / "config.json", {"data": "cifar10-subset"})
+    run = Run.create(tmp_path / "run", {"data": "cifar10-subset"}, lock=False)
+    run.save_model("model", model, torch.randn(2, 3, 32, 32), portable=False)
+    run.write_report({"example_input_shape": [1, 3, 32, 32]})
     return tmp_path / "run"
 
 

@@ -7,6 +7,7 @@ import torch
 
 from lwdc.costs import build_cost_table, get_cost_model
 from lwdc.derivation import derive
+from lwdc.methods.search import Search, SearchSettings
 from lwdc.space import expand
 from lwdc.tasks import Classification
 from lwdc.train import TrainConfig, TrainingDiverged, evaluate, fit
@@ -31,8 +32,9 @@ def _search(lam, train, val, epochs=6, seed=0):
     example = train[0][0][:1]
     supernet = expand(net, example, "default", seed=seed)
     table = build_cost_table(get_cost_model("macs"), supernet, net, example)
-    cfg = TrainConfig(epochs=epochs, lr=0.05, arch_lr=0.05, lam=lam, tau_start=3, tau_end=0.5, progress=False)
-    fit(supernet, Classification(), train, val, cfg, cost_table=table, log=lambda s: None)
+    cfg = TrainConfig(epochs=epochs, lr=0.05, progress=False)
+    search = Search(SearchSettings(arch_lr=0.05, lam=lam, tau_start=3, tau_end=0.5), table)
+    fit(supernet, Classification(), train, val, cfg, method=search, log=lambda s: None)
     return supernet, table
 
 
@@ -64,19 +66,31 @@ def test_search_anneals_the_sampling_noise_to_its_end_value(quadrants):
     seen = []
     supernet.register_forward_pre_hook(lambda m, _x: seen.append(m.gate.noise) if m.training else None)
     table = build_cost_table(get_cost_model("macs"), supernet, net, example)
-    cfg = TrainConfig(epochs=2, lr=0.05, lam=1.0, noise_end=0.2, bn_batches=0, progress=False)
-    fit(supernet, Classification(), train, None, cfg, cost_table=table, log=lambda s: None)
+    cfg = TrainConfig(epochs=2, lr=0.05, progress=False)
+    search = Search(SearchSettings(lam=1.0, noise_end=0.2, bn_batches=0), table)
+    fit(supernet, Classification(), train, None, cfg, method=search, log=lambda s: None)
     assert seen[0] == pytest.approx(1.0)
     assert seen == sorted(seen, reverse=True) and 0.2 < seen[-1] < 0.25
 
 
-def test_negative_lambda_and_missing_cost_rejected(quadrants):
-    train, val = quadrants
-    supernet = expand(TinyNet(), train[0][0][:1])
-    with pytest.raises(ValueError, match="lambda must be >= 0"):
-        fit(supernet, Classification(), train, None, TrainConfig(epochs=1, lam=-1, progress=False))
+@pytest.mark.parametrize("lam", [-1, math.nan, math.inf])
+def test_negative_or_non_finite_lambda_rejected(lam):
+    with pytest.raises(ValueError, match="lambda must be a finite number >= 0"):
+        Search(SearchSettings(lam=lam))
+
+
+def test_missing_cost_rejected_and_search_needs_a_supernet(quadrants):
+    train, _ = quadrants
     with pytest.raises(ValueError, match="cost_table"):
-        fit(supernet, Classification(), train, None, TrainConfig(epochs=1, lam=1, progress=False))
+        Search(SearchSettings(lam=1))
+    with pytest.raises(TypeError, match="Supernet"):
+        fit(TinyNet(), Classification(), train, None, TrainConfig(epochs=1, progress=False),
+            method=Search(SearchSettings(lam=0)))
+
+
+def test_zero_max_batches_is_refused(quadrants):
+    with pytest.raises(ValueError, match="max_batches must be >= 1"):
+        fit(TinyNet(), Classification(), quadrants[0], None, TrainConfig(epochs=1, max_batches=0, progress=False))
 
 
 def test_nan_loss_stops_with_step(quadrants):
@@ -95,8 +109,8 @@ def test_resume_from_epoch_state_matches_uninterrupted(quadrants):
         net = TinyNet()
         supernet = expand(net, train[0][0][:1], "minimal", seed=0)
         table = build_cost_table(get_cost_model("params"), supernet, net, train[0][0][:1])
-        cfg = TrainConfig(epochs=epochs, lam=0.3, progress=False)
-        fit(supernet, Classification(), train, None, cfg, cost_table=table, state=state,
+        cfg = TrainConfig(epochs=epochs, progress=False)
+        fit(supernet, Classification(), train, None, cfg, method=Search(SearchSettings(lam=0.3), table), state=state,
             on_epoch=(lambda s, e: keep.append(copy.deepcopy(s))) if keep is not None else None, log=lambda s: None)
         return supernet
 

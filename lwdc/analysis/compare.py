@@ -141,8 +141,12 @@ def _output_ndim(model: nn.Module, name: str, x: torch.Tensor) -> int:
     return seen[0] if seen else -1
 
 
-def load_program(path: Path) -> nn.Module:
-    """A ``torch.export`` file as a module whose submodules are called (so hooks see each layer's output)."""
+def load_program(path: Path, trusted: bool = False) -> nn.Module:
+    """A ``torch.export`` file as a module whose submodules are called (so hooks see each layer's output).
+    Loading a ``.pt2`` can run code it holds: refused unless ``trusted`` (see ``lwdc.runs.load_pt2``)."""
+    from ..runs import load_pt2
+
+    program = load_pt2(path, trusted=trusted)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return torch.export.unflatten(torch.export.load(str(path)))
+        return torch.export.unflatten(program)

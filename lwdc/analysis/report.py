@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from . import plots
-from .compare import Comparison, compare_models, load_program
+from ..runs import Run, RunError
+from .compare import Comparison, compare_models
 
 __all__ = ["ReportError", "build_report", "find_runs"]
 
@@ -30,16 +31,23 @@ class ReportError(ValueError):
 # ---------------------------------------------------------------- the run folder
 
 def _read_run(run_dir: Path) -> dict:
-    if not run_dir.is_dir():
-        raise ReportError(f"{run_dir} is not a folder")
-    if not (run_dir / "report.json").exists():
+    try:
+        run = Run.open(run_dir)
+    except RunError as exc:
+        raise ReportError(str(exc)) from None
+    if not run.finished:
         found = sorted(p.name for p in run_dir.iterdir())
         raise ReportError(f"{run_dir} is not a finished lwdc run: report.json is missing (compress writes it last; "
                           f"found: {', '.join(found) or 'nothing'}); finish it with `lwdc compress --resume {run_dir}`")
-    report = json.loads((run_dir / "report.json").read_text())
-    missing = [k for k in ("before", "after", "layers", "choices", "lambda") if k not in report]
+    try:
+        report = run.report()
+    except RunError as exc:
+        raise ReportError(str(exc)) from None
+    missing = [k for k in ("before", "after", "choices") if k not in report]
     if missing:
         raise ReportError(f"{run_dir / 'report.json'} lacks {', '.join(missing)}: not written by lwdc compress")
+    report.setdefault("layers", [])
+    report.setdefault("lambda", None)
     return report
 
 
@@ -49,37 +57,24 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     for path in map(Path, paths):
         if not path.exists():
             raise ReportError(f"--runs {path}: no such folder")
-        hits = [path] if (path / "report.json").exists() else sorted(p.parent for p in path.rglob("report.json"))
+        hits = [path] if Run(path).finished else sorted(p.parent for p in path.rglob(Run.REPORT))
         if not hits:
             raise ReportError(f"--runs {path}: no finished run (report.json) in it or below it")
         found += hits
     return found
 
 
-def _load_models(run_dir: Path, config: dict, bundle, notes: list[str]) -> tuple[nn.Module | None, nn.Module | None]:
-    """The compressed model from model.pt2; the original from original.pt2, else rebuilt from config.json."""
-    compressed = load_program(run_dir / "model.pt2") if (run_dir / "model.pt2").exists() else None
-    if compressed is None:
-        notes.append("model.pt2 is missing, so saliency and similarity need the compressed model and were skipped")
-    if (run_dir / "original.pt2").exists():
-        return load_program(run_dir / "original.pt2"), compressed
-    from ..models import create_model
-    from ..runs import load_checkpoint
-    weights = config.get("weights")
-    pretrain = run_dir / "checkpoints" / "pretrain.pt"
-    if not config.get("model_name") or bundle is None or not (weights and Path(weights).exists() or pretrain.exists()):
-        notes.append("no original.pt2 (a run made before lwdc saved it) and the original cannot be rebuilt: that "
-                     "needs config.json's model_name and data plus its --weights file or checkpoints/pretrain.pt; "
-                     "saliency and similarity were skipped")
-        return None, compressed
-    model = create_model(config["model_name"], num_classes=bundle.num_classes,
-                         in_channels=bundle.input_shape[0], width=config.get("width", 1.0))
-    state = (torch.load(weights, map_location="cpu", weights_only=True) if weights and Path(weights).exists()
-             else load_checkpoint(pretrain, "pretrain")["model"])
-    model.load_state_dict(state)
-    notes.append(f"original rebuilt from config.json ({config['model_name']}, width {config.get('width', 1.0)}) "
-                 f"and {weights if weights and Path(weights).exists() else pretrain}: no original.pt2 in the run")
-    return model.eval(), compressed
+def _load_models(run_dir: Path, notes: list[str]) -> tuple[nn.Module | None, nn.Module | None]:
+    """The original and the compressed model, rebuilt from the run folder's safe artefacts (no code runs)."""
+    run, models = Run(run_dir), []
+    for name in ("original", "model"):
+        try:
+            models.append(run.load_model(name))
+        except RunError as exc:
+            notes.append(f"the {'compressed' if name == 'model' else 'original'} model cannot be loaded ({exc}); "
+                         "saliency and similarity were skipped")
+            models.append(None)
+    return models[0], models[1]
 
 
 def _pick(dataset, n: int, seed: int, by_class: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -301,13 +296,13 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, runs: I
     report = _read_run(run_dir)
     other_runs = find_runs(runs)
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
-    config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
+    config = Run(run_dir).spec
     notes: list[str] = []
     bundle = _bundle(data, config, notes)
     if bundle is not None and list(bundle.input_shape) != report.get("example_input_shape", [None])[1:]:
         raise ReportError(f"data has samples of shape {tuple(bundle.input_shape)}, the run's model takes "
                           f"{tuple(report.get('example_input_shape', [None])[1:])}")
-    original, compressed = _load_models(run_dir, config, bundle, notes)
+    original, compressed = _load_models(run_dir, notes)
     colours = plots.op_colours([op for r in report["layers"] for op in r["candidates"]])
 
     sections, figures = [], {}

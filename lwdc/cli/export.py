@@ -2,47 +2,13 @@
 from __future__ import annotations
 
 import tempfile
-import warnings
 from pathlib import Path
 
 import click
 import torch
 
-from ..runs import read_json, write_json
-from .base import fail, main, parse_shape
-
-
-def _load_for_export(model: str, width: float, weights: str | None, input_shape: str | None, num_classes: int):
-    """MODEL is a run folder, a .pt2 file or a registered model name; returns (model, one-sample shape, data)."""
-    from ..models import create_model, list_models
-
-    path, data = Path(model), None
-    if path.is_dir():
-        if not (path / "model.pt2").exists():
-            fail(f"{path} has no model.pt2: is it a finished lwdc run folder?")
-        data = read_json(path / "config.json").get("data") if (path / "config.json").exists() else None
-        path = path / "model.pt2"
-    if path.suffix == ".pt2" and path.is_file():
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation notes
-                program = torch.export.load(str(path))
-        except Exception as exc:
-            fail(f"cannot load {path} as a torch.export program: {exc}")
-        placeholder = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name
-                           in {s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"})
-        return program, tuple(int(d) for d in placeholder.meta["val"].shape[1:]), data
-    if model not in list_models():
-        fail(f"MODEL {model!r} is neither a run folder, a .pt2 file nor a registered model "
-              f"({', '.join(list_models())})")
-    shape = parse_shape(input_shape or "3,32,32")
-    net = create_model(model, num_classes=num_classes, in_channels=shape[0], width=width)
-    if weights:
-        try:
-            net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        except Exception as exc:
-            fail(f"cannot load --weights {weights} into {model}: {exc}")
-    return net.eval(), shape, data
+from ..runs import write_json
+from .base import TRUST_PT2_HELP, fail, load_model_arg, main
 
 
 @main.command("export")
@@ -65,10 +31,11 @@ def _load_for_export(model: str, width: float, weights: str | None, input_shape:
 @click.option("--num-classes", default=10, show_default=True)
 @click.option("--cache-dir", default=None)
 @click.option("--force", is_flag=True, help="Replace an existing output.")
+@click.option("--trust-pt2", is_flag=True, help=TRUST_PT2_HELP)
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Compile the C and compare it with PyTorch (needs a C compiler).")
 def export_cmd(model, fmt, out, int8, calib_data, calib_samples, calibration, eval_samples, name, width, weights,
-               input_shape, num_classes, cache_dir, force, verify) -> None:
+               input_shape, num_classes, cache_dir, force, trust_pt2, verify) -> None:
     """Export MODEL (a run folder, a .pt2 file or a registered model name) as ONNX or a C99 library."""
     from ..export import export_onnx
     from ..export.c import (
@@ -82,7 +49,8 @@ def export_cmd(model, fmt, out, int8, calib_data, calib_samples, calibration, ev
 
     if int8 and fmt != "c":
         fail("--int8 applies to --format c only")
-    net, shape, run_data = _load_for_export(model, width, weights, input_shape, num_classes)
+    net, shape, run_data = load_model_arg(model, width=width, weights=weights, input_shape=input_shape,
+                                          num_classes=num_classes, trust_pt2=trust_pt2)
     base = Path(model).parent / Path(model).name if Path(model).is_dir() else Path("exports") / Path(model).stem
     torch.manual_seed(0)
     example = torch.randn(4, *shape)

@@ -2,36 +2,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 import torch
 
 from ..ops import OP_SETS, op_patterns
 from ..profiling import profile as profile_model
-from ..runs import read_json
-from .base import fail, main
-
-
-def _run_as_module(folder: Path, shape: tuple[int, ...]) -> torch.nn.Module:
-    """A run folder's derived model as ``nn.Module`` layers (per-layer costs need modules; model.pt2 has none):
-    the registered model expanded as the run did, its choices forced, derived, and the saved weights loaded."""
-    from ..derivation import derive
-    from ..models import create_model
-    from ..runs import load_checkpoint
-    from ..space import expand
-
-    settings, report = read_json(folder / "config.json"), read_json(folder / "report.json")
-    state = load_checkpoint(folder / "model_state.pt", "model")
-    example = torch.randn(1, *shape)
-    with torch.no_grad():
-        num_classes = torch.export.load(str(folder / "model.pt2")).module()(example).shape[1]
-    model = create_model(settings["model_name"], num_classes=num_classes, in_channels=shape[0], width=settings["width"])
-    supernet = expand(model, example, report["config"]["ops"], include_pooling=report["config"].get("include_pooling", False))
-    supernet.set_choices(state["choices"])
-    derived = derive(supernet)
-    derived.load_state_dict(state["state_dict"])
-    return derived
+from .base import TRUST_PT2_HELP, fail, load_model_arg, main
 
 
 @main.command("profile")
@@ -39,41 +16,30 @@ def _run_as_module(folder: Path, shape: tuple[int, ...]) -> torch.nn.Module:
 @click.option("--model", "model_name", default=None, help="Registered model name (or give it as MODEL).")
 @click.option("--width", default=1.0, show_default=True)
 @click.option("--run", "run", type=click.Path(exists=True, file_okay=False), default=None,
-              help="A finished run folder (or give it as MODEL): profile its model.pt2.")
-@click.option("--input-shape", default="3,32,32", show_default=True, help="C,H,W (or C,L) of one sample.")
+              help="A finished run folder (or give it as MODEL): profile its compressed model.")
+@click.option("--original", is_flag=True, help="With a run folder: profile its original model instead.")
+@click.option("--input-shape", default=None, help="C,H,W (or C,L) of one sample (default 3,32,32; a run knows its own).")
 @click.option("--num-classes", default=10, show_default=True)
-@click.option("--batch-size", default=1, show_default=True)
+@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--cost", "costs", multiple=True,
               help="Per-layer table with these costs (repeat or comma-separate): params, macs, latency[:onnxruntime], "
                    "systolic[:RxC][:ws|os][:risa].")
+@click.option("--trust-pt2", is_flag=True, help=TRUST_PT2_HELP)
 @click.option("--json", "as_json", is_flag=True)
-def profile_cmd(model, model_name, width, run, input_shape, num_classes, batch_size, costs, as_json) -> None:
-    """Parameters, MACs and measured CPU latency of MODEL (a registered name or a run folder); with --cost, a
-    per-layer table (op, params, MACs, measured latency, systolic cycles and PE utilisation)."""
-    if model:
-        run, model_name = (model, None) if Path(model).is_dir() else (None, model)
-    try:
-        shape = tuple(int(v) for v in input_shape.split(","))
-    except ValueError:
-        fail(f"--input-shape must be comma-separated integers like 3,32,32; got {input_shape!r}")
+def profile_cmd(model, model_name, width, run, original, input_shape, num_classes, batch_size, costs, trust_pt2,
+                as_json) -> None:
+    """Parameters, MACs and measured CPU latency of MODEL (a registered name, a run folder or a trusted .pt2);
+    with --cost, a per-layer table (op, params, MACs, measured latency, systolic cycles and PE utilisation)."""
+    target = run or model or model_name
+    if not target:
+        fail("give MODEL (a registered name, a run folder or a .pt2 file), --model NAME or --run RUN_DIR")
     specs = [c.strip() for value in costs for c in value.split(",") if c.strip()]
-    if run:
-        report = read_json(Path(run) / "report.json")
-        shape = tuple(report["example_input_shape"][1:])
-        net = torch.export.load(str(Path(run) / "model.pt2")).module()
+    net, shape, _ = load_model_arg(target, width=width, input_shape=input_shape, num_classes=num_classes,
+                                   trust_pt2=trust_pt2, which="original" if original else "model")
+    if isinstance(net, torch.export.ExportedProgram):
         if specs:
-            try:
-                net = _run_as_module(Path(run), shape)
-            except (OSError, KeyError, ValueError, RuntimeError) as exc:
-                fail(f"cannot rebuild the layers of {run} for a per-layer table ({type(exc).__name__}: {exc}); "
-                      "profile it without --cost")
-    elif model_name:
-        from ..models import create_model, list_models
-        if model_name not in list_models():
-            fail(f"unknown model {model_name!r}; registered models: {', '.join(list_models())}")
-        net = create_model(model_name, num_classes=num_classes, in_channels=shape[0], width=width)
-    else:
-        fail("give MODEL (a registered name or a run folder), --model NAME or --run RUN_DIR")
+            fail("a per-layer table needs the model's layers; a .pt2 program has none: profile a run folder instead")
+        net = net.module()
     if specs:
         from ..costs.report import format_layer_report, layer_report
         try:
@@ -83,7 +49,11 @@ def profile_cmd(model, model_name, width, run, input_shape, num_classes, batch_s
         click.echo(json.dumps(table) if as_json else format_layer_report(table) +
                    f"\nlatency: batch {batch_size}, 1 thread, each layer alone; total: the whole network")
         return
-    result = profile_model(net, torch.randn(batch_size, *shape))
+    try:
+        result = profile_model(net, torch.randn(batch_size, *shape))
+    except Exception as exc:
+        fail(f"cannot run {target} on inputs of shape {(batch_size, *shape)}: {type(exc).__name__}: "
+             f"{str(exc).splitlines()[0][:300] if str(exc) else ''}")
     if as_json:
         click.echo(json.dumps(result.as_dict()))
     else:

@@ -1,11 +1,22 @@
-"""Data: in-memory data sets from the layouts lwdc reads, a fast batch loader and batch-wise augmentation.
+"""Data: in-memory data sets from registered names and file layouts, a fast batch loader and batch-wise
+augmentation that moves targets with samples.
 
-This package imports nothing else from lwdc, so it can be used (and tested) on its own.
+This package imports nothing else from lwdc, so it can be used (and tested) on its own. Importing it registers
+the built-in data sets (cifar10-subset, cifar10, cifar100) and layouts (pickled CIFAR, image folders).
 """
-from .augment import Augment, random_crop_flip, random_shift
-from .datasets import SUBSET_PATH, ArrayDataset, DataBundle, default_cache_dir, load_data
-from .layouts import LAYOUTS, DataLayoutError, UnsafeArchiveError
+from . import cifar, images  # noqa: F401  (registers the built-in data sets and layouts, in detection order)
+from .archives import DEFAULT_MAX_UNPACK_BYTES
+from .augment import AUTO, Augment, Target, as_augment, default_augment, random_crop_flip, random_shift
+from .cifar import SUBSET_PATH
+from .datasets import ArrayDataset, DataBundle, make_bundle
+from .errors import DataLayoutError, UnsafeArchiveError
 from .loader import BatchLoader
+from .registry import (default_cache_dir, describe_layouts, list_datasets, list_layouts, load_data, register_dataset,
+                       register_layout)
+
+LAYOUTS = describe_layouts()   # the built-in layouts' descriptions; describe_layouts() includes later registrations
 
 __all__ = ["ArrayDataset", "DataBundle", "DataLayoutError", "UnsafeArchiveError", "load_data", "BatchLoader",
-           "random_crop_flip", "random_shift", "Augment", "LAYOUTS", "SUBSET_PATH", "default_cache_dir"]
+           "random_crop_flip", "random_shift", "Augment", "Target", "AUTO", "as_augment", "default_augment",
+           "make_bundle", "register_dataset", "register_layout", "list_datasets", "list_layouts", "describe_layouts",
+           "LAYOUTS", "SUBSET_PATH", "DEFAULT_MAX_UNPACK_BYTES", "default_cache_dir"]

@@ -1,55 +1,80 @@
-"""In-memory data sets and ``load_data``, the one entry point that turns a name or a path into train/test sets.
+"""In-memory data sets: the samples and targets of one split, and the train/test bundle a loader returns.
 
 Everything is held in memory as uint8 images (or float signals): CIFAR-sized sets fit easily, and batches are
 then gathered by index in one tensor operation (see ``loader.py``) instead of a per-sample collate.
 """
 from __future__ import annotations
 
-import io
 import numbers
-import os
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
-from . import layouts
-from .layouts import LAYOUTS, DataLayoutError
+from .augment import AUTO, Augment, Target, default_augment
+from .errors import DataLayoutError
 
-__all__ = ["ArrayDataset", "DataBundle", "DataLayoutError", "load_data", "LAYOUTS", "SUBSET_PATH", "default_cache_dir"]
+__all__ = ["ArrayDataset", "DataBundle", "make_bundle", "channel_stats", "take"]
 
-SUBSET_PATH = Path(__file__).with_name("cifar10_subset.npz")
-NAMES = ("cifar10-subset", "cifar10", "cifar100")
 ArrayLike = Union[np.ndarray, torch.Tensor]
+
+
+def _tensor(a) -> torch.Tensor:
+    return a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(np.asarray(a)))
+
+
+def take(y: Target, idx) -> Target:
+    """The targets at ``idx`` (an index, a slice or an index tensor) of a tensor or a dict of tensors."""
+    return {k: v[idx] for k, v in y.items()} if isinstance(y, Mapping) else y[idx]
+
+
+def _as_target(v: torch.Tensor) -> torch.Tensor:
+    """Integer targets (labels, indices) become int64, as losses expect; float and bool ones keep their dtype."""
+    return v.long() if not (v.is_floating_point() or v.is_complex() or v.dtype == torch.bool) else v
 
 
 @dataclass
 class ArrayDataset:
-    """Samples held in memory: uint8 images (N, C, H, W) or float signals (N, C, L), int64 labels (N,).
+    """Samples held in memory, uint8 images (N, C, H, W) or float signals (N, C, L), and their targets ``y``.
 
+    ``y`` is a label vector (N,), any tensor (N, ...) (e.g. float regression targets), or a dict of such tensors
+    (e.g. ``{"points": (N, K, 2), "visible": (N, K)}``); integer targets become int64.
     ``mean``/``std`` are per channel on the 0..1 scale: uint8 samples are divided by 255 before normalising.
     """
 
     x: torch.Tensor
-    y: torch.Tensor
+    y: Target
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
     def __post_init__(self) -> None:
-        if self.x.dim() not in (3, 4) or self.x.shape[0] != self.y.shape[0] or self.y.dim() != 1:
-            raise ValueError(f"x must be (N, C, H, W) or (N, C, L) and y (N,); got {tuple(self.x.shape)} and "
-                             f"{tuple(self.y.shape)}")
+        if isinstance(self.y, Mapping):
+            self.y = {str(k): _as_target(_tensor(v)) for k, v in self.y.items()}
+            shapes = {k: tuple(v.shape) for k, v in self.y.items()}
+        else:
+            self.y = _as_target(_tensor(self.y))
+            shapes = {"y": tuple(self.y.shape)}
+        n = self.x.shape[0] if self.x.dim() else -1
+        if self.x.dim() not in (3, 4) or not shapes or any(not s or s[0] != n for s in shapes.values()):
+            raise ValueError(f"x must be (N, C, H, W) or (N, C, L) and every target (N, ...); got x "
+                             f"{tuple(self.x.shape)} and targets {shapes}")
         if len(self.mean) != self.x.shape[1] or len(self.std) != self.x.shape[1]:
             raise ValueError(f"mean/std need one value per channel ({self.x.shape[1]}); got {len(self.mean)}, "
                              f"{len(self.std)}")
-        self.y = self.y.long()
         self.mean, self.std = tuple(float(v) for v in self.mean), tuple(float(v) for v in self.std)
 
     def __len__(self) -> int:
-        return int(self.y.shape[0])
+        return int(self.x.shape[0])
+
+    @property
+    def has_labels(self) -> bool:
+        """Whether the targets are one class label per sample (a 1-D int64 tensor)."""
+        return isinstance(self.y, torch.Tensor) and self.y.dim() == 1 and self.y.dtype == torch.int64
+
+    def targets(self, idx) -> Target:
+        """The targets of the samples at ``idx``: a tensor or a dict of tensors, like ``y``."""
+        return take(self.y, idx)
 
     def to_float(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 -> float32 on 0..1; float samples only cast to float32."""
@@ -61,8 +86,9 @@ class ArrayDataset:
         shape = (1, -1) + (1,) * (x.dim() - 2)
         return (x - torch.tensor(self.mean).view(shape)) / torch.tensor(self.std).view(shape)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.normalize(self.x[i].unsqueeze(0))[0], int(self.y[i])
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, Union[int, Target]]:
+        """``(normalised sample, target)``: the target is an ``int`` for class labels, else a tensor or a dict."""
+        return self.normalize(self.x[i].unsqueeze(0))[0], int(self.y[i]) if self.has_labels else self.targets(i)
 
     def subset(self, n_or_indices: int | Sequence[int] | ArrayLike) -> "ArrayDataset":
         """The first ``n`` samples, or the samples at the given indices; mean/std are kept, not recomputed."""
@@ -75,18 +101,28 @@ class ArrayDataset:
             idx = torch.as_tensor(np.asarray(n_or_indices))
             if idx.dtype != torch.bool:
                 idx = idx.long()
-        return ArrayDataset(self.x[idx], self.y[idx], self.mean, self.std)
+        return ArrayDataset(self.x[idx], self.targets(idx), self.mean, self.std)
 
 
 @dataclass
 class DataBundle:
-    """A train and a test set with their class names; ``name`` says where they came from."""
+    """A train and a test set with what a run needs to know of them: the classes (``num_classes`` is None for
+    data that is not classified), the task they serve and the augmentation they get unless told otherwise.
+
+    ``augment`` left at ``AUTO`` is chosen from the sample shape and task (``augment.default_augment``).
+    """
 
     train: ArrayDataset
     test: ArrayDataset
-    num_classes: int
+    num_classes: Optional[int]
     class_names: list[str] = field(default_factory=list)
     name: str = ""
+    task: str = "classification"
+    augment: Optional[Augment] = AUTO
+
+    def __post_init__(self) -> None:
+        if self.augment is AUTO:
+            self.augment = default_augment(self.input_shape, self.task)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -121,95 +157,34 @@ def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...]
     return tuple(mean.tolist()), tuple(std.tolist())
 
 
-def make_bundle(name: str, xtr: ArrayLike, ytr: ArrayLike, xte: ArrayLike, yte: ArrayLike,
-                classes: list[str]) -> DataBundle:
-    """Wrap arrays (numpy or torch) as a bundle; mean/std come from the training samples only."""
-    def tensor(a: ArrayLike) -> torch.Tensor:
-        return a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
-
-    xtr, xte = tensor(xtr), tensor(xte)
-    ytr, yte = tensor(np.asarray(ytr, dtype=np.int64)), tensor(np.asarray(yte, dtype=np.int64))
-    mean, std = channel_stats(xtr)
-    return DataBundle(ArrayDataset(xtr, ytr, mean, std), ArrayDataset(xte, yte, mean, std), len(classes),
-                      [str(c) for c in classes], name)
+def _check_classes(name: str, classes: Optional[Sequence[str]], splits: dict[str, Target]) -> None:
+    """A classifier needs two classes at least, and every label must name one of them."""
+    if classes is None or len(classes) < 2:
+        found = "none" if not classes else f"only {list(classes)}"
+        raise DataLayoutError(f"{name}: a classification data set needs at least two classes; found {found}")
+    for split, y in splits.items():
+        if isinstance(y, torch.Tensor) and y.numel() and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
+            raise DataLayoutError(f"{name}: {split} labels must lie in 0..{len(classes) - 1} ({len(classes)} "
+                                  f"classes); found {int(y.min())}..{int(y.max())}")
 
 
-def default_cache_dir() -> Path:
-    """``$LWDC_DATA`` if set, else ``~/.cache/lwdc``."""
-    return Path(os.environ.get("LWDC_DATA") or Path.home() / ".cache" / "lwdc").expanduser()
+def make_bundle(name: str, xtr: ArrayLike, ytr, xte: ArrayLike, yte, classes: Optional[Sequence[str]], *,
+                task: str = "classification", augment: Optional[Augment] = AUTO) -> DataBundle:
+    """Wrap arrays (numpy or torch) as a bundle; mean/std come from the training samples only.
 
-
-def _load_subset(path: Path = SUBSET_PATH) -> DataBundle:
-    """The shipped subset: JPEG bytes concatenated in one array, cut by ``offsets``, decoded with PIL."""
-    from PIL import Image
-
-    with np.load(path, allow_pickle=False) as z:
-        blob, offsets, labels = z["jpeg"].tobytes(), z["offsets"], z["labels"]
-        classes, n_train = [str(c) for c in z["classes"]], int(z["n_train"])
-    images = None
-    for i in range(len(offsets) - 1):
-        with Image.open(io.BytesIO(blob[offsets[i]:offsets[i + 1]])) as im:
-            a = np.asarray(im.convert("RGB"))
-        if images is None:
-            images = np.empty((len(offsets) - 1,) + a.shape, dtype=np.uint8)
-        images[i] = a
-    images = images.transpose(0, 3, 1, 2)
-    return make_bundle("cifar10-subset", images[:n_train], labels[:n_train], images[n_train:], labels[n_train:],
-                       classes)
-
-
-def _load_named(name: str, cache: Path, download: bool) -> DataBundle:
-    folder = layouts.find_cifar(name, cache)
-    if folder is None:
-        if not download:
-            raise DataLayoutError(f"{name} was not found under {cache} (looked for {layouts.CIFAR[name][1]}/ and "
-                                  f"{layouts.CIFAR[name][0].rsplit('/', 1)[1]}); pass download=True (--download) "
-                                  "when online, set $LWDC_DATA / cache_dir to where it is, or give the path of a "
-                                  "folder or archive holding it")
-        folder = layouts.download_cifar(name, cache)
-    xtr, ytr, xte, yte, classes = layouts.read_pickled(folder)
-    return make_bundle(name, xtr, ytr, xte, yte, classes)
-
-
-def load_data(source: str = "cifar10-subset", cache_dir: str | Path | None = None,
-              download: bool = False) -> DataBundle:
-    """Load a data set by name (``cifar10-subset``, ``cifar10``, ``cifar100``) or from a path.
-
-    A path may be a folder holding one of ``LAYOUTS`` (or the parent of one), or a ``.tar.gz``/``.tgz`` archive
-    of one, unpacked once into ``cache_dir``. Decoded image folders are cached there as ``.npz``, so only the
-    first load pays for decoding. ``cache_dir`` defaults to ``$LWDC_DATA`` or ``~/.cache/lwdc``.
+    ``classes`` is None for data without classes. For classification, labels become int64 and are checked
+    against ``classes``; other targets (arrays or dicts of arrays) are kept as they are.
     """
-    source = str(source)
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    if source == "cifar10-subset":
-        return _load_subset()
-    if source in layouts.CIFAR:
-        return _load_named(source, cache, download)
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise DataLayoutError(f"data source {source!r} is neither a known name ({', '.join(NAMES)}) nor an "
-                              "existing path; a path must hold one of: " + "; ".join(LAYOUTS))
-    root = path
-    if path.is_file() and path.name.lower().endswith((".tar.gz", ".tgz")):
-        root = layouts.unpack(path, cache)
-    found = layouts.find_layout(root) if root.is_dir() else None
-    if found is None:
-        raise DataLayoutError(f"no recognised data layout in {source}; accepted layouts: " + "; ".join(LAYOUTS))
-    kind, folder = found
-    if kind == "imagefolder":
-        xtr, ytr, xte, yte, classes = layouts.read_image_folder(folder, cache)
-    else:
-        xtr, ytr, xte, yte, classes = layouts.read_pickled(folder)
-    return make_bundle(source, xtr, ytr, xte, yte, classes)
+    def targets(y):
+        if isinstance(y, Mapping):
+            return {k: _tensor(v) for k, v in y.items()}
+        if task == "classification" and not isinstance(y, torch.Tensor):
+            return _tensor(np.asarray(y, dtype=np.int64))
+        return _tensor(y)
 
-
-def _main() -> None:  # pragma: no cover - `python -m lwdc.data.datasets SOURCE [CACHE]`: timing by hand
-    import sys
-    t = time.perf_counter()
-    b = load_data(sys.argv[1] if len(sys.argv) > 1 else "cifar10-subset", *sys.argv[2:3])
-    print(f"{b.name}: {len(b.train)} train / {len(b.test)} test, {b.num_classes} classes, shape {b.input_shape}, "
-          f"{time.perf_counter() - t:.2f} s")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    _main()
+    xtr, xte, ytr, yte = _tensor(xtr), _tensor(xte), targets(ytr), targets(yte)
+    if task == "classification":
+        _check_classes(name, classes, {"train": ytr, "test": yte})
+    mean, std = channel_stats(xtr)
+    return DataBundle(ArrayDataset(xtr, ytr, mean, std), ArrayDataset(xte, yte, mean, std),
+                      None if classes is None else len(classes), [str(c) for c in classes or []], name, task, augment)

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import torch
 
+from .augment import Target, as_augment
 from .datasets import ArrayDataset
 
 __all__ = ["BatchLoader", "derive_seed"]
-
-Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
 def derive_seed(*parts: int) -> int:
@@ -26,7 +25,8 @@ def derive_seed(*parts: int) -> int:
 
 
 class BatchLoader:
-    """Iterable of ``(x, y)`` batches: x float32 normalised (augmented first, if ``augment``), y int64.
+    """Iterable of ``(x, y)`` batches: x float32 normalised (augmented first, if ``augment``), y the targets as
+    the data set holds them (int64 labels, a tensor or a dict of tensors).
 
     An epoch's order depends only on ``(seed, epoch)`` and its augmentation only on ``(seed, epoch, rank,
     batch)``, so a resumed run sees exactly the batches it would have seen; call ``set_epoch`` before each epoch
@@ -34,15 +34,20 @@ class BatchLoader:
     permutation, padded by wrapping so that every rank has the same number of batches.
     """
 
-    def __init__(self, data: ArrayDataset, batch_size: int, shuffle: bool = False, augment: Augment | None = None,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = False):
+    def __init__(self, data: ArrayDataset, batch_size: int, shuffle: bool = False,
+                 augment: Optional[Callable] = None, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 drop_last: bool = False):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size); got rank {rank}, world_size {world_size}")
-        self.data, self.batch_size, self.shuffle, self.augment = data, batch_size, shuffle, augment
+        self.data, self.batch_size, self.shuffle, self.augment = data, batch_size, shuffle, as_augment(augment)
         self.seed, self.rank, self.world_size, self.drop_last = seed, rank, world_size, drop_last
         self.epoch = 0
+        if drop_last and self._per_rank() < batch_size:   # an epoch of no steps would "train" silently
+            raise ValueError(f"drop_last=True yields no batch: {self._per_rank()} samples per rank ({len(data)} "
+                             f"over {world_size} rank(s)) is fewer than batch_size {batch_size}; use a smaller "
+                             "batch or drop_last=False")
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order (and augmentation) the next iteration yields."""
@@ -67,15 +72,16 @@ class BatchLoader:
         per_rank = self._per_rank()
         return per_rank // self.batch_size if self.drop_last else math.ceil(per_rank / self.batch_size)
 
-    def batch(self, idx: torch.Tensor, batch_index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gather, convert, augment and normalise the samples at ``idx``."""
-        x = self.data.to_float(self.data.x[idx])
+    def batch(self, idx: torch.Tensor, batch_index: int = 0) -> tuple[torch.Tensor, Target]:
+        """Gather, convert, augment and normalise the samples at ``idx``; the targets go through the augmentation
+        with them (points move with pixels)."""
+        x, y = self.data.to_float(self.data.x[idx]), self.data.targets(idx)
         if self.augment is not None:
             g = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, self.rank, batch_index))
-            x = self.augment(x, g)
-        return self.data.normalize(x), self.data.y[idx]
+            x, y = self.augment(x, y, g)
+        return self.data.normalize(x), y
 
-    def iter_from(self, start_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def iter_from(self, start_batch: int) -> Iterator[tuple[torch.Tensor, Target]]:
         """The current epoch's batches from ``start_batch`` on, identical to skipping the first ones (resume)."""
         if start_batch < 0:
             raise ValueError(f"start_batch must be >= 0, got {start_batch}")
@@ -83,5 +89,5 @@ class BatchLoader:
         for b in range(start_batch, len(self)):
             yield self.batch(indices[b * self.batch_size:(b + 1) * self.batch_size], b)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, Target]]:
         return self.iter_from(0)

@@ -1,0 +1,141 @@
+"""Registries of named data sets and on-disk layouts, and ``load_data``, which turns a name or a path into a bundle.
+
+A new data set is one ``register_dataset`` entry; a new file layout is one ``register_layout`` entry (a detector
+and a reader). Both return plain arrays; the registry wraps them with the entry's task and default augmentation.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Tuple
+
+from . import archives
+from .augment import AUTO, Augment
+from .datasets import DataBundle, make_bundle
+from .errors import DataLayoutError
+
+__all__ = ["Arrays", "register_dataset", "register_layout", "list_datasets", "list_layouts", "describe_layouts",
+           "find_layout", "load_data", "default_cache_dir"]
+
+# (x_train, y_train, x_test, y_test, class_names or None); y may be an array or a dict of arrays
+Arrays = Tuple[object, object, object, object, Optional[Sequence[str]]]
+DatasetLoader = Callable[[Path, bool], Arrays]          # (cache_dir, download) -> arrays
+LayoutReader = Callable[[Path, Path], Arrays]           # (folder, cache_dir) -> arrays
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One registered data set or layout: how to get its arrays, and what they are for."""
+
+    name: str
+    read: Callable
+    task: str
+    augment: Optional[Augment]
+    description: str
+    detect: Optional[Callable[[Path], bool]] = None
+
+    def bundle(self, name: str, arrays: Arrays) -> DataBundle:
+        return make_bundle(name, *arrays, task=self.task, augment=self.augment)
+
+
+_DATASETS: dict[str, _Entry] = {}
+_LAYOUTS: dict[str, _Entry] = {}
+_GENERIC = ("the parent folder of one of these", "a .tar.gz / .tgz archive of one of these")
+
+
+def _add(table: dict[str, _Entry], kind: str, entry: _Entry, overwrite: bool) -> None:
+    if entry.name in table and not overwrite:
+        raise ValueError(f"a {kind} named {entry.name!r} is already registered; pass overwrite=True to replace it")
+    table[entry.name] = entry
+
+
+def register_dataset(name: str, loader_fn: Optional[DatasetLoader] = None, *, task: str = "classification",
+                     augment: Optional[Augment] = AUTO, description: str = "", overwrite: bool = False):
+    """Make ``load_data(name)`` return ``loader_fn(cache_dir, download)``'s arrays as a bundle for ``task``.
+
+    ``augment`` is the bundle's default augmentation (``AUTO``: chosen from the sample shape and task; None:
+    none). Usable as a decorator: ``@register_dataset("mine")``.
+    """
+    def add(fn: DatasetLoader) -> DatasetLoader:
+        _add(_DATASETS, "data set", _Entry(name, fn, task, augment, description or fn.__doc__ or ""), overwrite)
+        return fn
+
+    return add if loader_fn is None else add(loader_fn)
+
+
+def register_layout(name: str, detect: Callable[[Path], bool], read: LayoutReader, *, description: str,
+                    task: str = "classification", augment: Optional[Augment] = AUTO,
+                    overwrite: bool = False) -> None:
+    """Make ``load_data(path)`` read folders for which ``detect(folder)`` holds with ``read(folder, cache_dir)``.
+
+    Layouts are tried in registration order; ``description`` is shown when a path holds no known layout.
+    """
+    _add(_LAYOUTS, "layout", _Entry(name, read, task, augment, description, detect), overwrite)
+
+
+def list_datasets() -> list[str]:
+    """Names ``load_data`` accepts besides paths."""
+    return sorted(_DATASETS)
+
+
+def list_layouts() -> list[str]:
+    """Names of the registered on-disk layouts, in the order they are tried."""
+    return list(_LAYOUTS)
+
+
+def describe_layouts() -> tuple[str, ...]:
+    """One line per accepted layout, for error messages and help texts."""
+    return tuple(e.description for e in _LAYOUTS.values()) + _GENERIC
+
+
+def _detect(path: Path) -> Optional[_Entry]:
+    return next((e for e in _LAYOUTS.values() if e.detect(path)), None)
+
+
+def find_layout(root: Path, depth: int = 2) -> Optional[tuple[str, Path]]:
+    """``(layout name, folder)`` at ``root`` or in its sub-folders (shallowest first, up to ``depth``)."""
+    level = [Path(root)]
+    for _ in range(depth + 1):
+        found = [(e.name, p) for p in level if (e := _detect(p)) is not None]
+        if len(found) > 1:
+            raise DataLayoutError(f"{root} holds several data sets ({', '.join(str(p) for _, p in found)}); "
+                                  "give the path of the one to use")
+        if found:
+            return found[0]
+        level = [c for p in level for c in sorted(p.iterdir()) if c.is_dir() and not c.name.startswith(".")]
+    return None
+
+
+def default_cache_dir() -> Path:
+    """``$LWDC_DATA`` if set, else ``~/.cache/lwdc``."""
+    return Path(os.environ.get("LWDC_DATA") or Path.home() / ".cache" / "lwdc").expanduser()
+
+
+def load_data(source: str = "cifar10-subset", cache_dir: str | Path | None = None, download: bool = False, *,
+              max_unpack_bytes: int | None = None) -> DataBundle:
+    """Load a registered data set by name (``list_datasets()``) or one from a path.
+
+    A path may be a folder holding one of the registered layouts (or the parent of one), or a ``.tar.gz``/``.tgz``
+    archive of one, unpacked once into ``cache_dir`` (at most ``max_unpack_bytes``, default
+    ``$LWDC_MAX_UNPACK_BYTES`` or 4 GiB). Decoded image folders are cached there as ``.npz``, so only the first
+    load pays for decoding. ``cache_dir`` defaults to ``$LWDC_DATA`` or ``~/.cache/lwdc``.
+    """
+    source = str(source)
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    if source in _DATASETS:
+        entry = _DATASETS[source]
+        return entry.bundle(source, entry.read(cache, download))
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DataLayoutError(f"data source {source!r} is neither a registered data set ({', '.join(list_datasets())})"
+                              " nor an existing path; a path must hold one of: " + "; ".join(describe_layouts()))
+    root = path
+    if path.is_file() and path.name.lower().endswith((".tar.gz", ".tgz")):
+        root = archives.unpack(path, cache, max_bytes=max_unpack_bytes)
+    found = find_layout(root) if root.is_dir() else None
+    if found is None:
+        raise DataLayoutError(f"no recognised data layout in {source}; accepted layouts: "
+                              + "; ".join(describe_layouts()))
+    entry = _LAYOUTS[found[0]]
+    return entry.bundle(source, entry.read(found[1], cache))
