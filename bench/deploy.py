@@ -103,7 +103,7 @@ def bench_model(label: str, model: nn.Module, data, eval_n: int, runs: int, tmp:
         row[precision] = {k: s[k] for k in ("macs", "params", "flash_bytes", "arena_bytes", "scratch_bytes",
                                              "peak_ram_bytes", "lower_bound_bytes", "naive_bytes",
                                              "arena_over_lower_bound", "verified")}
-        row[precision]["accuracy_c"] = evaluate_c(exp, xs, ys)
+        row[precision]["accuracy_c"] = evaluate_c(exp, xs, ys)["accuracy"]
         row[precision]["latency_ms_c"] = per_run * 1e3
         row[precision]["c_over_onnxruntime"] = per_run * 1e3 / row["latency_ms_onnxruntime"]
     return row

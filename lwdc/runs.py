@@ -311,7 +311,11 @@ class Run:
         path = self.folder / f"{name}_state.pt"
         if not path.is_file():
             raise RunError(f"{path} does not exist: is {self.folder} a finished lwdc run folder?")
-        return load_checkpoint(path, "model", required=("state_dict",))
+        try:
+            return load_checkpoint(path, "model", required=("state_dict",))
+        except CheckpointError as exc:
+            raise RunError(str(exc).replace("; delete it to start this stage again", "; the run folder is damaged")) \
+                from None
 
     def input_shape(self, name: str = "model") -> tuple[int, ...]:
         arch = self.read_file(f"{name}_arch.json") or {}

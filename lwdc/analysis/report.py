@@ -245,7 +245,9 @@ def _saliency(cmp: Comparison, x: torch.Tensor, y: torch.Tensor, class_names: Se
             "(Pearson r per sample, averaged):</p>" + _table(["method", "r"], rows)), {"saliency.png": png}
 
 
-def _similarity(cmp: Comparison, n_cka: int, n_probe: tuple[int, int]) -> tuple[str, dict]:
+def _similarity(cmp: Comparison, n_cka: int, n_probe: tuple[int, int]) -> tuple[str, dict] | str:
+    if not cmp.cka and not any(cmp.probes.values()):
+        return '<p class="note">Skipped: no CKA samples and no probe samples were asked for.</p>'
     png = plots.similarity(cmp.layers, cmp.cka, cmp.probes)
     same = cmp.cka_by_layer()
     rows = [[f"<code>{html.escape(n)}</code>", f"{same[n]:.3f}" if n in same else "-",

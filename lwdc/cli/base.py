@@ -33,7 +33,7 @@ def load_model_arg(model: str, *, width: float = 1.0, weights: str | None = None
                    num_classes: int = 10, trust_pt2: bool = False, which: str = "model"):
     """MODEL as the commands take it: a run folder (its compressed model, or ``which="original"``), a ``.pt2``
     file (with ``--trust-pt2``) or a registered model name (with ``--weights``). Returns (model, one-sample
-    shape, the run's data source or None); a clear one-line error for anything else."""
+    shape, the run's data source or None, the run's task name); a clear one-line error for anything else."""
     import torch
 
     from ..models import create_model, list_models
@@ -45,14 +45,15 @@ def load_model_arg(model: str, *, width: float = 1.0, weights: str | None = None
             run = Run.open(path)
             if not run.finished:
                 fail(f"{path} is not a finished lwdc run (no report.json); finish it with lwdc compress --resume {path}")
-            return run.load_model(which), run.input_shape(which), run.spec.get("data")
+            task = run.report().get("task", "classification")
+            return run.load_model(which), run.input_shape(which), run.spec.get("data"), task
         if path.suffix == ".pt2":
             if not path.is_file():
                 fail(f"{path}: no such file")
             program = load_pt2(path, trusted=trust_pt2)
             user = {s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"}
             placeholder = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name in user)
-            return program, tuple(int(d) for d in placeholder.meta["val"].shape[1:]), None
+            return program, tuple(int(d) for d in placeholder.meta["val"].shape[1:]), None, "classification"
     except RunError as exc:
         fail(str(exc))
     if model not in list_models():
@@ -65,4 +66,4 @@ def load_model_arg(model: str, *, width: float = 1.0, weights: str | None = None
         except Exception as exc:
             fail(f"cannot load --weights {weights} into {model}: {type(exc).__name__}: "
                  f"{str(exc).splitlines()[0][:300] if str(exc) else ''}")
-    return net.eval(), shape, None
+    return net.eval(), shape, None, "classification"

@@ -141,12 +141,13 @@ def _prepare(settings: dict, log=click.echo):
         task = get_task(task_name)
     except ValueError as exc:
         fail(f"--task: {exc}")
-    train = BatchLoader(bundle.train, per_rank, shuffle=True, augment=_augment(settings["augment"], bundle),
+    augment = _augment(settings["augment"], bundle)
+    train = BatchLoader(bundle.train, per_rank, shuffle=True, augment=augment,
                         seed=settings["seed"], rank=dist.rank(), world_size=world, drop_last=True)
     test = BatchLoader(bundle.test, 256)
     torch.manual_seed(settings["seed"])
     try:
-        model = create_model(settings["model_name"], num_classes=bundle.num_classes,
+        model = create_model(settings["model_name"], num_classes=_outputs(task, bundle),
                              in_channels=bundle.input_shape[0], width=settings["width"])
     except (ValueError, TypeError) as exc:
         fail(f"--model {settings['model_name']}: {exc}")
@@ -159,9 +160,23 @@ def _prepare(settings: dict, log=click.echo):
     _check_model(model, bundle, settings["model_name"])
     log(f"data {bundle.name}: {len(bundle.train)} train / {len(bundle.test)} test"
         + (f", {bundle.num_classes} classes" if bundle.num_classes else "")
-        + f"; model {settings['model_name']} (width {settings['width']}); task {task_name}"
+        + f"; model {settings['model_name']} (width {settings['width']}); task {task_name}; augmentation "
+        + (getattr(augment, "__name__", "custom") if augment is not None else "none")
         + (f"; {world} processes, {per_rank} samples each per step" if world > 1 else ""))
     return bundle, train, test, model, task
+
+
+def _outputs(task, bundle) -> int:
+    """Outputs the model needs: the task's say (``output_size``), else the classes, else one per target value."""
+    if hasattr(task, "output_size"):
+        return int(task.output_size(bundle))
+    if bundle.num_classes:
+        return bundle.num_classes
+    y = bundle.train.y
+    if not isinstance(y, torch.Tensor):
+        fail(f"data {bundle.name} has structured targets ({', '.join(y)}); its task must say how many outputs the "
+             "model needs (an output_size(bundle) method)")
+    return max(1, int(torch.tensor(y.shape[1:]).prod()))
 
 
 def _check_model(model: torch.nn.Module, bundle, name: str) -> None:
@@ -330,8 +345,10 @@ def _start(settings: dict, run_dir: str | None, resume: str | None, device: str 
          f"{run.folder / 'model.pt2'} loads with torch.export.load(path).module())")
 
 
-def _settings_defaults() -> dict:
-    return {o.name: o.default for o in compress_cmd.params if o.name not in ("resume", "run_dir")}
+def settings_defaults() -> dict:
+    """Every setting of ``lwdc compress`` at its default, as the command itself resolves them (flags included)."""
+    with compress_cmd.make_context("compress", [], resilient_parsing=False) as ctx:
+        return {k: v for k, v in ctx.params.items() if k not in ("resume", "run_dir")}
 
 
 @main.command("compress")
@@ -350,7 +367,7 @@ def compress_cmd(resume, run_dir, **settings) -> None:
 @click.option("--quick", is_flag=True, help="A one-minute smoke version (few batches per epoch).")
 def demo(run_dir, quick) -> None:
     """Train a small ResNet on the shipped CIFAR-10 subset, compress it, fine-tune, print before/after."""
-    settings = _settings_defaults()
+    settings = settings_defaults()
     settings.update(model_name="resnet20", width=0.5, pretrain_epochs=15, search_epochs=8, finetune_epochs=8,
                     lam=1.0, finetune_lr=0.05, batch_size=64)
     if quick:

@@ -8,6 +8,7 @@ import click
 import torch
 
 from ..runs import write_json
+from ..tasks import get_task
 from .base import TRUST_PT2_HELP, fail, load_model_arg, main
 
 
@@ -49,7 +50,7 @@ def export_cmd(model, fmt, out, int8, calib_data, calib_samples, calibration, ev
 
     if int8 and fmt != "c":
         fail("--int8 applies to --format c only")
-    net, shape, run_data = load_model_arg(model, width=width, weights=weights, input_shape=input_shape,
+    net, shape, run_data, task_name = load_model_arg(model, width=width, weights=weights, input_shape=input_shape,
                                           num_classes=num_classes, trust_pt2=trust_pt2)
     base = Path(model).parent / Path(model).name if Path(model).is_dir() else Path("exports") / Path(model).stem
     torch.manual_seed(0)
@@ -87,14 +88,17 @@ def export_cmd(model, fmt, out, int8, calib_data, calib_samples, calibration, ev
     if bundle is not None and eval_samples > 0 and find_compiler():
         n = min(eval_samples, len(bundle.test))
         xs = torch.stack([bundle.test[i][0] for i in range(n)])
-        ys = torch.tensor([bundle.test[i][1] for i in range(n)])
+        ys = bundle.test.targets(torch.arange(n))
+        task = get_task(task_name)
         with torch.no_grad():
             module = net.module() if isinstance(net, torch.export.ExportedProgram) else net
-            s["accuracy_pytorch"] = float((module(xs).argmax(1) == ys).float().mean() * 100)
-        s["accuracy_c"] = evaluate_c(result, xs, ys)
+            s["metric"] = task.primary
+            s[f"{task.primary}_pytorch"] = task.summarize(task.batch_stats(module(xs), ys))[task.primary]
+        s[f"{task.primary}_c"] = evaluate_c(result, xs, ys, task)[task.primary]
         if int8:
             with tempfile.TemporaryDirectory() as tmp:
-                s["accuracy_c_float"] = evaluate_c(export_c(net, example, Path(tmp) / "f", verify=False), xs, ys)
+                float_c = export_c(net, example, Path(tmp) / "f", verify=False)
+                s[f"{task.primary}_c_float"] = evaluate_c(float_c, xs, ys, task)[task.primary]
         s["eval_samples"] = n
         write_json(target / "deploy.json", s)
     click.echo(format_deploy(s, target))
@@ -115,9 +119,10 @@ def format_deploy(s: dict, target: Path) -> str:
         lines.append(f"  compiled with -Wall -Wextra -Werror; output matches PyTorch to {v['max_abs_diff_vs_pytorch']:.2g}")
     else:
         lines.append("  compiled with -Wall -Wextra -Werror; int8 output equals the Python integer reference")
-    if "accuracy_c" in s:
-        acc = f"  accuracy on {s['eval_samples']} test samples: PyTorch {s['accuracy_pytorch']:.2f}%, C {s['accuracy_c']:.2f}%"
-        if "accuracy_c_float" in s:
-            acc += f" (int8), float C {s['accuracy_c_float']:.2f}%"
+    m = s.get("metric", "accuracy")
+    if f"{m}_c" in s:
+        acc = f"  {m} on {s['eval_samples']} test samples: PyTorch {s[f'{m}_pytorch']:.2f}, C {s[f'{m}_c']:.2f}"
+        if f"{m}_c_float" in s:
+            acc += f" (int8), float C {s[f'{m}_c_float']:.2f}"
         lines.append(acc)
     return "\n".join(lines)

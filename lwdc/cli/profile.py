@@ -34,7 +34,7 @@ def profile_cmd(model, model_name, width, run, original, input_shape, num_classe
     if not target:
         fail("give MODEL (a registered name, a run folder or a .pt2 file), --model NAME or --run RUN_DIR")
     specs = [c.strip() for value in costs for c in value.split(",") if c.strip()]
-    net, shape, _ = load_model_arg(target, width=width, input_shape=input_shape, num_classes=num_classes,
+    net, shape, _, _ = load_model_arg(target, width=width, input_shape=input_shape, num_classes=num_classes,
                                    trust_pt2=trust_pt2, which="original" if original else "model")
     if isinstance(net, torch.export.ExportedProgram):
         if specs:

@@ -109,6 +109,7 @@ def random_crop_flip(padding: int = 4, flip: bool = True) -> Augment:
         flat = (rows.view(n, 1, h, 1) * wp + cols.view(n, 1, 1, w)).expand(n, c, h, w).reshape(n, c, h * w)
         return padded.reshape(n, c, -1).gather(2, flat).view(n, c, h, w), y
 
+    apply.__name__ = f"random_crop_flip({padding}{'' if flip else ', flip=False'})"
     return apply
 
 
@@ -131,4 +132,5 @@ def random_shift(max_shift: int) -> Augment:
         index = (start + torch.arange(length).view(1, length)).unsqueeze(1).expand(n, c, length)
         return padded.gather(2, index), y
 
+    apply.__name__ = f"random_shift({max_shift})"
     return apply

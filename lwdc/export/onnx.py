@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checks import check_float32, single_output
+
 
 class OnnxExportError(RuntimeError):
     """The ONNX file failed the checker or does not reproduce PyTorch; it was not kept."""
@@ -37,6 +39,7 @@ def export_onnx(model: nn.Module | torch.export.ExportedProgram, example_input: 
     import onnxruntime as ort
 
     path = Path(path)
+    check_float32(model, "ONNX export")
     x = example_input.detach().float()
     batch2 = x[:1].expand(2, *x.shape[1:]).contiguous() if len(x) == 1 else x  # batch 1 would specialise
     module = model.module() if isinstance(model, torch.export.ExportedProgram) else model
@@ -45,7 +48,7 @@ def export_onnx(model: nn.Module | torch.export.ExportedProgram, example_input: 
         model.eval()
     try:
         with torch.no_grad():
-            expected = module(x).numpy()
+            expected = single_output(module(x), "ONNX export").numpy()
             expected1 = module(x[:1]).numpy()
         shapes = ({0: torch.export.Dim("batch", min=1, max=65536)},) if dynamic_batch else None
         with _quiet():

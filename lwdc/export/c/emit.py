@@ -1,6 +1,7 @@
 """Write a lowered (and optionally quantised) graph as C99 source: ``NAME.h``, ``NAME.c`` and an example
 ``main.c``. Weights become ``static const`` arrays (flash), activations live at planned offsets in one static
-arena, and no function allocates."""
+arena, and no function allocates. What each node becomes is its op entry's ``emit``; every piece of text that
+did not come from lwdc passes ``safe`` first."""
 from __future__ import annotations
 
 import re
@@ -9,17 +10,20 @@ from importlib import resources
 
 import numpy as np
 
-from .graph import Graph
+from .fixed import QNode
+from .ir import Graph
 from .plan import MemoryPlan
 from .quant import QuantizedGraph
+from .registry import kernel_sources, op_for
+from .safe import c_comment, check_identifier, check_name
 
-ACT_CODE = {"none": 0, "relu": 1, "relu6": 2, "sigmoid": 3, "silu": 4}
 _SECTION = re.compile(r"/\* @kernel (\w+) \*/\n(.*?)/\* @end \*/\n", re.S)
 
 
 def _kernels() -> dict[str, str]:
+    """kernels.c's sections, then those op entries bring themselves."""
     text = resources.files(__package__).joinpath("kernels.c").read_text()
-    return dict(_SECTION.findall(text))
+    return {**dict(_SECTION.findall(text)), **kernel_sources()}
 
 
 def _float_literal(v: float) -> str:
@@ -59,107 +63,58 @@ class CSource:
 
 
 class _Emitter:
+    """What an op's ``emit`` writes through: kernel sections, constant arrays (named ``n<index>_<suffix>``,
+    never after user text), arena addresses and calls into the body of ``lw_body``."""
+
     def __init__(self, graph: Graph, plan: MemoryPlan, qgraph: QuantizedGraph | None, name: str):
         self.g, self.plan, self.q, self.name = graph, plan, qgraph, name
         self.arrays: list[_Array] = []
         self.used: list[str] = []
         self.body: list[str] = []
-        self.suffix = "q8" if qgraph else "f32"
+        self.int8 = qgraph is not None
+        self.sfx = "q8" if qgraph else "f32"
+        self.index = 0
+
+    @property
+    def qnode(self) -> QNode:
+        return self.q.nodes[self.index]
+
+    def qp(self, tensor: str):
+        return self.q.qp(tensor)
+
+    def zp(self, tensor: str) -> int:
+        return self.q.qp(tensor).zero_point
+
+    def shape(self, tensor: str) -> tuple[int, int, int]:
+        return self.g.tensors[tensor].shape
+
+    def size(self, tensor: str) -> int:
+        return self.g.tensors[tensor].size
 
     def use(self, *kernels: str) -> None:
         for k in kernels:
             if k not in self.used:
                 self.used.append(k)
 
-    def array(self, name: str, ctype: str, values: np.ndarray) -> str:
+    def array(self, suffix: str, ctype: str, values: np.ndarray) -> str:
+        name = f"n{self.index}_{check_identifier(suffix, 'array suffix')}"
         self.arrays.append(_Array(name, ctype, values))
         return name
 
     def at(self, tensor: str) -> str:
         return f"A + {self.plan.offset(self.g, tensor) // (1 if self.q else 4)}"
 
+    def line(self, statement: str) -> None:
+        self.body.append(f"    {statement}")
+
     def call(self, kernel: str, *args) -> None:
-        self.body.append(f"    lw_{kernel}({', '.join(str(a) for a in args)});")
+        self.line(f"lw_{kernel}({', '.join(str(a) for a in args)});")
 
     def node(self, i: int) -> None:
-        n, g, sfx = self.g.nodes[i], self.g, self.suffix
-        x = g.tensors[n.inputs[0]]
-        y = g.tensors[n.output]
-        self.body.append(f"    /* {n.op} {n.act if n.act != 'none' else ''} <- {n.where} */".replace("  <-", " <-"))
-        if n.op == "conv":
-            a = n.attrs
-            geometry = [*n.weight.shape[2:], *a["stride"], *a["padding"], *a["dilation"], a["groups"]]
-            self.use("range", "act_f32" if not self.q else "fixed", f"conv_{sfx}")
-            if not self.q:
-                w = self.array(f"n{i}_w", "float", n.weight)
-                b = self.array(f"n{i}_b", "float", n.bias)
-                self.call("conv_f32", self.at(n.inputs[0]), *x.shape, self.at(n.output), *y.shape, w, b,
-                          *geometry, ACT_CODE[n.act])
-            else:
-                qn, lo_hi = self.q.nodes[i], self.q.nodes[i].clamp
-                w = self.array(f"n{i}_w", "int8_t", qn.weight)
-                b = self.array(f"n{i}_b", "int32_t", qn.bias)
-                m = self.array(f"n{i}_m", "int32_t", qn.mult)
-                s = self.array(f"n{i}_s", "int8_t", qn.shift)
-                self.call("conv_q8", self.at(n.inputs[0]), *x.shape, self.at(n.output), *y.shape, w, b, m, s,
-                          *geometry, self.q.qp(n.inputs[0]).zero_point, self.q.qp(n.output).zero_point,
-                          *lo_hi, "lw_acc")
-        elif n.op in ("maxpool", "avgpool"):
-            a = n.attrs
-            args = [self.at(n.inputs[0]), *x.shape, self.at(n.output), *y.shape[1:], *a["kernel"], *a["stride"],
-                    *a["padding"]]
-            if n.op == "avgpool":
-                args.append(int(a["count_include_pad"]))
-                if self.q:
-                    args.append(self.q.qp(n.inputs[0]).zero_point)
-            self.use("window", *(["fixed"] if self.q and n.op == "avgpool" else []), f"{n.op}_{sfx}")
-            self.call(f"{n.op}_{sfx}", *args)
-        elif n.op == "gap":
-            self.use(*(["fixed"] if self.q else []), f"gap_{sfx}")
-            zp = [self.q.qp(n.inputs[0]).zero_point] if self.q else []
-            self.call(f"gap_{sfx}", self.at(n.inputs[0]), x.shape[0], x.shape[1] * x.shape[2], self.at(n.output), *zp)
-        elif n.op == "add":
-            if not self.q:
-                self.use("act_f32", "add_f32")
-                self.call("add_f32", self.at(n.inputs[0]), self.at(n.inputs[1]), self.at(n.output), y.size,
-                          ACT_CODE[n.act])
-            else:
-                qn = self.q.nodes[i]
-                self.use("fixed", "add_q8")
-                self.call("add_q8", self.at(n.inputs[0]), self.at(n.inputs[1]), self.at(n.output), y.size,
-                          *(self.q.qp(t).zero_point for t in (*n.inputs, n.output)),
-                          f"{qn.mult[0]}LL", f"{qn.mult[1]}LL", qn.shift[0], *qn.clamp)
-        elif n.op == "concat":
-            offset = 0
-            for j, t in enumerate(n.inputs):
-                size = g.tensors[t].size
-                dst = f"{self.at(n.output)} + {offset}"
-                if self.q and self.q.qp(t) != self.q.qp(n.output):
-                    qn = self.q.nodes[i]
-                    self.use("fixed", "rescale_q8")
-                    self.call("rescale_q8", self.at(t), dst, size, self.q.qp(t).zero_point,
-                              self.q.qp(n.output).zero_point, f"{qn.mult[j]}LL", qn.shift[j])
-                else:
-                    self.body.append(f"    memcpy({dst}, {self.at(t)}, {size} * sizeof(*A));")
-                offset += size
-        elif n.op == "pad_channels":
-            per_channel = x.shape[1] * x.shape[2]
-            zp = [self.q.qp(n.inputs[0]).zero_point] if self.q else []
-            self.use(f"pad_{sfx}")
-            self.call(f"pad_{sfx}", self.at(n.inputs[0]), x.size, n.attrs["before"] * per_channel,
-                      n.attrs["after"] * per_channel, self.at(n.output), *zp)
-        elif n.op == "act":
-            if self.q:
-                lut = self.array(f"n{i}_lut", "int8_t", self.q.nodes[i].lut)
-                self.use("lut_q8")
-                self.call("lut_q8", self.at(n.inputs[0]), self.at(n.output), y.size, lut)
-            else:
-                self.use("act_f32")
-                if self.at(n.inputs[0]) != self.at(n.output):
-                    self.body.append(f"    memcpy({self.at(n.output)}, {self.at(n.inputs[0])}, {y.size} * sizeof(*A));")
-                self.call("act_f32", self.at(n.output), y.size, ACT_CODE[n.act])
-        else:  # pragma: no cover
-            raise ValueError(n.op)
+        n = self.g.nodes[i]
+        self.index = i
+        self.line(c_comment(f"{n.op} {n.act} <- {n.where}" if n.act != "none" else f"{n.op} <- {n.where}"))
+        op_for(n.op).emit(self, n)
 
     def emit(self) -> CSource:
         for i in range(len(self.g.nodes)):
@@ -173,8 +128,8 @@ class _Emitter:
         ctype = "int8_t" if q else "float"
         elems = self.plan.arena_bytes // (1 if q else 4)
         shape = lambda s: " x ".join(map(str, s))  # noqa: E731
-        h = [f"/* {name}.h: generated by lwdc. Input {shape(g.input_shape)}, output {shape(g.output_shape)}, "
-             f"{'int8' if q else 'float32'}. */",
+        h = [c_comment(f"{name}.h: generated by lwdc. Input {shape(g.input_shape)}, output "
+                       f"{shape(g.output_shape)}, {'int8' if q else 'float32'}."),
              f"#ifndef {NAME}_H", f"#define {NAME}_H", "#include <stdint.h>", "",
              f"#define {NAME}_INPUT_SIZE {in_size}", f"#define {NAME}_OUTPUT_SIZE {out_size}",
              f"#define {NAME}_ARENA_BYTES {self.plan.arena_bytes}",
@@ -193,7 +148,8 @@ class _Emitter:
                   f"void {name}_run_int8(const int8_t *input, int8_t *output);"]
         h += ["", f"#endif /* {NAME}_H */", ""]
 
-        c = [f"/* {name}.c: generated by lwdc; C99, no malloc, weights in flash, activations in one static arena. */",
+        c = [c_comment(f"{name}.c: generated by lwdc; C99, no malloc, weights in flash, activations in one static "
+                       "arena."),
              f'#include "{name}.h"', "#include <math.h>", "#include <string.h>", ""]
         c += [kernels[k] for k in self.used]
         c += [a.c() for a in self.arrays]
@@ -224,7 +180,7 @@ class _Emitter:
 
 
 def _main(name: str, int8: bool) -> str:
-    NAME = name.upper()
+    NAME = check_name(name).upper()
     q8 = f"""        if (int8) {{
             if (fread(qin, 1, {NAME}_INPUT_SIZE, in) != {NAME}_INPUT_SIZE) break;
             {name}_run_int8(qin, qout);
@@ -289,6 +245,4 @@ int main(int argc, char **argv)
 
 
 def emit_c(graph: Graph, plan: MemoryPlan, qgraph: QuantizedGraph | None = None, name: str = "model") -> CSource:
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        raise ValueError(f"name {name!r} must be a C identifier (letters, digits, underscore)")
-    return _Emitter(graph, plan, qgraph, name).emit()
+    return _Emitter(graph, plan, qgraph, check_name(name)).emit()

@@ -171,7 +171,9 @@ static int8_t lw_sat(int64_t v, int lo, int hi)
 {
     return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
 }
+/* @end */
 
+/* @kernel floor_div */
 /* floor(a / b) for b > 0 (C99 division truncates toward zero). */
 static int64_t lw_floor_div(int64_t a, int64_t b)
 {

@@ -2,17 +2,17 @@
 
 Step 0 loads the input, node i runs at step i + 1, and the output is read at the last step. A buffer is live from
 the step that writes it to the last step that reads it (views share their source's buffer). Elementwise nodes
-(add, standalone activations) write over an input that dies at that step. Buffers are then placed largest first
-at the lowest offset that no buffer with an overlapping lifetime occupies ("greedy by size", as TFLite Micro
-does). The lower bound is the largest total of buffers live at any one step: no placement can use less.
+(ops marked ``in_place``: add, standalone activations) write over an input that dies at that step. Buffers are
+then placed largest first at the lowest offset that no buffer with an overlapping lifetime occupies ("greedy by
+size", as TFLite Micro does). The lower bound is the largest total of buffers live at any one step: no placement
+can use less.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .graph import Graph
-
-IN_PLACE_OPS = ("add", "act")
+from .ir import Graph
+from .registry import op_for
 
 
 @dataclass
@@ -62,7 +62,7 @@ def plan_memory(graph: Graph, element_bytes: int, align: int = 16, in_place: boo
     if in_place:
         for step, node in enumerate(graph.nodes, start=1):
             out = t[node.output].storage
-            if node.op not in IN_PLACE_OPS or out == t[graph.output].storage:
+            if not op_for(node.op).in_place or out == t[graph.output].storage:
                 continue
             for name in node.inputs:
                 src = buffer_of[t[name].storage]
@@ -85,6 +85,6 @@ def plan_memory(graph: Graph, element_bytes: int, align: int = 16, in_place: boo
             offset = max(offset, _align(end, align))
         offsets[b] = offset
     arena = _align(max(offsets[b] + sizes[b] for b in buffers), align)
-    scratch = 4 * max((t[n.output].size // t[n.output].shape[0] for n in graph.nodes if n.op == "conv"), default=0)
+    scratch = 4 * max((op_for(n.op).scratch(graph, n) for n in graph.nodes), default=0)
     return MemoryPlan(offsets, buffer_of, {b: sizes[b] for b in buffers}, arena, lower, naive,
                       scratch if element_bytes == 1 else 0)
