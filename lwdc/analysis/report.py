@@ -246,7 +246,7 @@ def _saliency(cmp: Comparison, x: torch.Tensor, y: torch.Tensor, class_names: Se
 
 
 def _similarity(cmp: Comparison, n_cka: int, n_probe: tuple[int, int]) -> tuple[str, dict] | str:
-    if not cmp.cka and not any(cmp.probes.values()):
+    if cmp.cka is None and not any(cmp.probes.values()):
         return '<p class="note">Skipped: no CKA samples and no probe samples were asked for.</p>'
     png = plots.similarity(cmp.layers, cmp.cka, cmp.probes)
     same = cmp.cka_by_layer()

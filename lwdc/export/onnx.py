@@ -1,6 +1,7 @@
 """ONNX export checked the way a deployment engineer would: the ONNX checker, then onnxruntime against PyTorch."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..modes import eval_mode
 from .checks import check_float32, single_output
 
 
@@ -43,19 +45,13 @@ def export_onnx(model: nn.Module | torch.export.ExportedProgram, example_input: 
     x = example_input.detach().float()
     batch2 = x[:1].expand(2, *x.shape[1:]).contiguous() if len(x) == 1 else x  # batch 1 would specialise
     module = model.module() if isinstance(model, torch.export.ExportedProgram) else model
-    was = getattr(module, "training", False)
-    if isinstance(model, nn.Module):
-        model.eval()
-    try:
+    with eval_mode(model) if isinstance(model, nn.Module) else contextlib.nullcontext():
         with torch.no_grad():
             expected = single_output(module(x), "ONNX export").numpy()
             expected1 = module(x[:1]).numpy()
         shapes = ({0: torch.export.Dim("batch", min=1, max=65536)},) if dynamic_batch else None
         with _quiet():
             program = torch.onnx.export(model, (batch2,), dynamo=True, dynamic_shapes=shapes, verbose=False)
-    finally:
-        if isinstance(model, nn.Module):
-            model.train(was)
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..checks import check_float32, single_output
 from . import ops  # noqa: F401  (fills the op table before anything lowers)
+from ...modes import eval_mode
 from .build import CompilerError, compile_library, find_compiler, run_library
 from .emit import emit_c
 from .graph import Graph, UnsupportedLayerError, lower
@@ -71,16 +72,11 @@ def _calibration_batches(calib) -> list[torch.Tensor]:
 
 def _forward(model, x: torch.Tensor) -> torch.Tensor:
     check_float32(model, "C export")
-    module = model.module() if isinstance(model, torch.export.ExportedProgram) else model
-    was = getattr(model, "training", False)
-    if isinstance(model, nn.Module):
-        model.eval()
-    try:
+    if isinstance(model, torch.export.ExportedProgram):
         with torch.no_grad():
-            return single_output(module(x), "C export")
-    finally:
-        if isinstance(model, nn.Module):
-            model.train(was)
+            return single_output(model.module()(x), "C export")
+    with eval_mode(model), torch.no_grad():
+        return single_output(model(x), "C export")
 
 
 def _write(path: Path, text: str) -> None:
