@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,9 +22,10 @@ from . import distributed as dist
 from .costs import get_cost_model
 from .device import module_device, resolve_device
 from .methods import get_method
-from .profiling import profile
+from .profiling import compare_latency, profile
 from .runs import Run
 from .stages import StageContext, config_fingerprint
+from .summary import format_summary
 from .tasks import Classification, Task
 from .train import TrainConfig, evaluate
 
@@ -35,8 +37,11 @@ __all__ = ["CompressConfig", "CompressResult", "compress", "compress_fingerprint
 class CompressConfig:
     method: str = "lwdc"           # the compression method (lwdc.methods); the fields below up to gate are LWDC's
     ops: str | list[str] = "default"
-    lam: float = 1.0
+    lam: float | None = None       # weight of the cost term; None: 1 without budgets, 0 with them
     cost: str = "macs"
+    budgets: dict | list | None = None  # targets the search keeps, {"macs": "0.5x", "flash": "200KiB"} (lwdc.budgets)
+    budget_rate: float = 10.0      # dual-ascent rate of the budgets' multipliers over the whole search
+    budget_tolerance: float = 0.05  # a ratio target (0.5x) is met within this; absolute budgets exactly
     original_prob: float | None = 0.9  # initial P(original) of every gate (None: uniform)
     warmup_epochs: float = 1.0     # branch warm-up by local distillation, in epochs of the training data
     search_epochs: int = 10
@@ -60,11 +65,16 @@ class CompressConfig:
         resolve_device(self.device)
         get_method(self.method)
         for name in ("lam", "lr", "finetune_lr", "weight_decay", "arch_lr", "tau_start", "tau_end", "noise_end",
-                     "warmup_epochs"):
-            if not math.isfinite(getattr(self, name)):
+                     "warmup_epochs", "budget_rate", "budget_tolerance"):
+            if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
-        if self.lam < 0:
+        from .budgets import parse_budgets
+        for budget in parse_budgets(self.budgets):
+            get_cost_model(budget.cost)
+        if self.effective_lam < 0:
             raise ValueError(f"lambda must be >= 0 (it weighs the resource cost), got {self.lam}")
+        if not 0 <= self.budget_tolerance < 1 or self.budget_rate < 0:
+            raise ValueError("budget_tolerance must be in [0, 1) and budget_rate >= 0")
         if self.max_batches is not None and self.max_batches < 1:
             raise ValueError(f"max_batches must be >= 1 (or unset for whole epochs), got {self.max_batches}")
         for name in ("warmup_epochs", "search_epochs", "finetune_epochs", "checkpoint_every"):
@@ -75,6 +85,11 @@ class CompressConfig:
             raise ValueError(f"noise_end must be in (0, 1] (1 keeps the sampling noise constant), got {self.noise_end}")
         if self.original_prob is not None and not 0 < self.original_prob < 1:
             raise ValueError(f"original_prob must be in (0, 1) (or None for uniform gates), got {self.original_prob}")
+
+    @property
+    def effective_lam(self) -> float:
+        """lambda as the search uses it: given, else 1 without budgets and 0 with them (the budgets size the model)."""
+        return self.lam if self.lam is not None else (0.0 if self.budgets else 1.0)
 
 
 @dataclass
@@ -91,7 +106,7 @@ FINETUNE_ONLY = ("finetune_epochs", "finetune_lr")
 #: Settings added after checkpoints existed, with the value that reproduces the older behaviour: left out of the
 #: fingerprint at that value, so older checkpoints still resume under it, and what a run folder's record that
 #: lacks the setting is read as.
-LEGACY_DEFAULTS = {"noise_end": 1.0, "method": "lwdc"}
+LEGACY_DEFAULTS = {"noise_end": 1.0, "method": "lwdc", "budgets": None, "budget_rate": 10.0, "budget_tolerance": 0.05}
 
 
 def compress_fingerprint(cfg: CompressConfig, stage: str = "finetune") -> str:
@@ -99,7 +114,8 @@ def compress_fingerprint(cfg: CompressConfig, stage: str = "finetune") -> str:
     progress bar or the device (checkpoints hold CPU tensors, so a run started on a GPU may resume on a CPU and
     back), and for the search not the fine-tuning settings."""
     ignored = ("checkpoint_every", "progress", "device") + (FINETUNE_ONLY if stage == "search" else ())
-    return config_fingerprint({k: v for k, v in asdict(cfg).items()
+    settings = {**asdict(cfg), "lam": cfg.effective_lam}     # lam None means 1 (or 0 with budgets): same search
+    return config_fingerprint({k: v for k, v in settings.items()
                                if k not in ignored and not (k in LEGACY_DEFAULTS and v == LEGACY_DEFAULTS[k])})
 
 
@@ -111,7 +127,7 @@ def _example_from(data: Iterable) -> torch.Tensor:
 def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, *,
              example_input: torch.Tensor | None = None, task: Task | None = None,
              config: CompressConfig | None = None, run_dir: str | Path | Run | None = None, log=print,
-             **overrides) -> CompressResult:
+             summary: bool = True, eval_sample: str = "stratified", **overrides) -> CompressResult:
     """Compress ``model``: the user names the method's knobs (for LWDC the operator set ``ops`` and the factor
     ``lam``), never a per-layer rate.
 
@@ -120,12 +136,19 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
     Warm-up, search and fine-tuning run on ``cfg.device``; everything else (the derive check, profiling, the
     before/after evaluation, the saved models and the returned ones) stays on the CPU: each stage hands its
     model back there.
+
+    Progress and, at the end, the before/after table (``lwdc.format_summary``, the one the command line prints)
+    go through ``log``; ``summary=False`` leaves the table out and ``log=None`` silences everything. Latency is
+    ``lwdc.profiling.compare_latency`` of the original against the compressed model (alternating rounds, eager
+    and onnxruntime where installed), stored as ``report["latency"]``. With ``max_batches`` the before/after
+    evaluation takes ``max_batches`` batches' worth of a seeded class-stratified sample of ``val_data``
+    (``eval_sample="first"``: its first batches, as before).
     """
     cfg = CompressConfig(**{**(asdict(config) if config else {}), **overrides})
     cfg.validate()
     if module_device(model).type != "cpu":
         model = copy.deepcopy(model).cpu()      # expand, profile and the equivalence check take CPU models
-    log = log if dist.is_main() else (lambda _line: None)
+    log = log if log is not None and dist.is_main() else (lambda _line: None)
     task = task or Classification()
     example = example_input if example_input is not None else _example_from(train_data)
     run = run_dir if isinstance(run_dir, Run) or run_dir is None else Run(run_dir)
@@ -134,8 +157,9 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
         run.remove_stale_temporaries()          # left by a run killed while writing; its targets are intact
     started = time.perf_counter()
 
-    before = profile(model, example).as_dict()
-    before.update(evaluate(model, task, val_data, cfg.max_batches) if val_data is not None else {})
+    before = profile(model, example, latency=False).as_dict()     # timed at the end, alternating with the result
+    before.update(evaluate(model, task, val_data, cfg.max_batches, sample=eval_sample, seed=cfg.seed)
+                  if val_data is not None else {})
     log(f"original: {before['params']:,} params, {before['macs']:,} MACs, "
         f"{task.primary} {before.get(task.primary, float('nan')):.2f}")
 
@@ -150,14 +174,21 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
     tune_log = ctx.train("finetune", derived, tune_cfg, compress_fingerprint(cfg))
     tune_time = time.perf_counter() - t0
 
-    after = profile(derived, example).as_dict()
-    after.update(evaluate(derived, task, val_data, cfg.max_batches) if val_data is not None else {})
+    after = profile(derived, example, latency=False).as_dict()
+    after.update(evaluate(derived, task, val_data, cfg.max_batches, sample=eval_sample, seed=cfg.seed)
+                 if val_data is not None else {})
+    latency = compare_latency(model, derived, example[:1])
+    for side, key in ((before, "a"), (after, "b")):
+        rounds = getattr(latency.eager, f"{key}_rounds")
+        side.update(latency_ms=statistics.median(rounds), latency_range_ms=[min(rounds), max(rounds)])
     report = {
-        "config": asdict(cfg), "method": cfg.method, "lambda": cfg.lam, "cost": cfg.cost, "task": task.name,
+        "config": asdict(cfg), "method": cfg.method, "lambda": cfg.effective_lam, "cost": cfg.cost, "task": task.name,
         "primary_metric": task.primary, "example_input_shape": list(example.shape),
         "device": str(resolve_device(cfg.device)),
         "before": before, "after": after,
-        "ratios": {k: after[k] / before[k] for k in ("params", "macs", "latency_ms") if before.get(k)},
+        "ratios": {**{k: after[k] / before[k] for k in ("params", "macs") if before.get(k)},
+                   "latency_ms": latency.eager.ratio},      # median of per-round ratios, not of the medians
+        "latency": latency.as_dict(), "eval_sample": eval_sample if cfg.max_batches else None,
         "choices": result.choices, **result.report,
         "history": {**{k: [asdict(h) for h in v] for k, v in result.history.items()},
                     "finetune": [asdict(h) for h in tune_log]},
@@ -167,4 +198,6 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
         run.save_model("model", derived, example, {"choices": result.choices})
         run.save_model("original", model, example)      # so a report compares both from the folder alone
         run.write_report(report)                         # written last: its presence marks a finished run
+    if summary:
+        log("\n" + format_summary(report))
     return CompressResult(derived, result.supernet, result.choices, report)

@@ -29,5 +29,10 @@ def format_summary(report: dict) -> str:
     elif counts:
         lines.append(f"method {report['method']}; choices: "
                      + ", ".join(f"{op} x{n}" for op, n in sorted(counts.items(), key=lambda kv: -kv[1])))
+    for b in report.get("budgets") or []:
+        lines.append(f"target {b['budget']}: {b['achieved_ratio']:.3f}x of the original ({b['achieved']:,.0f} "
+                     f"{b['unit']}, limit {b['limit']:,.0f}), {'met' if b['met'] else 'MISSED'}"
+                     + (", binds" if b["binding"] else "")
+                     + (f"; {len(b['repaired_layers'])} layer(s) repaired" if b["repaired_layers"] else ""))
     lines.append("wall time: " + ", ".join(f"{stage} {s:.0f}s" for stage, s in report["wall_time_s"].items()))
     return "\n".join(lines)

@@ -53,6 +53,7 @@ class EpochLog:
     cost_ratios: dict[str, float] = field(default_factory=dict)   # of the argmax choice, per cost table
     tau: float | None = None
     probabilities: dict[str, list[float]] = field(default_factory=dict)
+    extra: dict[str, float] = field(default_factory=dict)          # a method's own figures (e.g. multipliers)
 
     def line(self, desc: str, epochs: int, primary: str) -> str:
         parts = [f"{desc:<9} epoch {self.epoch + 1:>3}/{epochs}", f"loss {self.train.get('loss', math.nan):.4f}",
@@ -60,6 +61,7 @@ class EpochLog:
         if self.val:
             parts.append(f"val {primary} {self.val.get(primary, math.nan):6.2f}")
         parts += [f"{name} {ratio:.3f}x" for name, ratio in self.cost_ratios.items()]
+        parts += [f"{name} {value:.3g}" for name, value in self.extra.items()]
         if self.tau is not None:
             parts.append(f"tau {self.tau:.2f}")
         parts.append(f"{self.seconds:.1f}s")
@@ -78,6 +80,39 @@ def _batches(loader: Iterable, limit: int | None, start: int = 0):
         i += 1
 
 
+def stratified_indices(labels: torch.Tensor | None, n: int, total: int, seed: int = 0) -> torch.Tensor:
+    """``n`` of ``total`` sample indices, sorted: every class in proportion to its share (each class's samples
+    in a seeded random order, classes interleaved by rank / class size), or a seeded random subset when
+    ``labels`` is None. The same ``(labels, n, seed)`` always give the same indices; no global RNG is used."""
+    g = torch.Generator().manual_seed(seed)
+    n = min(n, total)
+    if labels is None:
+        return torch.randperm(total, generator=g)[:n].sort().values
+    key = torch.empty(total, dtype=torch.float64)
+    jitter = torch.rand(total, generator=g, dtype=torch.float64)
+    for c in torch.unique(labels).tolist():
+        idx = (labels == c).nonzero().flatten()
+        order = idx[torch.randperm(len(idx), generator=g)]
+        key[order] = (torch.arange(len(idx), dtype=torch.float64) + jitter[order]) / len(idx)
+    return key.argsort()[:n].sort().values
+
+
+def _eval_batches(loader: Iterable, limit: int | None, sample: str, seed: int):
+    """What ``evaluate`` reads: every batch, the first ``limit`` ones, or ``limit`` batches' worth of a sample."""
+    if sample not in ("stratified", "first"):
+        raise ValueError(f"sample must be 'stratified' or 'first', got {sample!r}")
+    data = getattr(loader, "data", None)
+    size = getattr(loader, "batch_size", None)
+    if (limit is None or sample == "first" or not hasattr(loader, "batch") or data is None or not size
+            or getattr(loader, "world_size", 1) != 1 or limit * size >= len(data)):
+        yield from _batches(loader, limit)
+        return
+    labels = data.y if getattr(data, "has_labels", False) else None
+    idx = stratified_indices(labels, limit * size, len(data), seed)
+    for b in range(0, len(idx), size):
+        yield loader.batch(idx[b:b + size], b // size)
+
+
 def batches_per_epoch(loader: Iterable, limit: int | None) -> int | None:
     """Batches one epoch of ``loader`` yields under the cap ``limit`` (None if the loader has no length)."""
     try:
@@ -88,12 +123,20 @@ def batches_per_epoch(loader: Iterable, limit: int | None) -> int | None:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, task: Task, loader: Iterable, max_batches: int | None = None) -> dict[str, float]:
-    """Eval-mode metrics over a loader (the supernet evaluates its argmax choice), on the model's device."""
+def evaluate(model: nn.Module, task: Task, loader: Iterable, max_batches: int | None = None, *,
+             sample: str = "stratified", seed: int = 0) -> dict[str, float]:
+    """Eval-mode metrics over a loader (the supernet evaluates its argmax choice), on the model's device.
+
+    With ``max_batches`` (a quick look) on a loader that holds its data set (``BatchLoader``), ``sample``
+    chooses which ``max_batches * batch_size`` samples are evaluated: ``stratified`` (default; every class in
+    proportion to its share, seeded by ``seed``, else a seeded random subset for targets that are not class
+    labels) or ``first`` (the first batches, as before: on a test set sorted by class that is the first classes
+    only). Other iterables are read from the start. Without ``max_batches`` every batch is evaluated.
+    """
     device = module_device(model)
     stats: dict[str, float] = {}
     with eval_mode(model):
-        for x, y in _batches(loader, max_batches):
+        for x, y in _eval_batches(loader, max_batches, sample, seed):
             x, y = to_device(x, device), to_device(y, device)
             for k, v in task.batch_stats(model(x), y).items():
                 stats[k] = stats.get(k, 0.0) + v

@@ -30,7 +30,7 @@ CONFIG_HELP = {
     "method": f"Compression method ({', '.join(list_methods())}).",
     "search_epochs": "Epochs of the search (gates and weights together).",
     "finetune_epochs": "Epochs of fine-tuning the compressed model.",
-    "lam": "Weight of the resource cost (larger: smaller model).",
+    "lam": "Weight of the resource cost (larger: smaller model); default 1, or 0 with --target.",
     "original_prob": "Initial probability of keeping each original layer (0: all operators equally likely).",
     "noise_end": "Gumbel sampling noise at the end of the search, from 1 at its start; below 1 the late search "
                  "trains the network it will derive (1: constant noise, the behaviour before this setting existed).",
@@ -89,6 +89,10 @@ _RUN_OPTIONS = [
                  help="Training augmentation: auto (the data set's default: crop+flip for images, none for "
                       "signals), none, crop-flip (2-D) or shift (1-D)."),
     *[_config_option(name) for name in CONFIG_HELP],
+    click.option("--target", "budgets", multiple=True, metavar="COST=LIMIT",
+                 help="A target or budget the search keeps by itself (repeatable): macs=0.5x, params=0.3x, "
+                      "flash=200KiB (int8 weights; flash:float32=... for float), latency:onnxruntime=0.6x, "
+                      "systolic=0.5x. With targets, --lam defaults to 0."),
     click.option("--threads", default=None, type=click.IntRange(min=1), help="torch intra-op threads (default: torch's)."),
     click.option("--run-dir", default=None, type=click.Path(file_okay=False), help="Run folder (default runs/<time>)."),
     click.option("--progress/--no-progress", default=True, show_default=True),
@@ -103,7 +107,9 @@ def _run_options(fn):
 
 def _config(settings: dict) -> CompressConfig:
     names = {f.name for f in fields(CompressConfig)}
-    return CompressConfig(**{k: v for k, v in settings.items() if k in names})
+    config = {k: v for k, v in settings.items() if k in names}
+    config["budgets"] = list(config.get("budgets") or []) or None     # no --target: None, as the dataclass
+    return CompressConfig(**config)
 
 
 def _augment(choice: str, bundle):
@@ -218,7 +224,7 @@ def _run(settings: dict, run: Run, prepared, log=click.echo) -> dict:
 
 #: Run settings added after run folders existed: left out of the baseline's fingerprint at these values, and
 #: what a config.json that lacks them is read as.
-RUN_LEGACY = {"task": "auto", "augment": "auto", "method": "lwdc"}
+RUN_LEGACY = {"task": "auto", "augment": "auto", "method": "lwdc", "budgets": ()}
 
 
 def _pretrain_fingerprint(settings: dict) -> str:
@@ -235,7 +241,7 @@ def _validate(settings: dict) -> None:
     try:
         _config(settings).validate()
         resolve_ops(settings["ops"])
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:     # BudgetError is a ValueError
         fail(str(exc))
     name = settings["model_name"]
     if name not in list_models() and not is_code_reference(name):
@@ -257,10 +263,17 @@ def _resumed_settings(run: Run, defaults: dict, overrides: dict | None = None, t
     if unknown:
         fail(f"{run.folder / Run.CONFIG} has unknown settings {', '.join(unknown)}: written by another lwdc version?")
     params = {p.name: p for p in compress_cmd.params}
-    settings = {**defaults, **{k: v for k, v in {**LEGACY_DEFAULTS, **RUN_LEGACY}.items() if k not in raw}}
+    settings = {**defaults, **{k: v for k, v in {**LEGACY_DEFAULTS, **RUN_LEGACY}.items()
+                               if k not in raw and k in defaults}}
     for key, value in raw.items():
         try:
-            settings[key] = None if value is None else params[key].type.convert(value, params[key], None)
+            param = params[key]
+            if value is None:
+                settings[key] = None
+            elif param.multiple:
+                settings[key] = tuple(param.type.convert(v, param, None) for v in value)
+            else:
+                settings[key] = param.type.convert(value, param, None)
         except click.BadParameter as exc:
             fail(f"{run.folder / Run.CONFIG}: setting {key!r}: {exc.message}")
     from ..models import is_code_reference

@@ -7,18 +7,20 @@ A cost model is named by a spec string ``name[:option[:option...]]``; keyword ar
     latency[:eager|onnxruntime][:bN][:tN]
                                     measured ms at batch N on N threads (default eager, b1, t1), see latency.py
     systolic[:RxC][:ws|os][:risa]   compute cycles on an R x C systolic array (default 32x32, ws), see systolic.py
+    flash[:int8|float32]            bytes of weights in the generated C library (default int8), see flash.py
 """
 from __future__ import annotations
 
 from .analytic import MacsCost, ParamsCost
 from .base import CostModel, CostTable, build_cost_table
+from .flash import FlashCost
 from .latency import LatencyCost
 from .systolic import SystolicCost
 
 __all__ = ["CostModel", "CostTable", "build_cost_table", "get_cost_model", "COST_MODELS"]
 
 COST_MODELS = {"params": ParamsCost, "macs": MacsCost, "flops": MacsCost, "latency": LatencyCost,
-               "systolic": SystolicCost}
+               "systolic": SystolicCost, "flash": FlashCost}
 
 
 def get_cost_model(spec: str, **options) -> CostModel:

@@ -8,6 +8,7 @@ from dataclasses import asdict
 import torch
 from torch import nn
 
+from ..budgets import BudgetError, BudgetTerm, budget_report, parse_budgets, repair
 from ..costs import build_cost_table, get_cost_model
 from ..derivation import derive, max_output_difference
 from ..ops import get_op
@@ -54,6 +55,36 @@ class LWDC:
             ctx.log(f"left as is: {s.name}: {s.reason}")
         return supernet
 
+    def budget_terms(self, supernet: Supernet, model: nn.Module, ctx) -> list[BudgetTerm]:
+        """One priced term per budget; a budget no choice of operators can meet is refused at once."""
+        terms = []
+        for budget in parse_budgets(ctx.config.budgets):
+            table = build_cost_table(get_cost_model(budget.cost), supernet, model, ctx.example)
+            limit = budget.limit_ratio(table)
+            floor = (table.fixed + sum(float(c.min()) for c in table.layer_costs.values())) / table.reference
+            if floor > limit:
+                raise BudgetError(f"target {budget}: no choice of operators gets below {floor:.3f}x of the original "
+                                  f"({floor * table.reference:,.0f} {table.unit}); the limit is {limit:.3f}x "
+                                  f"({limit * table.reference:,.0f}). Relax it or widen the operator set (--ops)")
+            ctx.log(f"target {budget}: {limit:.3f}x of the original's {table.reference:,.0f} {table.unit} "
+                    f"(the lightest choice reaches {floor:.3f}x)")
+            tolerance = ctx.config.budget_tolerance if budget.ratio is not None else 0.0
+            terms.append(BudgetTerm(budget, table, limit, tolerance))
+        return terms
+
+    def keep_budgets(self, supernet: Supernet, terms: list[BudgetTerm], ctx) -> dict[str, str]:
+        """After the search: repair (or refuse) a derivable network that misses a budget, and say which binds."""
+        if not terms:
+            return {}
+        repaired = repair(supernet, terms)
+        if repaired:
+            ctx.log(f"budgets: {len(repaired)} layer(s) switched to cheaper operators after the search "
+                    f"({', '.join(f'{n}->{op}' for n, op in repaired.items())})")
+        for t in terms:
+            ctx.log(f"target {t.budget}: derived {t.chosen(supernet):.3f}x (limit {t.limit:.3f}x, multiplier "
+                    f"{t.multiplier:.3g})")
+        return repaired
+
     def apply(self, model: nn.Module, ctx) -> MethodResult:
         from ..api import compress_fingerprint
 
@@ -64,6 +95,7 @@ class LWDC:
                               for c in ("params", "macs") if c != objective.name)
         ctx.log(f"search space: {len(supernet.choice_layers())} layers, "
                 f"{sum(len(l.branches) for l in supernet.choice_layers().values())} branches; cost {objective.name}")
+        budgets = self.budget_terms(supernet, model, ctx)
 
         t0 = time.perf_counter()
         warmup = {}
@@ -77,16 +109,22 @@ class LWDC:
         search_cfg = TrainConfig(epochs=cfg.search_epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                  max_batches=cfg.max_batches, checkpoint_every=cfg.checkpoint_every,
                                  progress=cfg.progress, desc="search", device=cfg.device)
-        search = Search(SearchSettings(lam=cfg.lam, arch_lr=cfg.arch_lr, tau_start=cfg.tau_start, tau_end=cfg.tau_end,
-                                       noise_end=cfg.noise_end), objective, report_tables)
+        search = Search(SearchSettings(lam=cfg.effective_lam, arch_lr=cfg.arch_lr, tau_start=cfg.tau_start,
+                                       tau_end=cfg.tau_end, noise_end=cfg.noise_end, budget_rate=cfg.budget_rate),
+                        objective, report_tables, budgets)
         search_log = ctx.train("search", supernet, search_cfg, compress_fingerprint(cfg, "search"), method=search)
         search_time = time.perf_counter() - t0
 
+        repaired = self.keep_budgets(supernet, budgets, ctx)
         choices = supernet.choices()
+        if all(op == "original" for op in choices.values()):
+            ctx.log("warning: the search kept every layer's original operator, so nothing was compressed; give a "
+                    "target (--target macs=0.5x), raise lambda (--lam), or search longer (--search-epochs)")
         derived = derive(supernet)
         return MethodResult(
             model=derived, choices=choices, supernet=supernet,
-            report={"lambda": cfg.lam, "cost": objective.name,
+            report={"lambda": cfg.effective_lam, "cost": objective.name,
+                    "budgets": budget_report(budgets, supernet, repaired),
                     "expected_cost_ratio": {t.name: t.chosen_ratio(supernet) for t in (objective, *report_tables)},
                     "layers": layer_rows(supernet, choices), "skipped": [asdict(s) for s in supernet.skipped],
                     "derive_max_abs_diff": max_output_difference(supernet, derived, ctx.example),

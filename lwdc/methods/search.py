@@ -32,6 +32,7 @@ class SearchSettings:
     tau_end: float = 0.5
     noise_end: float = 0.25             # Gumbel noise scale at the end of the search (from 1 at its start)
     bn_batches: int = 20                # BatchNorm re-estimation before the supernet is evaluated
+    budget_rate: float = 10.0           # dual ascent: a budget missed by 1x over the whole search adds this to mu
 
     def validate(self) -> None:
         if not self.lam >= 0 or self.lam == float("inf"):
@@ -44,19 +45,21 @@ class Search(TrainingMethod):
 
     name = "search"
 
-    def __init__(self, settings: SearchSettings, cost_table=None, report_tables: tuple = ()):
+    def __init__(self, settings: SearchSettings, cost_table=None, report_tables: tuple = (), budgets=()):
         settings.validate()
         if settings.lam > 0 and cost_table is None:
             raise ValueError("a search with lam > 0 needs a cost_table")
-        self.settings, self.cost_table = settings, cost_table
-        self.tables = ((cost_table,) if cost_table is not None else ()) + tuple(report_tables)
+        self.settings, self.cost_table, self.budgets = settings, cost_table, list(budgets)
+        tables = ((cost_table,) if cost_table is not None else ()) + tuple(report_tables)
+        self.tables = tables + tuple(b.table for b in self.budgets if b.table.name not in {t.name for t in tables})
+        self.total_steps = 1
         self.arch_optimizer: torch.optim.Optimizer | None = None
         self.supernet: Supernet | None = None
 
     def setup(self, model: nn.Module, total_steps: int) -> None:
         if not isinstance(model, Supernet):
             raise TypeError(f"the search trains a Supernet (lwdc.expand), got {type(model).__name__}")
-        self.supernet = model
+        self.supernet, self.total_steps = model, max(total_steps, 1)
         self.arch_optimizer = torch.optim.Adam(model.arch_parameters(), lr=self.settings.arch_lr, betas=(0.5, 0.999))
 
     def weight_parameters(self, model: nn.Module) -> list[nn.Parameter]:
@@ -69,26 +72,36 @@ class Search(TrainingMethod):
         s = self.settings
         model.gate.tau = anneal_temperature(global_step / total_steps, s.tau_start, s.tau_end)
         model.gate.noise = anneal_temperature(global_step / total_steps, 1.0, s.noise_end)
+        with torch.no_grad():
+            for term in self.budgets:
+                term.update(model, float(term.table.expected_ratio(model)), s.budget_rate / self.total_steps)
 
     def extra_loss(self, model: nn.Module) -> torch.Tensor | None:
+        terms = [term.penalty(model) for term in self.budgets if term.multiplier != 0]
         if self.settings.lam > 0:
-            return self.settings.lam * self.cost_table.expected_ratio(model)
-        return None
+            terms.insert(0, self.settings.lam * self.cost_table.expected_ratio(model))
+        return sum(terms[1:], terms[0]) if terms else None
 
     def before_eval(self, model: nn.Module, train_loader: Iterable) -> None:
         recalibrate_batchnorm(model, train_loader, self.settings.bn_batches)
 
     def epoch_fields(self, model: nn.Module) -> dict:
         return {"cost_ratios": {t.name: t.chosen_ratio(model) for t in self.tables}, "tau": model.gate.tau,
+                "extra": {f"mu_{b.table.name}": round(b.multiplier, 4) for b in self.budgets},
                 "probabilities": {n: [round(float(p), 5) for p in layer.probabilities().detach()]
                                   for n, layer in model.choice_layers().items()}}
 
     def state_dict(self) -> dict:
-        return {"arch_optimizer": self.arch_optimizer.state_dict(), "gate": self.supernet.gate.state_dict()}
+        state = {"arch_optimizer": self.arch_optimizer.state_dict(), "gate": self.supernet.gate.state_dict()}
+        if self.budgets:
+            state["budget_multipliers"] = [b.multiplier for b in self.budgets]
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.arch_optimizer.load_state_dict(state["arch_optimizer"])
         self.supernet.gate.load_state_dict(state["gate"])
+        for b, mu in zip(self.budgets, state.get("budget_multipliers") or []):
+            b.multiplier = float(mu)
 
 
 def _first_batches(loader: Iterable, n: int):

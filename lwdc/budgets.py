@@ -1,0 +1,157 @@
+"""Targets and budgets the search keeps by itself: ``macs=0.5x``, ``flash=200KiB``, several at once.
+
+A budget names a cost model and a limit, relative to the original network (``0.5x``) or absolute in the cost's
+unit (``200KiB`` of flash, ``2M`` MACs). During the search each budget adds ``mu_b * E[cost_b] / limit_b`` to
+the loss, where ``mu_b`` is a Lagrange multiplier raised by dual ascent while the network the gates would derive
+now is over its limit and lowered while it is under (``lwdc.methods.search``): the user never touches lambda.
+A ratio target is aimed at from both sides (its multiplier may turn negative, so the search does not overshoot
+into a smaller, less accurate network than asked); an absolute budget is a limit only (multiplier >= 0). After the search, the derived network is checked: a network still over a budget is
+repaired greedily (one layer at a time, to the cheaper operator its gate ranks highest per unit of cost saved),
+or refused with the figures; it is never returned as if it fitted.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+
+from .costs import CostTable
+
+__all__ = ["Budget", "BudgetError", "parse_budget", "parse_budgets", "BudgetTerm", "repair", "budget_report"]
+
+_UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "kb": 1e3, "mb": 1e6, "kib": 1024, "mib": 1024 ** 2, "b": 1}
+_VALUE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+
+
+class BudgetError(ValueError):
+    """A budget that cannot be parsed, or that the derived network cannot meet."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    cost: str                   # a cost-model spec (macs, params, flash, latency:onnxruntime, ...)
+    ratio: float | None = None  # limit as a fraction of the original network's cost ("0.5x")
+    absolute: float | None = None   # limit in the cost's unit ("200KiB", "2M")
+
+    def limit_ratio(self, table: CostTable) -> float:
+        return self.ratio if self.ratio is not None else self.absolute / table.reference
+
+    def __str__(self) -> str:
+        return f"{self.cost}={self.ratio:g}x" if self.ratio is not None else f"{self.cost}={self.absolute:g}"
+
+
+def parse_budget(text: str) -> Budget:
+    """``COST=VALUE``: VALUE ``0.5x`` (relative) or a number with an optional unit (k, M, G, KiB, MiB, KB, MB)."""
+    cost, sep, value = str(text).partition("=")
+    cost, value = cost.strip(), value.strip()
+    if not sep or not cost or not value:
+        raise BudgetError(f"target {text!r}: write COST=VALUE, e.g. macs=0.5x, flash=200KiB, params=0.3x")
+    if value.lower().endswith("x"):
+        try:
+            ratio = float(value[:-1])
+        except ValueError:
+            raise BudgetError(f"target {text!r}: {value!r} is not a ratio like 0.5x") from None
+        if not 0 < ratio <= 1 or not math.isfinite(ratio):
+            raise BudgetError(f"target {text!r}: a ratio must be in (0, 1] of the original, got {ratio:g}x")
+        return Budget(cost, ratio=ratio)
+    match = _VALUE.match(value)
+    if not match or match.group(2).lower() not in _UNITS:
+        raise BudgetError(f"target {text!r}: {value!r} is neither a ratio (0.5x) nor a number with a unit "
+                          f"({', '.join(u for u in _UNITS if u)})")
+    absolute = float(match.group(1)) * _UNITS[match.group(2).lower()]
+    if not absolute > 0 or not math.isfinite(absolute):
+        raise BudgetError(f"target {text!r}: the limit must be a positive number")
+    return Budget(cost, absolute=absolute)
+
+
+def parse_budgets(budgets) -> tuple[Budget, ...]:
+    """A dict ``{cost: value}``, a list of ``"cost=value"`` strings, or Budgets; one budget per cost."""
+    if not budgets:
+        return ()
+    items = [f"{k}={v}" for k, v in budgets.items()] if isinstance(budgets, dict) else list(budgets)
+    parsed = tuple(b if isinstance(b, Budget) else parse_budget(b) for b in items)
+    costs = [b.cost for b in parsed]
+    if len(set(costs)) != len(costs):
+        raise BudgetError(f"one budget per cost, got {', '.join(map(str, parsed))}")
+    return parsed
+
+
+@dataclass
+class BudgetTerm:
+    """One budget in the search: its table, its limit as a ratio of the original, and its multiplier."""
+
+    budget: Budget
+    table: CostTable
+    limit: float
+    tolerance: float = 0.0      # how far over its limit the derived network may end (ratio targets: 5%)
+    multiplier: float = 0.0
+
+    def chosen(self, supernet) -> float:
+        return self.table.chosen_ratio(supernet)
+
+    def penalty(self, supernet) -> torch.Tensor:
+        return self.multiplier * self.table.expected_ratio(supernet) / self.limit
+
+    @property
+    def equality(self) -> bool:
+        """A ratio target (``0.5x``) is aimed at from both sides (landing far under it costs accuracy the user
+        did not ask to give up); an absolute budget (``200KiB``) is a limit only."""
+        return self.budget.ratio is not None
+
+    def update(self, supernet, expected: float, rate: float) -> None:
+        """Dual ascent. A budget: on the violation of the derivable network (argmax) or the expectation, whichever
+        is larger, with the multiplier kept >= 0. A target: on the mean of the two, with a multiplier of either
+        sign (negative: the cost term rewards keeping more)."""
+        chosen = self.chosen(supernet)
+        if self.equality:
+            self.multiplier += rate * (0.5 * (expected + chosen) / self.limit - 1.0)
+        else:
+            self.multiplier = max(0.0, self.multiplier + rate * (max(expected, chosen) / self.limit - 1.0))
+
+
+def repair(supernet, terms: list[BudgetTerm]) -> dict[str, str]:
+    """Force the fewest, most-probable switches to cheaper operators until every budget is met; returns the
+    layers changed (name -> new op). Raises :class:`BudgetError` with the figures when no switch helps."""
+    changed: dict[str, str] = {}
+    layers = supernet.choice_layers()
+    for _ in range(10 * max(1, len(layers))):
+        over = [t for t in terms if t.chosen(supernet) > t.limit * (1 + t.tolerance)]
+        if not over:
+            return changed
+        term = max(over, key=lambda t: t.chosen(supernet) / t.limit)
+        best, best_score = None, -math.inf
+        for name, layer in layers.items():
+            costs, current = term.table.layer_costs[name], layer.chosen
+            logp = torch.log_softmax(layer.alpha.detach(), 0)
+            for i in range(len(layer.op_names)):
+                saved = float(costs[current] - costs[i])
+                if saved <= 0:
+                    continue
+                score = saved / (float(logp[current] - logp[i]) + 1.0)
+                if score > best_score:
+                    best, best_score = (name, i), score
+        if best is None:
+            break
+        name, i = best
+        layers[name].fixed = i
+        changed[name] = layers[name].op_names[i]
+    figures = "; ".join(f"{t.budget}: derived {t.chosen(supernet):.3f}x against a limit of {t.limit:.3f}x"
+                        for t in terms)
+    raise BudgetError(f"no choice of operators meets the budget ({figures}); relax it or widen the operator set")
+
+
+def budget_report(terms: list[BudgetTerm], supernet, repaired: dict[str, str]) -> list[dict]:
+    """Per budget: the limit, what the derived network reaches, whether it binds (meets the limit within the
+    tolerance from above, or its multiplier is still pushing), and the final multiplier."""
+    rows = []
+    for t in terms:
+        achieved = t.chosen(supernet)
+        rows.append({"budget": str(t.budget), "cost": t.table.name, "unit": t.table.unit,
+                     "limit_ratio": t.limit, "limit": t.limit * t.table.reference,
+                     "achieved_ratio": achieved, "achieved": achieved * t.table.reference,
+                     "met": achieved <= t.limit * (1 + t.tolerance), "tolerance": t.tolerance,
+                     "binding": t.multiplier > 0 and achieved >= t.limit * (1 - max(t.tolerance, 0.05)),
+                     "multiplier": t.multiplier, "repaired_layers": sorted(repaired)})
+    return rows

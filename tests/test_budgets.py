@@ -1,0 +1,104 @@
+"""Targets and budgets: parsed clearly, kept by the search without lambda, checked after derivation."""
+from __future__ import annotations
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from lwdc import compress
+from lwdc.budgets import Budget, BudgetError, parse_budget, parse_budgets
+from lwdc.cli import main
+from lwdc.costs.flash import flash_bytes
+from lwdc.profiling import count_macs
+
+from conftest import TinyNet
+
+QUICK = dict(ops="default", warmup_epochs=0.5, search_epochs=3, finetune_epochs=1, progress=False,
+             arch_lr=0.05, log=lambda s: None)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("macs=0.5x", Budget("macs", ratio=0.5)), ("flash=200KiB", Budget("flash", absolute=204800)),
+    ("macs=2M", Budget("macs", absolute=2e6)), ("latency:onnxruntime=0.6x", Budget("latency:onnxruntime", ratio=0.6)),
+    ("flash:float32=75000", Budget("flash:float32", absolute=75000)),
+])
+def test_budgets_parse(text, expected):
+    assert parse_budget(text) == expected
+
+
+@pytest.mark.parametrize("text, words", [("macs", "COST=VALUE"), ("macs=1.5x", "(0, 1]"), ("macs=abc", "neither"),
+                                         ("flash=12parsecs", "neither"), ("macs=-3", "neither")])
+def test_bad_budgets_say_what_is_wrong(text, words):
+    with pytest.raises(BudgetError, match=words.replace("(", r"\(").replace("]", r"\]")):
+        parse_budget(text)
+    with pytest.raises(BudgetError, match="one budget per cost"):
+        parse_budgets(["macs=0.5x", "macs=0.4x"])
+
+
+@pytest.mark.parametrize("target", [0.7, 0.5])
+def test_a_macs_target_lands_within_tolerance_without_lambda(quadrants, target):
+    train, val = quadrants
+    torch.manual_seed(0)
+    net = TinyNet(width=16)
+    result = compress(net, train, val, budgets={"macs": f"{target}x"}, **QUICK)
+    example = train[0][0][:1]
+    ratio = count_macs(result.model, example) / count_macs(net, example)
+    assert ratio <= target * 1.05, ratio
+    assert result.report["lambda"] == 0.0
+    (row,) = result.report["budgets"]
+    assert row["met"] and row["achieved_ratio"] == pytest.approx(ratio)
+
+
+def test_an_absolute_flash_budget_is_never_exceeded(quadrants):
+    train, val = quadrants
+    torch.manual_seed(0)
+    net = TinyNet(width=16)
+    limit = int(0.4 * flash_bytes(net))
+    result = compress(net, train, val, budgets=[f"flash={limit}"], **QUICK)
+    assert flash_bytes(result.model) <= limit
+    assert result.report["budgets"][0]["met"]
+
+
+def test_an_impossible_budget_is_refused_at_once_with_the_floor(quadrants):
+    train, val = quadrants
+    with pytest.raises(BudgetError, match="no choice of operators gets below"):
+        compress(TinyNet(), train, val, budgets={"params": "0.01x"}, **{**QUICK, "ops": "minimal"})
+
+
+def test_the_search_warns_when_it_changed_nothing(quadrants):
+    train, val = quadrants
+    lines = []
+    compress(TinyNet(), train, val, ops="minimal", lam=0.0, warmup_epochs=0.5, search_epochs=1, finetune_epochs=1,
+             progress=False, log=lines.append)
+    assert any("kept every layer's original operator" in line for line in lines)
+
+
+def test_cli_target_option_reaches_the_search(tmp_path):
+    run = tmp_path / "run"
+    r = CliRunner().invoke(main, ["compress", "--model", "resnet8", "--width", "0.25", "--target", "macs=0.6x",
+                                  "--search-epochs", "1", "--finetune-epochs", "1", "--warmup-epochs", "0.5",
+                                  "--max-batches", "3", "--batch-size", "32", "--no-progress", "--run-dir", str(run)])
+    assert r.exit_code == 0, r.output
+    assert "target macs=0.6x" in r.output and ("met" in r.output or "MISSED" in r.output)
+    bad = CliRunner().invoke(main, ["compress", "--target", "macs=7x", "--run-dir", str(tmp_path / "b")])
+    assert bad.exit_code != 0 and "(0, 1]" in bad.output and not (tmp_path / "b").exists()
+
+
+def test_multipliers_rise_over_a_limit_and_targets_pull_back_from_below(quadrants):
+    from lwdc.budgets import BudgetTerm
+    from lwdc.costs import build_cost_table, get_cost_model
+    from lwdc.space import expand
+
+    train, _ = quadrants
+    net = TinyNet()
+    supernet = expand(net, train[0][0][:1], "default")
+    table = build_cost_table(get_cost_model("macs"), supernet, net, train[0][0][:1])
+    target, budget = (BudgetTerm(parse_budget(t), table, 0.5) for t in ("macs=0.5x", "macs=100"))
+    for term in (target, budget):
+        term.update(supernet, expected=1.0, rate=1.0)       # the original network: over both
+    assert target.multiplier == pytest.approx(1.0) and budget.multiplier == pytest.approx(1.0)
+    supernet.set_choices({n: "skip" if "skip" in l.op_names else l.op_names[-1] for n, l in supernet.choice_layers().items()})
+    for _ in range(3):
+        for term in (target, budget):
+            term.update(supernet, expected=0.1, rate=1.0)   # far under: a target pulls back, a budget only relaxes
+    assert target.multiplier < 0 and budget.multiplier == 0.0
