@@ -1,0 +1,99 @@
+"""Targets and budgets on ResNet-20 (shipped CIFAR-10 subset): does the search land where the user asks?
+
+    python -m bench.targets [--seeds 0 1] [--quick]
+
+One baseline (trained once, cached), then for each target (MACs 0.7x / 0.5x / 0.3x, flash 50% / 35% / 25% of
+the int8 original's weights) and seed, an LWDC run with ``budgets=`` and no lambda. Each run records where the
+search's argmax network ended before any repair (did the multipliers alone get there?), what was repaired, what
+the derived model measures (MACs by an independent FLOP counter, flash as the C exporter counts it) and its
+accuracy. Runs resume from their folders; results go to ``bench/results/targets.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from lwdc import compress
+from lwdc.costs.flash import flash_bytes
+from lwdc.data import BatchLoader, load_data
+from lwdc.models import create_model
+from lwdc.profiling import count_macs
+from lwdc.runs import write_json
+from lwdc.stages import config_fingerprint, train_stage
+from lwdc.tasks import Classification
+from lwdc.train import TrainConfig, evaluate
+
+from .measure import git_info, machine_info
+
+OUT = Path(__file__).resolve().parent / "results" / "targets.json"
+CACHE = Path.home() / ".cache" / "lwdc" / "bench" / "targets"
+TARGETS = ("macs=0.7x", "macs=0.5x", "macs=0.3x", "flash=0.5", "flash=0.35", "flash=0.25")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--flash-seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--baseline-epochs", type=int, default=30)
+    p.add_argument("--search-epochs", type=int, default=8)
+    p.add_argument("--finetune-epochs", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--quick", action="store_true", help="a few batches per epoch (smoke)")
+    p.add_argument("--cache-dir", default=str(CACHE))
+    p.add_argument("--out", default=str(OUT))
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    cache = Path(a.cache_dir) / ("quick" if a.quick else "full")
+    max_batches = 3 if a.quick else None
+    data = load_data("cifar10-subset")
+    train = BatchLoader(data.train, a.batch_size, shuffle=True, augment=data.augment, drop_last=True)
+    test = BatchLoader(data.test, 500)
+    example = data.test.normalize(data.test.x[:1])
+    task = Classification()
+    torch.manual_seed(0)
+    base = create_model("resnet20", num_classes=10)
+    cfg = TrainConfig(epochs=a.baseline_epochs, lr=0.1, max_batches=max_batches, progress=False, desc="baseline",
+                      channels_last=True)
+    train_stage("train", base, task, train, test, cfg, cache / "baseline",
+                config_fingerprint({"epochs": cfg.epochs, "batch": a.batch_size, "mb": max_batches}), log=print)
+    base_acc = evaluate(base, task, test)["accuracy"]
+    base_macs, base_flash = count_macs(base, example), flash_bytes(base)
+    print(f"baseline: {base_acc:.2f}%, {base_macs:,} MACs, {base_flash:,} B int8 flash")
+    rows = []
+    for target in TARGETS:
+        cost, value = target.split("=")
+        limit = f"{int(float(value) * base_flash)}" if cost == "flash" else value
+        for seed in (a.flash_seeds if cost == "flash" else a.seeds):
+            name = f"{cost}-{value}-s{seed}"
+            started = time.perf_counter()
+            lines: list[str] = []
+            result = compress(base, train, test, example_input=example, budgets={cost: limit}, ops="default",
+                              search_epochs=a.search_epochs, finetune_epochs=a.finetune_epochs, seed=seed,
+                              finetune_lr=0.05, max_batches=max_batches, progress=False, run_dir=cache / name,
+                              log=lambda s: (lines.append(s), print(f"[{name}] {s}", flush=True)))
+            r = result.report
+            (budget,) = r["budgets"]
+            macs, flash = count_macs(result.model, example), flash_bytes(result.model)
+            rows.append({
+                "run": name, "target": f"{cost}={value}" + ("" if cost != "flash" else f" ({limit} B)"), "seed": seed,
+                "search_argmax_ratio": [h["cost_ratios"].get(budget["cost"]) for h in r["history"]["search"]],
+                "multipliers": [h.get("extra", {}).get(f"mu_{budget['cost']}") for h in r["history"]["search"]],
+                "repaired_layers": budget["repaired_layers"], "limit_ratio": budget["limit_ratio"],
+                "achieved_ratio": budget["achieved_ratio"], "met": budget["met"],
+                "macs_ratio": macs / base_macs, "flash_bytes": flash, "flash_ratio": flash / base_flash,
+                "accuracy": r["after"]["accuracy"], "baseline_accuracy": base_acc,
+                "choices": r["choices"], "seconds": time.perf_counter() - started,
+            })
+            print(f"[{name}] {rows[-1]['achieved_ratio']:.3f}x against {budget['limit_ratio']:.3f}x "
+                  f"(search alone {rows[-1]['search_argmax_ratio'][-1]:.3f}x, repaired {len(budget['repaired_layers'])}), "
+                  f"accuracy {rows[-1]['accuracy']:.2f}%", flush=True)
+            write_json(Path(a.out), {"baseline": {"accuracy": base_acc, "macs": base_macs, "flash_bytes": base_flash,
+                                                  "epochs": a.baseline_epochs},
+                                     "settings": vars(a), "runs": rows, "machine": machine_info(), "git": git_info()})
+
+
+if __name__ == "__main__":
+    main()
