@@ -163,7 +163,8 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
     log(f"original: {before['params']:,} params, {before['macs']:,} MACs, "
         f"{task.primary} {before.get(task.primary, float('nan')):.2f}")
 
-    ctx = StageContext(task, train_data, val_data, example, cfg, run, log)
+    ctx = StageContext(task, train_data, val_data, example, cfg, run, log,
+                       fingerprint=lambda stage: compress_fingerprint(cfg, stage))
     result = get_method(cfg.method)().apply(model, ctx)
     derived = result.model
 
@@ -171,7 +172,7 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
     tune_cfg = TrainConfig(epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, weight_decay=cfg.weight_decay,
                            max_batches=cfg.max_batches, checkpoint_every=cfg.checkpoint_every,
                            progress=cfg.progress, desc="finetune", device=cfg.device)
-    tune_log = ctx.train("finetune", derived, tune_cfg, compress_fingerprint(cfg))
+    tune_log = ctx.train("finetune", derived, tune_cfg, ctx.fingerprint("finetune"))
     tune_time = time.perf_counter() - t0
 
     after = profile(derived, example, latency=False).as_dict()

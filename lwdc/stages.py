@@ -107,6 +107,7 @@ class StageContext:
     config: Any                      # lwdc.api.CompressConfig
     run: Run | None
     log: Callable[[str], None]
+    fingerprint: Callable[[str], str] = lambda stage: stage   # the settings a stage's checkpoint depends on
 
     def train(self, stage: str, model: nn.Module, cfg: TrainConfig, fingerprint: str,
               method: TrainingMethod | None = None) -> list[EpochLog]:

@@ -124,6 +124,7 @@ def test_run_files_are_private_whatever_the_umask(tmp_path):
     (["--weights", "{bad}"], "cannot load --weights"),
     (["--model", "{factory}:returns_tuple"], "returns a tuple"),
     (["--model", "{factory}:float64"], "torch.float64"),
+    (["--data", "{images}"], "holds no images"),
 ])
 def test_bad_input_is_refused_before_a_run_folder_exists(tmp_path, args, words):
     bad = tmp_path / "bad.pt"
@@ -134,8 +135,14 @@ def test_bad_input_is_refused_before_a_run_folder_exists(tmp_path, args, words):
                        "    def forward(s, x):\n        return s.c(x), s.c(x)\n"
                        "def returns_tuple(num_classes, in_channels):\n    return T()\n"
                        "def float64(num_classes, in_channels):\n    return T().double()\n")
+    images = tmp_path / "images"
+    from PIL import Image
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            (images / split / cls).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(images / split / "a" / "0.png")    # class b has no image
     run = tmp_path / "run"
-    argv = [a.format(bad=bad, factory=factory) for a in args]
+    argv = [a.format(bad=bad, factory=factory, images=images) for a in args]
     r = CliRunner().invoke(main, ["compress", *QUICK, *argv, "--run-dir", str(run)])
     assert r.exit_code != 0 and words in r.output and "Traceback" not in r.output, r.output
     assert not run.exists()

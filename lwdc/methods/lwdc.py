@@ -86,8 +86,6 @@ class LWDC:
         return repaired
 
     def apply(self, model: nn.Module, ctx) -> MethodResult:
-        from ..api import compress_fingerprint
-
         cfg = ctx.config
         supernet = self.expand(model, ctx)
         objective = build_cost_table(get_cost_model(cfg.cost), supernet, model, ctx.example)
@@ -112,7 +110,7 @@ class LWDC:
         search = Search(SearchSettings(lam=cfg.effective_lam, arch_lr=cfg.arch_lr, tau_start=cfg.tau_start,
                                        tau_end=cfg.tau_end, noise_end=cfg.noise_end, budget_rate=cfg.budget_rate),
                         objective, report_tables, budgets)
-        search_log = ctx.train("search", supernet, search_cfg, compress_fingerprint(cfg, "search"), method=search)
+        search_log = ctx.train("search", supernet, search_cfg, ctx.fingerprint("search"), method=search)
         search_time = time.perf_counter() - t0
 
         repaired = self.keep_budgets(supernet, budgets, ctx)
