@@ -6,8 +6,10 @@ next machine instead of starting again.
 
 What ``save`` keeps of each run folder of the cache (``~/.cache/lwdc/bench/cifar/<model>_<schedule>_s<seed>/<run>``):
 
-* a finished run (it has ``result.json``): that file, which is all ``bench.cifar`` needs to skip the run; its
-  checkpoints are dropped from the state, except the baseline's, which every other run starts from;
+* a finished run (it has ``result.json``): that file, which is all ``bench.cifar`` needs to skip the run, and its
+  final model as data (``model_state.pt`` + ``model_arch.json``, about 1 MB for a ResNet-20), which
+  ``bench.remeasure`` times on the next machine; its checkpoints are dropped from the state, except the
+  baseline's, which every other run starts from;
 * an unfinished run: every checkpoint and record in it (``checkpoints/*.pt``, ``prune.json``, ...), so the same
   ``bench.cifar`` command resumes it after its last finished epoch.
 
@@ -25,6 +27,7 @@ __all__ = ["save", "restore"]
 
 STATE = Path(__file__).resolve().parent / "state"
 CACHE = Path.home() / ".cache" / "lwdc" / "bench" / "cifar"
+FINISHED = ("result.json", "model_state.pt", "model_arch.json")     # what a finished run keeps
 
 
 def _run_folders(root: Path, include_capped: bool) -> list[Path]:
@@ -35,7 +38,7 @@ def _run_folders(root: Path, include_capped: bool) -> list[Path]:
 def _carried_files(run: Path) -> list[Path]:
     """The files of ``run`` that the state keeps (see the module docstring); atomic-write temporaries never."""
     if (run / "result.json").exists():
-        keep = [run / "result.json"]
+        keep = [run / name for name in FINISHED if (run / name).is_file()]
         if run.name == "baseline":
             keep += sorted((run / "checkpoints").glob("*.pt"))
         return keep

@@ -7,16 +7,24 @@ post-baseline passes over the training data, so differences come from the method
 * ``baseline-extended`` the baseline trained ``post_epochs`` more (the "same-schedule baseline" for accuracy);
 * ``lwdc``              branch warm-up + search + derive + fine-tune (warmup + search + finetune epochs);
 * ``prune-l1`` / ``prune-l1-global``  Torch-Pruning one-shot L1 filter pruning at the MACs of an LWDC point,
-  then ``post_epochs`` of fine-tuning.
+  then ``post_epochs`` of fine-tuning;
+* ``prune-group-sparse``  Torch-Pruning's strongest CIFAR configuration (DepGraph: group-norm importance after
+  sparse training, global ranking): ``sparse_epochs`` of group-regularised training from the baseline, pruning to
+  the MACs of an LWDC point, then ``post_epochs - sparse_epochs`` of fine-tuning, so its budget is the same.
+
+Seeds: every run of seed ``s`` starts from the baseline of ``--baseline-seed`` (0 unless given), so a second seed of
+a compressed point costs no second baseline; the seed changes the data order, augmentation, initial draws of the
+new layers and LWDC's gate sampling.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
 
-__all__ = ["Schedule", "SCHEDULES", "EXPERIMENTS", "METHODS", "PRUNE_METHODS", "baseline_schedule", "lambdas"]
+__all__ = ["Schedule", "SCHEDULES", "EXPERIMENTS", "METHODS", "PRUNE_METHODS", "PLANS", "baseline_schedule", "lambdas",
+           "plan_of"]
 
-PRUNE_METHODS = ("prune-l1", "prune-l1-global")
+PRUNE_METHODS = ("prune-l1", "prune-l1-global", "prune-group-sparse")
 METHODS = ("baseline", "baseline-extended", "lwdc") + PRUNE_METHODS
 
 
@@ -35,6 +43,11 @@ class Schedule:
     lr_warmup: float = 0.0            # baseline: epochs of linear learning-rate warm-up before the cosine decay
     label_smoothing: float = 0.0      # baseline: label smoothing of its cross-entropy
     channels_last: bool = False       # NHWC layout in training (ResNet-20 step 274 vs 369-442 ms on one thread here)
+    # prune-group-sparse: the share of post_epochs spent in sparse training (the rest fine-tunes the pruned model;
+    # Torch-Pruning's CIFAR benchmark gives both phases the same epochs, 100 + 100) and the regulariser's
+    # coefficient (its ResNet-56 CIFAR-10 setting, `--reg 5e-4`)
+    sparse_share: float = 0.5
+    sparse_reg: float = 5e-4
 
     @property
     def post_epochs(self) -> int:
@@ -42,8 +55,13 @@ class Schedule:
         fine-tune passes, rounded up (a fractional warm-up gives the comparison methods slightly more)."""
         return math.ceil(self.warmup_epochs + self.search_epochs + self.finetune_epochs)
 
+    @property
+    def sparse_epochs(self) -> int:
+        """prune-group-sparse's sparse-training epochs: at least one, and at least one left for fine-tuning."""
+        return min(max(round(self.post_epochs * self.sparse_share), 1), self.post_epochs - 1)
+
     def as_dict(self) -> dict:
-        return {**asdict(self), "post_epochs": self.post_epochs}
+        return {**asdict(self), "post_epochs": self.post_epochs, "sparse_epochs": self.sparse_epochs}
 
 
 SCHEDULES: dict[str, Schedule] = {
@@ -105,6 +123,20 @@ EXPERIMENTS: dict[str, dict] = {
 }
 
 
+# What the queue runs at each LWDC point, by schedule: ``prune`` right after the point, ``prune_late`` after all
+# points, and the search costs swept (each cost over its own lambdas, the latency sweep for the first operator
+# set only). Schedules that ran before a method existed keep the plan they ran, so their reports do not list the
+# newer methods as missing.
+DEFAULT_PLAN = {"prune": ("prune-l1-global",), "prune_late": ("prune-l1",), "costs": ("macs",)}
+FULL_PLAN = {"prune": ("prune-group-sparse", "prune-l1-global"), "prune_late": ("prune-l1",),
+             "costs": ("macs", "latency:onnxruntime")}
+PLANS: dict[str, dict] = {"cpu-converged": FULL_PLAN, "full": FULL_PLAN, "smoke": FULL_PLAN}
+
+
+def plan_of(schedule: str) -> dict:
+    return PLANS.get(schedule, DEFAULT_PLAN)
+
+
 def baseline_schedule(name: str) -> str:
     """The schedule whose cached baseline ``name`` starts from: itself, or its ``baseline_from`` when that one
     trains the baseline identically (a different one would leave two schedules fighting over one checkpoint)."""
@@ -119,7 +151,12 @@ def baseline_schedule(name: str) -> str:
     return schedule.baseline_from
 
 
-def lambdas(model: str, schedule: str) -> tuple[float, ...]:
-    """The LWDC lambdas of ``model`` under ``schedule``, first one first."""
+def lambdas(model: str, schedule: str, cost: str = "macs") -> tuple[float, ...]:
+    """The LWDC lambdas of ``model`` under ``schedule`` for the search ``cost``, first one first. A cost without
+    lambdas of its own (``lams_by_cost``) gets twice the MACs ones: the latency term pushes about half as hard at
+    equal lambda (docs/RESULTS.md, issue 5: the timed convolutions are about half of the network's latency)."""
     exp = EXPERIMENTS[model]
-    return tuple(exp.get("lams_by_schedule", {}).get(schedule, exp["lams"]))
+    macs = tuple(exp.get("lams_by_schedule", {}).get(schedule, exp["lams"]))
+    if cost == "macs":
+        return macs
+    return tuple(exp.get("lams_by_cost", {}).get(cost, tuple(2 * lam for lam in macs)))

@@ -1,10 +1,14 @@
 """Run every experiment of a model one after another, each in its own process (so peak memory is its own).
 
-    python -m bench.queue --model resnet20 [--schedule cpu] [--ops default paper] [--lams 2 1.2 3] [--dry-run]
+    python -m bench.queue --model resnet20 [--schedule cpu] [--ops default paper] [--lams 2 1.2 3] [--seeds 0 1]
+                          [--dry-run]
 
-Order: baseline; then per operator set, the first lambda listed in bench/configs.py with its global-pruning match
-and the extended baseline (the most informative comparison soonest), then the other lambdas, then the per-layer
-L1 matches.
+Order: the baseline (once, of ``--baseline-seed``); then, per seed, per operator set: the first lambda listed in
+bench/configs.py with the pruning methods matched to it right after it (``PLANS``: global L1 and, on the newer
+schedules, DepGraph's group-norm + sparse training) and the extended baseline (the most informative comparison
+soonest), then the other lambdas, then the per-layer L1 matches; then the latency-cost sweep of the first operator
+set, where the schedule's plan has one. Every seed starts from the same baseline, so a second seed costs the
+post-baseline runs only.
 Finished runs are skipped quickly and interrupted ones resume, so rerunning the command continues the queue.
 A failed run is reported and the queue goes on; the exit status says whether any failed.
 """
@@ -16,24 +20,37 @@ import sys
 import time
 from pathlib import Path
 
-from .configs import EXPERIMENTS, SCHEDULES, lambdas
+from .configs import EXPERIMENTS, SCHEDULES, lambdas, plan_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def plan(model: str, ops_sets: list[str], schedule: str = "cpu", lams: list[float] | None = None) -> list[list[str]]:
-    """The ordered list of ``bench.cifar`` argument lists for ``model`` (``lams``: instead of the configured ones)."""
+def plan(model: str, ops_sets: list[str], schedule: str = "cpu", lams: list[float] | None = None,
+         seeds: list[int] = (0,), baseline_seed: int = 0, latency_lams: list[float] | None = None) -> list[list[str]]:
+    """The ordered list of ``bench.cifar`` argument lists for ``model`` (``lams`` / ``latency_lams``: instead of
+    the configured ones)."""
+    settings = plan_of(schedule)
     ordered = list(lams or lambdas(model, schedule))
-    first = ordered[0]
-    jobs = [["--method", "baseline"]]
-    for n, ops in enumerate(ops_sets):
-        point = lambda lam: ["--lam", f"{lam:g}", "--ops", ops]  # noqa: E731
-        jobs += [["--method", "lwdc", *point(first)], ["--method", "prune-l1-global", *point(first)]]
-        if n == 0:
-            jobs.append(["--method", "baseline-extended"])
-        for lam in ordered[1:]:
-            jobs += [["--method", "lwdc", *point(lam)], ["--method", "prune-l1-global", *point(lam)]]
-        jobs += [["--method", "prune-l1", *point(lam)] for lam in ordered]
+    jobs = [["--method", "baseline", *(["--seed", str(baseline_seed)] if baseline_seed else [])]]
+    for seed in seeds:
+        opts = (["--seed", str(seed)] if seed else []) + (["--baseline-seed", str(baseline_seed)] if baseline_seed
+                                                          else [])
+        for n, ops in enumerate(ops_sets):
+            def point(lam: float, cost: str = "macs") -> list[str]:
+                return ["--lam", f"{lam:g}", "--ops", ops, *opts] + (["--cost", cost] if cost != "macs" else [])
+
+            def with_matches(lam: float) -> list[list[str]]:
+                return [["--method", "lwdc", *point(lam)]] + [["--method", m, *point(lam)] for m in settings["prune"]]
+
+            jobs += with_matches(ordered[0])
+            if n == 0:
+                jobs.append(["--method", "baseline-extended", *opts])
+            for lam in ordered[1:]:
+                jobs += with_matches(lam)
+            jobs += [["--method", m, *point(lam)] for m in settings["prune_late"] for lam in ordered]
+            for cost in settings["costs"][1:] if n == 0 else ():
+                jobs += [["--method", "lwdc", *point(lam, cost)]
+                         for lam in latency_lams or lambdas(model, schedule, cost)]
     return jobs
 
 
@@ -44,10 +61,14 @@ def main() -> None:
     p.add_argument("--ops", nargs="+", default=list(EXPERIMENTS["resnet20"]["ops"]))
     p.add_argument("--lams", nargs="+", type=float,
                    help="LWDC lambdas, first one first (default: the schedule's in bench/configs.py)")
+    p.add_argument("--latency-lams", nargs="+", type=float,
+                   help="lambdas of the latency-cost sweep (default: bench/configs.py's, twice the MACs ones)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of every post-baseline run")
+    p.add_argument("--baseline-seed", type=int, default=0, help="the seed of the one baseline all seeds start from")
     p.add_argument("--dry-run", action="store_true", help="print the commands only")
     a, passthrough = p.parse_known_args()   # anything else (--data, --cache-dir, --threads...) goes to bench.cifar
     failed = []
-    for job in plan(a.model, a.ops, a.schedule, a.lams):
+    for job in plan(a.model, a.ops, a.schedule, a.lams, a.seeds, a.baseline_seed, a.latency_lams):
         cmd = [sys.executable, "-m", "bench.cifar", "--model", a.model, "--schedule", a.schedule, *job, *passthrough]
         print(f"[{time.strftime('%H:%M:%S')} queue] {' '.join(cmd[1:])}", flush=True)
         if a.dry_run:

@@ -2,8 +2,11 @@
 
     python -m bench.report [--results bench/results/cifar] [--doc docs/RESULTS.md]
 
-Only the region between the markers below is rewritten; the rest of the file belongs to other authors.
-Published figures are quoted in their own table, labelled, never mixed with ours.
+Only the region between the markers below is rewritten; the rest of the file belongs to other authors (the plots
+go beside ``--doc``, so ``--doc /tmp/x/RESULTS.md`` writes nothing under docs/). Published figures are quoted in
+their own table, labelled, never mixed with ours. Runs of several seeds are shown as mean (seed 0 / seed 1);
+batch-1 latencies re-measured by ``python -m bench.remeasure`` (``bench/results/latency_<schedule>.json``) replace
+the in-run ones; a schedule with latency-cost LWDC runs gets a second plot, accuracy against onnxruntime latency.
 """
 from __future__ import annotations
 
@@ -13,11 +16,15 @@ from collections import defaultdict
 from pathlib import Path
 
 from .configs import EXPERIMENTS
+from .report_compare import best_pruning, matched_pairs, matched_table, nearest_pruning  # noqa: F401 (API)
+from .report_format import fmt, machine_label, noise_label, point, same_budget, series  # noqa: F401 (API)
+from .report_latency import apply_remeasured, latency_fronts, remeasured_note
+from .report_seeds import cell, merge_seeds, seeds_of
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- bench:cifar:start -->", "<!-- bench:cifar:end -->"
 SERIES = ("baseline", "baseline-extended", "lwdc-default", "lwdc-default-noise0.25", "lwdc-paper", "prune-l1-global",
-          "prune-l1")
+          "prune-l1", "prune-group-sparse")
 
 PUBLISHED = """### Published CIFAR-10 figures (quoted, not measured here)
 
@@ -49,45 +56,8 @@ papers above use the parameter-free "option A" shortcut.
 
 
 def load_results(folder: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]
-
-
-def noise_label(r: dict, template: str) -> str:
-    """``template`` filled with the run's noise_end where it is not the constant noise of older runs, else ''."""
-    return template.format(r["noise_end"]) if r.get("noise_end", 1) != 1 else ""
-
-
-def series(r: dict) -> str:
-    if r["method"] != "lwdc":
-        return r["method"]
-    return (f"lwdc-{r['ops']}" + noise_label(r, "-noise{:g}")
-            + (f"-ft{r['finetune_override']}" if r.get("finetune_override") else ""))
-
-
-def same_budget(r: dict) -> bool:
-    """False for runs given more training than their schedule (``--finetune-epochs``): outside the comparison."""
-    return not r.get("finetune_override")
-
-
-def point(r: dict) -> str:
-    """The LWDC point a run is, or is matched to."""
-    if r["method"] == "lwdc":
-        longer = f", fine-tune {r['finetune_override']}" if r.get("finetune_override") else ""
-        return f"{r['ops']} λ={r['lambda']:g}{noise_label(r, ', noise→{:g}')}{longer}"
-    if r.get("matches"):
-        return "→ " + r["matches"].replace("lwdc-", "").replace("-lam", " λ=").replace("-noise", ", noise→")
-    return f"→ {r['target']:g} MACs" if r.get("target") is not None else ""
-
-
-def machine_label(m: dict) -> str:
-    """The machine a result was measured on, in words (older results lack the CPU capability)."""
-    isa = f", {m['cpu_capability']}" if m.get("cpu_capability") else ""
-    return (f"{m['cpu']} ({m['cpu_count']} cores{isa}, shared), torch {m['torch']}, training on "
-            f"{m['train_threads']} thread(s)")
-
-
-def fmt(v, spec: str = ".2f", none: str = "-") -> str:
-    return none if v is None else format(v, spec)
+    """Every result, with its file name (``_file``) by which bench.remeasure's figures find it."""
+    return [{**json.loads(p.read_text()), "_file": p.stem} for p in sorted(Path(folder).glob("*.json"))]
 
 
 def results_table(rs: list[dict], reference: dict | None) -> list[str]:
@@ -100,69 +70,12 @@ def results_table(rs: list[dict], reference: dict | None) -> list[str]:
         lat, sr = r["latency_ms"], r.get("speed_ratio", {})
         speed = " / ".join(fmt(sr.get(k)) for k in ("eager_b1", "eager_b64", "ort_b1"))
         lines.append(
-            f"| {series(r)} | {point(r)} | {r['accuracy']:.2f} | "
+            f"| {series(r)} | {point(r)} | {cell(r, 'accuracy')} | "
             f"{fmt(None if ref is None else r['accuracy'] - ref, '+.2f')} | "
-            f"{r['params']:,} | {r['macs'] / 1e6:.2f} | {r['macs_ratio']:.3f} | {fmt(lat.get('eager_b1'))} | "
+            f"{r['params']:,} | {r['macs'] / 1e6:.2f} | {cell(r, 'macs_ratio', '.3f')} | {fmt(lat.get('eager_b1'))} | "
             f"{fmt(lat.get('eager_b64'), '.1f')} | {fmt(lat.get('ort_b1'), '.3f')} | {speed} | "
             f"{r.get('train_seconds', r['wall_time_total_s']) / 60:.1f} |")
     return lines
-
-
-def matched_table(rs: list[dict]) -> tuple[list[str], list[str]]:
-    """LWDC points beside the pruning runs matched to them; and one plain verdict per comparison."""
-    by_point = defaultdict(list)       # an LWDC point's search -> its runs (same budget first, then longer)
-    for r in sorted((r for r in rs if r["method"] == "lwdc"), key=lambda r: not same_budget(r)):
-        by_point[r.get("search_of") or f"lwdc-{r['ops']}-lam{r['lambda']:g}"].append(r)
-    lines = ["| LWDC point | LWDC acc. | LWDC MACs ratio | pruning | pruning acc. | pruning MACs ratio | MACs off by | "
-             "matched (≤5%) | LWDC − pruning (points) |", "|---|---|---|---|---|---|---|---|---|"]
-    verdicts = []
-    pruned = [r for r in rs if r["method"] in ("prune-l1", "prune-l1-global")]
-    pairs = [(lw, r, r["macs_error"]) for r in pruned for lw in by_point.get(r.get("matches") or "", [])]
-    pairs += nearest_pruning(by_point, pruned)
-    behind = False
-    for lw, r, error in pairs:
-        diff = lw["accuracy"] - r["accuracy"]
-        within = abs(error) <= 0.05
-        method = r["method"] if lw in by_point.get(r.get("matches") or "", []) else f"{r['method']} {point(r)}"
-        lines.append(f"| {point(lw)} | {lw['accuracy']:.2f} | {lw['macs_ratio']:.3f} | {method} | "
-                     f"{r['accuracy']:.2f} | {r['macs_ratio']:.3f} | {error * 100:+.1f}% | "
-                     f"{'yes' if within else 'no'} | {diff:+.2f} |")
-        if within and not same_budget(lw):
-            verdicts.append(f"At matched MACs, {point(lw)} (more training than the schedule: {lw['epochs']['finetune']} fine-tuning "
-                            f"epochs after its search) vs {r['method']}: {diff:+.2f} points")
-        elif within:
-            verdict = (f"At matched MACs, {point(lw)} vs {method}: LWDC {'>=' if diff >= 0 else '<'} pruning "
-                       f"({diff:+.2f} points)")
-            if diff < 0:
-                search_val = lw["search_history"][-1]["val"].get("accuracy") if lw.get("search_history") else None
-                verdict += (f"; LWDC's argmax network left its {lw['epochs']['search']}-epoch search at "
-                            f"{fmt(search_val)}% and had {lw['epochs']['finetune']} fine-tuning epochs, the pruned "
-                            f"model {r['epochs']['finetune']}")
-                behind = True
-            verdicts.append(verdict)
-    if behind:
-        verdicts.append("Where LWDC trails, the budgets are equal in passes over the data but not in kind: LWDC's "
-                        "weights were trained through sampled paths while its gates still moved, and its derived "
-                        "network then had the fine-tuning epochs left over; the pruned model kept the baseline's "
-                        "structure and had all post-baseline epochs to recover. LWDC replaced whole layers where "
-                        "pruning thinned channels")
-    return lines, verdicts
-
-
-def nearest_pruning(by_point: dict[str, list[dict]], pruned: list[dict]) -> list[tuple[dict, dict, float]]:
-    """For an LWDC point no pruning run was matched to by name (a variant such as -noiseX), the finished pruning
-    run of each method nearest to its MACs, when within 5%: the comparison needs matched MACs, not a twin run."""
-    pairs = []
-    for name, runs in by_point.items():
-        if any(r.get("matches") == name for r in pruned):
-            continue
-        for method in sorted({r["method"] for r in pruned}):
-            for lw in runs:
-                error, r = min(((r["macs"] / lw["macs"] - 1, r) for r in pruned if r["method"] == method),
-                               key=lambda e: abs(e[0]))
-                if abs(error) <= 0.05:
-                    pairs.append((lw, r, error))
-    return pairs
 
 
 def searched_here(r: dict) -> bool:
@@ -230,11 +143,11 @@ def checks(rs: list[dict], reference: dict | None, verdicts: list[str]) -> list[
         if good:
             out.append("- LWDC points with >= 50% fewer MACs within 1.0 point of the same-schedule baseline "
                        f"({reference['accuracy']:.2f}%): " + ", ".join(
-                           f"{point(r)} ({r['accuracy']:.2f}%, MACs {r['macs_ratio']:.3f}x)" for r in good) + ".")
+                           f"{point(r)} ({cell(r, 'accuracy')}%, MACs {r['macs_ratio']:.3f}x)" for r in good) + ".")
         else:
             out.append(f"- No LWDC point reaches >= 50% fewer MACs within 1.0 point of the same-schedule baseline "
                        f"({reference['accuracy']:.2f}%)" + (": " + ", ".join(
-                           f"{point(r)} {r['accuracy']:.2f}% at {r['macs_ratio']:.3f}x" for r in half) if half
+                           f"{point(r)} {cell(r, 'accuracy')}% at {r['macs_ratio']:.3f}x" for r in half) if half
                            else "; no finished point has >= 50% fewer MACs") + ".")
     out += [f"- {v}." for v in verdicts] or ["- No matched pruning comparison has finished yet."]
     for r in rs:
@@ -249,10 +162,11 @@ def checks(rs: list[dict], reference: dict | None, verdicts: list[str]) -> list[
 
 
 def pending(model: str, schedule: str, rs: list[dict]) -> list[str]:
-    """Runs of the queue's plan for ``model`` that have no result yet."""
+    """Runs of the queue's plan for ``model`` that have no result yet, for every seed some run of ``rs`` has (each
+    named with its seed where there are several)."""
     from lwdc.api import CompressConfig
 
-    from .cifar import run_name
+    from .context import run_name
     from .queue import plan
 
     noise_end = CompressConfig.noise_end       # what bench.cifar runs by default
@@ -264,14 +178,17 @@ def pending(model: str, schedule: str, rs: list[dict]) -> list[str]:
             return f"{r['method']}-{r['matches'].removeprefix('lwdc-')}"
         return run_name(r["method"], r.get("lambda"), r.get("ops") or "default", r.get("target"))
 
-    done = {name(r) for r in rs}
+    done = {(name(r), r["seed"]) for r in rs}
+    seeds = sorted({r["seed"] for r in rs})
     todo = []
-    for job in plan(model, list(EXPERIMENTS[model]["ops"]), schedule) if model in EXPERIMENTS else []:
+    for job in plan(model, list(EXPERIMENTS[model]["ops"]), schedule, seeds=seeds) if model in EXPERIMENTS else []:
         opts = dict(zip(job[::2], job[1::2]))
         lam = float(opts["--lam"]) if "--lam" in opts else None
-        name = run_name(opts["--method"], lam, opts.get("--ops", "default"), None, noise_end=noise_end)
-        if name not in done:
-            todo.append(name)
+        job_name = run_name(opts["--method"], lam, opts.get("--ops", "default"), None, noise_end=noise_end,
+                            cost=opts.get("--cost", "macs"))
+        seed = int(opts.get("--seed", 0))
+        if (job_name, seed) not in done:
+            todo.append(job_name if len(seeds) == 1 else f"{job_name} (seed {seed})")
     return todo
 
 
@@ -284,7 +201,7 @@ def pareto_plot(rs: list[dict], path: Path, title: str) -> None:
     groups = defaultdict(list)
     for r in rs:
         groups[series(r)].append(r)
-    markers = dict(zip(SERIES, "s*oPvD^"))
+    markers = dict(zip(SERIES, "s*oPvD^X"))
     for name in [s for s in SERIES if s in groups] + [s for s in groups if s not in SERIES]:
         pts = sorted(groups[name], key=lambda r: r["macs"])
         ax.plot([2 * r["macs"] / 1e6 for r in pts], [r["accuracy"] for r in pts], marker=markers.get(name, "x"),
@@ -300,10 +217,11 @@ def pareto_plot(rs: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def section(results: list[dict], doc: Path) -> str:
+def section(results: list[dict], doc: Path, latency_dir: Path | None = None) -> str:
+    """The generated region; ``latency_dir`` holds bench.remeasure's ``latency_<schedule>.json`` files, if any."""
     groups = defaultdict(list)
     for r in results:
-        groups[(r["model"], r["schedule"], r["seed"], r.get("max_batches"))].append(r)
+        groups[(r["model"], r["schedule"], r.get("max_batches"))].append(r)
     out = ["## CIFAR-10: LWDC against structured pruning (measured here)", "",
            "Generated by `python -m bench.report` from `bench/results/cifar/*.json` (one file per run, written by "
            "`python -m bench.cifar`; `python -m bench.queue --model resnet20` runs or resumes them all). Every "
@@ -326,27 +244,38 @@ def section(results: list[dict], doc: Path) -> str:
            "finished, else the baseline; both including evaluation), and peak resident memory (VmHWM of each run's "
            "process, read right after training; it includes ~0.2 GB of data held in memory, so the growth over the "
            "pre-training RSS is given too).", ""]
-    for (model, schedule, seed, mb), rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
+    def order(kv):
+        (model, schedule, mb), rs = kv
+        return str((model, schedule, min(r["seed"] for r in rs), mb))
+
+    for (model, schedule, mb), runs in sorted(groups.items(), key=order):
+        seeds = sorted({r["seed"] for r in runs})
+        measured, latency_data = apply_remeasured(runs, latency_dir / f"latency_{schedule}.json") if latency_dir \
+            else (runs, None)
+        rs = merge_seeds(measured)
         s = rs[0]["schedule_settings"]
         tag = f"{model}_{schedule}" + (f"_mb{mb}" if mb else "")
         base = next((r for r in rs if r["method"] == "baseline"), None)
         reference = next((r for r in rs if r["method"] == "baseline-extended"), None)
-        commits = sorted({(r["git"]["commit"][:10], r["git"]["dirty"]) for r in rs})
-        machines = sorted({machine_label(r["machine"]) for r in rs})
-        out += [f"### {model}, schedule `{schedule}`, seed {seed}"
-                + (f" (capped at {mb} batches/epoch)" if mb else ""), "",
+        commits = sorted({(r["git"]["commit"][:10], r["git"]["dirty"]) for r in runs})
+        machines = sorted({machine_label(r["machine"]) for r in runs})
+        out += [f"### {model}, schedule `{schedule}`, seed{'s' if len(seeds) > 1 else ''} "
+                + ", ".join(map(str, seeds)) + (f" (capped at {mb} batches/epoch)" if mb else ""), "",
                 f"Schedule: baseline {s['baseline_epochs']} epochs (lr {s['lr']}); LWDC warm-up {s['warmup_epochs']} + "
                 f"search {s['search_epochs']} (lr {s['search_lr']}) + fine-tune {s['finetune_epochs']} (lr "
                 f"{s['finetune_lr']}) epochs; baseline-extended and pruning: {s['post_epochs']} epochs from lr "
                 f"{s['search_lr']}. Machine{'s' if len(machines) > 1 else ''}: {'; '.join(machines)}. Code: "
                 + ", ".join(f"`{c}`{' + uncommitted changes' if d else ''}" for c, d in commits) + ".", ""]
-        out += results_table(rs, reference) + [""]
+        out += group_sparse_note(rs) + seeds_note(rs)
+        out += results_table(rs, reference) + [""] + remeasured_note(measured, latency_data)
         plot = doc.parent / f"pareto_{tag}.png"
         pareto_plot(rs, plot, f"{model}, CIFAR-10, schedule {schedule}: accuracy vs FLOPs")
         out += [f"![accuracy vs FLOPs, {model}]({plot.name})", ""]
+        out += latency_fronts(rs, doc.parent / f"latency_{tag}.png",
+                              f"{model}, CIFAR-10, schedule {schedule}: accuracy vs onnxruntime latency", point)
         matched, verdicts = matched_table(rs)
         if len(matched) > 2:
-            out += ["Matched MACs:", ""] + matched + [""]
+            out += ["Matched MACs:", ""] + matched + [""] + best_pruning(rs)
         plain = reference or base
         if any(r["method"] == "lwdc" for r in rs) and plain is None:
             out += ["Search cost: no plain training of the original model (baseline or baseline-extended) has "
@@ -360,13 +289,37 @@ def section(results: list[dict], doc: Path) -> str:
         if base:
             out += [f"Baseline: {base['accuracy']:.2f}% after {s['baseline_epochs']} epochs "
                     f"(median epoch {fmt(base.get('epoch_seconds'), '.0f')} s).", ""]
-        missing = pending(model, schedule, rs)
+        missing = pending(model, schedule, runs)
         if missing and not mb:
             out += [f"Not run yet with today's defaults (`python -m bench.queue --model {model} --schedule {schedule}` "
                     "runs or resumes them; runs above without `-noise` predate the noise schedule): "
                     + ", ".join(f"`{m}`" for m in missing) + ".", ""]
     out += [PUBLISHED]
     return "\n".join(out)
+
+
+def group_sparse_note(rs: list[dict]) -> list[str]:
+    """How prune-group-sparse spent its budget, where it ran (its settings are newer than the section's text)."""
+    r = next((r for r in rs if r["method"] == "prune-group-sparse"), None)
+    if r is None:
+        return []
+    s = r["schedule_settings"]
+    return [f"`prune-group-sparse` is Torch-Pruning's DepGraph configuration: {s['sparse_epochs']} epochs of sparse "
+            f"training from the baseline (its group regulariser, coefficient {r['sparse_reg']:g}, instead of weight "
+            f"decay), global pruning by group L2 norm to the MACs of the LWDC point, then "
+            f"{s['post_epochs'] - s['sparse_epochs']} epochs of fine-tuning; both stages from lr {s['search_lr']}.",
+            ""]
+
+
+def seeds_note(rs: list[dict]) -> list[str]:
+    several = [r for r in rs if "seed_runs" in r]
+    if not several:
+        return []
+    bases = sorted({x.get("baseline_seed", x["seed"]) for r in several for x in r["seed_runs"]})
+    return [f"{len(several)} run(s) finished under several seeds: their cells read mean (seed "
+            + " / seed ".join(map(str, seeds_of(several[0]))) + "), and the comparisons use the means. Every seed "
+            f"starts from the baseline of seed {', '.join(map(str, bases))}; the seed changes the data order, the "
+            "augmentation and the method's own random draws.", ""]
 
 
 def write_region(doc: Path, body: str) -> None:
@@ -388,7 +341,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     results = load_results(Path(a.results))
     doc = Path(a.doc)
-    write_region(doc, section(results, doc))
+    write_region(doc, section(results, doc, Path(a.results).parent))
     print(f"{len(results)} results -> {doc}")
 
 

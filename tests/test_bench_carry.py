@@ -53,6 +53,19 @@ def test_save_keeps_results_of_finished_runs_and_checkpoints_of_unfinished_ones(
     assert any("dropped" in line and "search.pt" in line for line in logs)
 
 
+def test_a_finished_run_keeps_its_final_model_for_bench_remeasure(tmp_path):
+    """The final model as data travels with the result (bench.remeasure times it on the next machine); the
+    original model, the torch.export copy and the checkpoints do not."""
+    cache, state = tmp_path / "cache", tmp_path / "state"
+    run = cache / "resnet20_cpu-converged_s1" / "lwdc-a"
+    for name in ("result.json", "model_state.pt", "model_arch.json", "model.pt2", "original_state.pt",
+                 "original_arch.json", "report.json", "checkpoints/finetune.pt"):
+        _write(run / name, name)
+    carry.save(cache, state, log=lambda _: None)
+    assert sorted(_files(state)) == [f"resnet20_cpu-converged_s1/lwdc-a/{name}"
+                                     for name in ("model_arch.json", "model_state.pt", "result.json")]
+
+
 def test_restore_fills_a_fresh_cache_and_never_replaces_a_copy_that_may_be_further_along(tmp_path):
     state, cache = tmp_path / "state", tmp_path / "cache"
     _write(state / "README.md", "not a run")

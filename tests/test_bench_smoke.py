@@ -6,20 +6,36 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import statistics
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # bench/ is not installed: import it from the checkout
 cifar = pytest.importorskip("bench.cifar")
 report = pytest.importorskip("bench.report")
+remeasure = pytest.importorskip("bench.remeasure")
+
+GROUP = "resnet8_smoke_s{}_w0.25_mb2"       # the cache folder of the smoke runs of a seed
+STEM = "resnet8_smoke_w0.25_mb2_{}_s{}"      # the result file of a run and seed
 
 
-def run(tmp_path, *args, schedule="smoke"):
+def run(tmp_path, *args, schedule="smoke", out=None):
     return cifar.main(["--model", "resnet8", "--width", "0.25", "--schedule", schedule, "--data", "cifar10-subset",
-                       "--max-batches", "2", "--cache-dir", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out"),
-                       "--no-onnx", "--quick-latency", *args])
+                       "--max-batches", "2", "--cache-dir", str(tmp_path / "runs"),
+                       "--out-dir", str(out or tmp_path / "out"), "--no-onnx", "--quick-latency", *args])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A baseline and one LWDC point of seed 0, trained once for the tests that build on them (each test copies
+    their results into its own results folder by running them again: a finished run is only read)."""
+    pytest.importorskip("torch_pruning")
+    root = tmp_path_factory.mktemp("bench")
+    return root, run(root, "--method", "baseline"), run(root, "--method", "lwdc", "--lam", "2", "--ops", "minimal")
 
 
 def test_harness_runs_resumes_and_reports(tmp_path, capsys):
@@ -195,3 +211,93 @@ def test_search_cost_leaves_out_memory_of_a_process_that_did_not_search():
     assert rows[0].split(" | ")[4:7] == ["1100", "1000", "1.10"]          # searched here: memory compared
     assert rows[1].split(" | ")[4:8] == ["-", "-", "-", "-"]              # not searched here: no memory claim
     assert "search in an earlier process / 33.3" in rows[1] and "1.25" in rows[1]   # time ratio from its history
+
+
+def test_group_sparse_pruning_over_two_seeds_is_remeasured_and_reported(trained, tmp_path):
+    """prune-group-sparse at an LWDC point's MACs; a second seed of both from the seed-0 baseline; every model timed
+    again in one process; the report shows mean (seed 0 / seed 1) and prefers the re-measured latencies."""
+    root, base, lw = trained
+    out = tmp_path / "out"
+    for args in (["--method", "baseline"], ["--method", "lwdc", "--lam", "2", "--ops", "minimal"]):
+        run(root, *args, out=out)
+    point = ["--lam", "2", "--ops", "minimal"]
+    gs = run(root, "--method", "prune-group-sparse", *point, out=out)
+    lw1 = run(root, "--method", "lwdc", *point, "--seed", "1", out=out)
+    gs1 = run(root, "--method", "prune-group-sparse", *point, "--seed", "1", out=out)
+
+    settings = gs["schedule_settings"]
+    assert gs["epochs"] == {"sparse": settings["sparse_epochs"], "finetune": settings["post_epochs"] - 2} == \
+        {"sparse": 2, "finetune": 1}                                  # the same budget as every other method
+    assert gs["global_pruning"] and "group L2 norm" in gs["importance"] and len(gs["sparse_history"]) == 2
+    assert gs["matches"] == lw["run"] and gs["target_macs"] == lw["macs"]
+    # seed 1 starts from the seed-0 baseline (no second one is trained) and matches its own seed's LWDC point
+    assert (lw1["seed"], lw1["baseline_seed"], lw1["baseline_accuracy"]) == (1, 0, base["accuracy"])
+    assert gs1["baseline_run"] == f"{GROUP.format(0)}/baseline" and gs1["target_macs"] == lw1["macs"]
+    assert not (root / "runs" / GROUP.format(1) / "baseline").exists()
+    assert (root / "runs" / GROUP.format(1) / gs1["run"] / "model_state.pt").is_file()   # kept for bench.remeasure
+
+    lat = remeasure.remeasure(out, root / "runs", "smoke", rounds=2, onnx=False, log=lambda _: None)
+    assert set(lat["models"]) == {p.stem for p in out.glob("*.json")} and not lat["skipped"]
+    entry = lat["models"][STEM.format(gs1["run"], 1)]
+    assert entry["baseline"] == STEM.format("baseline", 0) and len(entry["eager_b1"]["rounds"]) == 2
+    assert (tmp_path / "latency_smoke.json").is_file()
+
+    doc = tmp_path / "docs" / "RESULTS.md"
+    report.main(["--results", str(out), "--doc", str(doc)])
+    text = doc.read_text()
+    mean = statistics.mean([gs["accuracy"], gs1["accuracy"]])
+    assert "### resnet8, schedule `smoke`, seeds 0, 1" in text
+    assert (f"| prune-group-sparse | → minimal λ=2, noise→0.25 | {mean:.2f} ({gs['accuracy']:.2f} / "
+            f"{gs1['accuracy']:.2f}) |") in text
+    assert "Against the most accurate Torch-Pruning run matched within 5% MACs" in text
+    assert "of 5 runs were re-measured by `python -m bench.remeasure`" in text
+    base_ms = lat["models"][STEM.format("baseline", 0)]["eager_b1"]["median"]
+    assert f"| baseline |  | {base['accuracy']:.2f} | - | 5,214 | 0.86 | 1.000 | {base_ms:.2f} |" in text
+
+
+def test_latency_cost_point_is_named_apart_and_plotted_against_latency(trained, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("LWDC_CACHE_DIR", str(tmp_path / "lwdc"))       # the latency table's cache
+    root, _, lw = trained
+    out = tmp_path / "out"
+    for args in (["--method", "baseline"], ["--method", "lwdc", "--lam", "2", "--ops", "minimal"]):
+        run(root, *args, out=out)
+    lat = run(root, "--method", "lwdc", "--lam", "4", "--ops", "minimal", "--cost", "latency:onnxruntime", out=out)
+    assert lat["run"] == "lwdc-minimal-lam4-noise0.25-latency_onnxruntime" and lat["cost"] == "latency:onnxruntime"
+    assert lw["run"] == "lwdc-minimal-lam2-noise0.25" and lw["cost"] == "macs"    # MACs runs keep their names
+    assert list((tmp_path / "lwdc" / "latency").glob("onnxruntime-*.json"))      # the table is cached
+
+    remeasure.main(["--schedule", "smoke", "--rounds", "1", "--results", str(out), "--cache-dir", str(root / "runs")])
+    doc = tmp_path / "docs" / "RESULTS.md"
+    report.main(["--results", str(out), "--doc", str(doc)])
+    text = doc.read_text()
+    assert "| lwdc-minimal-noise0.25-latency_onnxruntime | minimal λ=4, noise→0.25, cost latency:onnxruntime |" in text
+    assert "![accuracy vs onnxruntime latency](latency_resnet8_smoke_mb2.png)" in text
+    assert (doc.parent / "latency_resnet8_smoke_mb2.png").is_file()
+    assert re.search(r"[01] of 1 `latency:onnxruntime`-cost points lie on or beyond the MACs-cost front", text)
+
+
+def test_remeasure_rebuilds_a_baseline_that_predates_saved_models(trained, tmp_path):
+    """Runs finished before bench.cifar saved models: the baseline comes back from its checkpoint."""
+    root, base, _ = trained
+    shutil.copytree(root / "runs" / GROUP.format(0) / "baseline", tmp_path / GROUP.format(0) / "baseline")
+    (tmp_path / GROUP.format(0) / "baseline" / "model_state.pt").unlink()
+    model, source = remeasure.load_model(base, tmp_path)
+    saved, _ = remeasure.load_model(base, root / "runs")
+    assert source == "baseline checkpoint"
+    assert all(torch.equal(v, saved.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_a_second_seed_waits_for_the_shared_baseline(tmp_path):
+    with pytest.raises(SystemExit, match="run --method baseline --seed 0 first"):
+        run(tmp_path, "--method", "baseline-extended", "--seed", "1", "--max-batches", "1")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "baseline", "--cost", "latency:onnxruntime"], "--cost applies to --method lwdc"),
+    (["--method", "lwdc", "--lam", "1", "--cost", "flops:x"], "--cost flops:x"),
+    (["--method", "baseline", "--seed", "1", "--baseline-seed", "0"], "--method baseline trains the baseline"),
+])
+def test_bad_seed_and_cost_options_name_the_problem(argv, message):
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        cifar.parse(argv)

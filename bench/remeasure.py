@@ -1,0 +1,184 @@
+"""Time the finished models of a schedule again, all in one process and alternating, on (ideally) an idle machine.
+
+    python -m bench.remeasure [--schedule cpu-converged] [--rounds 5] [--no-onnx]
+
+Each run measured its latency right after training, beside its baseline, while other jobs shared the CPU: its
+ratios are fair, its absolute figures carry that moment's load, and two runs' figures are not comparable. This
+command loads the final model of every finished run of a schedule (one per result in ``--results``) into one
+process and times them round-robin on one thread: in every round each model gets one eager batch-1 median and one
+onnxruntime batch-1 median, the order rotating from round to round, so a burst of load hits all models alike.
+It writes ``<results>/../latency_<schedule>.json`` with each model's median over rounds and the spread; bench.report
+prefers these figures to the in-run ones where a model and its baseline were both re-measured.
+
+Models come from the run folders in ``--cache-dir``: the saved final model (``model_state.pt`` +
+``model_arch.json``, what every run writes since bench.remeasure exists, and LWDC runs always did), else, for runs
+that predate it, the baseline's checkpoint (baseline, baseline-extended) or the baseline pruned again at the
+recorded ratio with the fine-tuned weights of its checkpoint (prune-l1, prune-l1-global). Every model is timed
+in the same form, rebuilt from its architecture description (lwdc.arch), so none has less Python overhead
+than another.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lwdc.arch import ArchitectureError, build, describe
+from lwdc.models import create_model
+from lwdc.profiling import measure_latency, median_ms, onnx_session
+from lwdc.runs import CheckpointError, Run, RunError, load_checkpoint, write_json
+
+from .configs import baseline_schedule
+from .context import DEFAULT_CACHE, DEFAULT_OUT, folder_name, result_stem
+from .measure import git_info, machine_info
+
+__all__ = ["load_model", "measure", "remeasure", "latency_path"]
+
+INPUT_SHAPE = (3, 32, 32)       # CIFAR; a saved architecture records its own
+
+
+def latency_path(results: Path, schedule: str) -> Path:
+    return Path(results).parent / f"latency_{schedule}.json"
+
+
+def _folders(r: dict, cache: Path) -> tuple[Path, Path]:
+    """The run folder of result ``r`` and the folder of the baseline it started from."""
+    width, mb = r.get("width", 1.0), r.get("max_batches")
+    name = r.get("run") or (r["method"] if r["method"] in ("baseline", "baseline-extended") else None)
+    if name is None:
+        raise RunError(f"a {r['method']} result of {r['schedule']} records no run name (it predates them)")
+    run_dir = cache / folder_name(r["model"], r["schedule"], r["seed"], width, mb) / name
+    base = cache / folder_name(r["model"], baseline_schedule(r["schedule"]), r.get("baseline_seed", r["seed"]),
+                               width, mb) / "baseline"
+    return run_dir, base
+
+
+def _checkpoint_model(path: Path, stage: str, model: nn.Module) -> nn.Module:
+    model.load_state_dict(load_checkpoint(path, stage, required=("model",))["model"])
+    return model.eval()
+
+
+def _original(r: dict, base_dir: Path) -> nn.Module:
+    state = load_checkpoint(base_dir / "checkpoints" / "train.pt", "train", required=("model",))["model"]
+    classes = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2][-1].shape[0]
+    model = create_model(r["model"], num_classes=classes, width=r.get("width", 1.0))
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def load_model(r: dict, cache: Path) -> tuple[nn.Module, str]:
+    """The final model of result ``r`` and where it came from; ``RunError`` when its folder cannot rebuild it."""
+    run_dir, base_dir = _folders(r, cache)
+    try:
+        if Run(run_dir).has_model("model"):
+            return Run(run_dir).load_model("model"), "saved model"
+        if r["method"] == "baseline":
+            return _original(r, base_dir), "baseline checkpoint"
+        if r["method"] == "baseline-extended":
+            return _checkpoint_model(run_dir / "checkpoints" / "train.pt", "train", _original(r, base_dir)), \
+                "run checkpoint"
+        plan = Run(run_dir).read_file("prune.json")
+        if r["method"] in ("prune-l1", "prune-l1-global") and plan is not None:
+            from .pruning import prune
+
+            x = torch.zeros(1, *INPUT_SHAPE)
+            pruned = prune(_original(r, base_dir), x, plan["ratio"], r["method"] == "prune-l1-global")
+            return _checkpoint_model(run_dir / "checkpoints" / "finetune.pt", "finetune", pruned), \
+                "baseline pruned again + run checkpoint"
+    except (CheckpointError, FileNotFoundError, KeyError, IndexError, RuntimeError) as exc:
+        raise RunError(f"{run_dir}: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}") from None
+    raise RunError(f"{run_dir}: no saved model and no checkpoints to rebuild it from (finished before models were "
+                   "saved, and carried without its checkpoints)")
+
+
+def uniform(model: nn.Module) -> nn.Module:
+    """``model`` rebuilt from its architecture description (what Run.load_model returns), else as it is."""
+    try:
+        rebuilt = build(describe(model))
+    except ArchitectureError:
+        return model.eval()
+    rebuilt.load_state_dict(model.state_dict())
+    return rebuilt.eval()
+
+
+def _summary(values: list[float]) -> dict:
+    med = statistics.median(values)
+    return {"median": med, "min": min(values), "max": max(values), "spread": (max(values) - min(values)) / med,
+            "rounds": values}
+
+
+def measure(models: dict[str, nn.Module], rounds: int, onnx: bool = True, log=print) -> dict[str, dict]:
+    """Batch-1 latency (ms, one thread) of every model: ``rounds`` rounds, each timing every model once per
+    backend, the starting model rotating; per model and backend the median over rounds and the spread."""
+    keys = list(models)
+    x = torch.randn(1, *INPUT_SHAPE, generator=torch.Generator().manual_seed(0))
+    sessions = {k: onnx_session(models[k], x, threads=1) for k in keys} if onnx else {}
+    times: dict[str, dict[str, list[float]]] = {k: {"eager_b1": [], **({"ort_b1": []} if onnx else {})}
+                                                for k in keys}
+    for n in range(rounds):
+        for k in keys[n % len(keys):] + keys[:n % len(keys)]:
+            times[k]["eager_b1"].append(measure_latency(models[k], x, repeats=30, threads=1))
+            if onnx:
+                feed = {sessions[k].get_inputs()[0].name: x.numpy()}
+                times[k]["ort_b1"].append(median_ms(lambda: sessions[k].run(None, feed), repeats=200))
+        log(f"round {n + 1}/{rounds} done")
+    return {k: {backend: _summary(v) for backend, v in t.items()} for k, t in times.items()}
+
+
+def remeasure(results: Path, cache: Path, schedule: str, rounds: int = 5, onnx: bool = True, log=print) -> dict:
+    """Re-measure every finished run of ``schedule`` found in ``results``; returns (and writes) the latency file."""
+    torch.set_num_threads(1)
+    found = {p.stem: json.loads(p.read_text()) for p in sorted(Path(results).glob("*.json"))}
+    found = {k: r for k, r in found.items() if r.get("schedule") == schedule}
+    models, entries, skipped = {}, {}, {}
+    for stem, r in found.items():
+        try:
+            model, source = load_model(r, cache)
+        except RunError as exc:
+            skipped[stem] = str(exc)
+            log(f"skipped {stem}: {exc}")
+            continue
+        bseed = r.get("baseline_seed", r["seed"])
+        base = result_stem(r["model"], schedule, "baseline", bseed, r.get("width", 1.0), r.get("max_batches"))
+        models[stem] = uniform(model)
+        entries[stem] = {"run": r.get("run", r["method"]), "method": r["method"], "seed": r["seed"], "baseline": base,
+                         "source": source}
+    if not models:
+        raise SystemExit(f"no model of schedule {schedule} could be loaded from {cache} ({len(found)} result(s) in "
+                         f"{results})")
+    log(f"timing {len(models)} models over {rounds} rounds (one thread, onnxruntime {'on' if onnx else 'off'})")
+    started, load = time.perf_counter(), os.getloadavg()[0]
+    for stem, figures in measure(models, rounds, onnx, log).items():
+        entries[stem].update(figures)
+    out = {"schedule": schedule, "rounds": rounds, "threads": 1, "models": entries, "skipped": skipped,
+           "wall_s": time.perf_counter() - started, "load_average_1m_before": load,
+           "machine": machine_info(), "git": git_info(), "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+           "notes": "median over rounds of per-round medians (eager: 30+ calls, onnxruntime: 200+ calls, each after "
+                    "a warm-up); spread = (max - min) / median over rounds; all models in one process, one thread"}
+    path = latency_path(results, schedule)
+    write_json(path, out)
+    log(f"{len(entries)} model(s), {len(skipped)} skipped -> {path}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--schedule", default="cpu-converged", help="the schedule whose finished runs to time")
+    p.add_argument("--rounds", type=int, default=5, help="rounds over all models (each round times each once)")
+    p.add_argument("--results", default=str(DEFAULT_OUT), help="bench.cifar's result JSON files")
+    p.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="bench.cifar's run folders")
+    p.add_argument("--no-onnx", dest="onnx", action="store_false", help="eager only")
+    a = p.parse_args(argv)
+    if a.rounds < 1:
+        raise SystemExit("--rounds must be >= 1")
+    return remeasure(Path(a.results), Path(a.cache_dir).expanduser(), a.schedule, a.rounds, a.onnx)
+
+
+if __name__ == "__main__":
+    main()
