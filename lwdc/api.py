@@ -178,10 +178,12 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
     after = profile(derived, example, latency=False).as_dict()
     after.update(evaluate(derived, task, val_data, cfg.max_batches, sample=eval_sample, seed=cfg.seed)
                  if val_data is not None else {})
+    log("timing the original against the compressed model (alternating rounds, batch 1, one thread)")
     latency = compare_latency(model, derived, example[:1])
     for side, key in ((before, "a"), (after, "b")):
         rounds = getattr(latency.eager, f"{key}_rounds")
         side.update(latency_ms=statistics.median(rounds), latency_range_ms=[min(rounds), max(rounds)])
+        side.pop("latency", None)                       # the whole measurement is report["latency"]
     report = {
         "config": asdict(cfg), "method": cfg.method, "lambda": cfg.effective_lam, "cost": cfg.cost, "task": task.name,
         "primary_metric": task.primary, "example_input_shape": list(example.shape),
@@ -196,6 +198,7 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
         "wall_time_s": {**result.wall_time_s, "finetune": tune_time, "total": time.perf_counter() - started},
     }
     if run is not None and dist.is_main():
+        log(f"saving both models to {run.folder} (state, architecture, torch.export programs)")
         run.save_model("model", derived, example, {"choices": result.choices})
         run.save_model("original", model, example)      # so a report compares both from the folder alone
         run.write_report(report)                         # written last: its presence marks a finished run

@@ -5,19 +5,20 @@ actually ran, so they also check the closed-form counts of ``lwdc.ops``.
 
 Latency is measured one way everywhere (``compare_latency``; the compress summary, the demo, ``lwdc profile`` and
 the report all call it): the two models alternate in one process over several rounds (the first model first in
-even rounds, second in odd ones), each round times each model by the median of repeated calls, and the result is
-the median over rounds with its spread: the range of the per-round values and, for a pair, of the per-round
-ratios. A single median on a shared machine says little (a load burst during one model's timing made an
-unchanged architecture read 1.6x slower); two models timed moments apart see the same load, so their per-round
-ratio is steadier than either time. When the per-round ratios fall on both sides of 1 the rounds disagree on
-which model is faster, and the summary says the difference is within the noise. PyTorch eager and, where it is
-installed, onnxruntime are timed, on one thread by default (less noise on a shared machine, and what one core of
-a target has).
+even rounds, second in odd ones), each round times each model by the median of the same number of calls, and
+the result is the median over rounds with its spread: the range of the per-round values and, for a pair, the
+median of the per-round ratios with a distribution-free 99% interval (``median_interval``). A single median on
+a shared machine says little (a load burst during one model's timing made an unchanged architecture read 1.6x
+slower); two models timed moments apart see the same load, so their per-round ratio is steadier than either
+time. When the interval contains 1 (or the ratio is within 3% of 1) the summary says the spread is larger than
+the difference. PyTorch eager and, where it is installed, onnxruntime are timed, on one thread by default (less
+noise on a shared machine, and what one core of a target has).
 """
 from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import statistics
 import time
@@ -33,7 +34,7 @@ from .modes import eval_mode
 from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = ["Profile", "count_params", "count_macs", "measure_latency", "median_ms", "onnx_session", "profile",
-           "compare_latency", "LatencyComparison", "BackendLatency", "default_backends"]
+           "compare_latency", "LatencyComparison", "BackendLatency", "default_backends", "median_interval"]
 
 
 @dataclass
@@ -154,12 +155,31 @@ def _quantiles(values: list[float]) -> tuple[float, float]:
     return q(0.25), q(0.75)
 
 
+def median_interval(values: list[float], confidence: float = 0.99) -> tuple[float, float, float]:
+    """A distribution-free confidence interval for the median of ``values`` (the sign test's order statistics):
+    ``(v[k], v[n-1-k], coverage)`` for the widest k whose coverage ``1 - 2 P(Binomial(n, 1/2) <= k)`` is still at
+    least ``confidence``; with too few values for that, the whole range (and its lower coverage). No assumption
+    on the distribution: only that rounds are independent and the median is the same for every round."""
+    v, n = sorted(values), len(values)
+
+    def coverage(k: int) -> float:        # P(v[k] <= median <= v[n-1-k]) = 1 - 2 P(Binomial(n, 1/2) <= k)
+        return 1.0 - 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+
+    k = 0
+    while k + 1 <= (n - 1) // 2 and coverage(k + 1) >= confidence:
+        k += 1
+    return v[k], v[n - 1 - k], coverage(k)
+
+
 @dataclass
 class BackendLatency:
-    """One back end's rounds: per-round medians (ms) of the first model ``a`` and, for a pair, the second ``b``."""
+    """One back end's rounds: per-round medians (ms) of the first model ``a`` and, for a pair, the second ``b``.
+    ``confidence`` is that of the interval reported for the median per-round ratio (``ratio_interval``)."""
     backend: str
     a_rounds: list[float]
     b_rounds: list[float] | None = None
+    confidence: float = 0.99
+    min_effect: float = 0.03      # a median ratio within 3% of 1 is below what a shared machine resolves
 
     @property
     def rounds(self) -> int:
@@ -185,8 +205,15 @@ class BackendLatency:
 
     @property
     def ratio_range(self) -> tuple[float, float] | None:
-        """Lowest and highest per-round ratio: the interval shown beside the median."""
+        """Lowest and highest per-round ratio."""
         return (min(self.ratios), max(self.ratios)) if self.b_rounds else None
+
+    @property
+    def ratio_interval(self) -> tuple[float, float] | None:
+        """The interval shown beside the median ratio: a ``confidence`` interval for the median per-round ratio
+        (``median_interval``; 15 rounds at 99%: the 3rd lowest to the 3rd highest round, so one disturbed
+        round does not decide it)."""
+        return median_interval(self.ratios, self.confidence)[:2] if self.b_rounds else None
 
     @property
     def ratio_iqr(self) -> tuple[float, float] | None:
@@ -194,21 +221,24 @@ class BackendLatency:
 
     @property
     def within_noise(self) -> bool | None:
-        """True when the per-round ratios fall on both sides of 1 (or on it): the rounds disagree on which model
-        is faster, so the spread is larger than the difference. With n rounds and no real difference, all n land
-        on one side with probability 2 / 2**n."""
+        """True when ``ratio_interval`` contains 1 (the rounds do not agree often enough on which model is
+        faster: the spread is larger than the difference; with no real difference this is False with probability
+        at most 1 - confidence), or when the median ratio is within ``min_effect`` of 1 (two copies of one
+        model, or two onnxruntime sessions of it, can differ by a percent or two through memory placement
+        alone)."""
         if not self.b_rounds:
             return None
-        lo, hi = self.ratio_range
-        return lo <= 1.0 <= hi
+        lo, hi = self.ratio_interval
+        return lo <= 1.0 <= hi or abs(self.ratio - 1.0) < self.min_effect
 
     def as_dict(self) -> dict:
         d = {"backend": self.backend, "rounds": self.rounds, "a_ms": self.a_ms, "a_range_ms": [min(self.a_rounds),
              max(self.a_rounds)], "a_rounds_ms": self.a_rounds}
         if self.b_rounds:
             d.update(b_ms=self.b_ms, b_range_ms=[min(self.b_rounds), max(self.b_rounds)], b_rounds_ms=self.b_rounds,
-                     ratio=self.ratio, ratio_range=list(self.ratio_range), ratio_iqr=list(self.ratio_iqr),
-                     within_noise=self.within_noise)
+                     ratio=self.ratio, ratio_interval=list(self.ratio_interval),
+                     interval_confidence=median_interval(self.ratios, self.confidence)[2],
+                     ratio_range=list(self.ratio_range), ratio_iqr=list(self.ratio_iqr), within_noise=self.within_noise)
         return d
 
 
@@ -227,7 +257,8 @@ class LatencyComparison:
 
     def as_dict(self) -> dict:
         return {"method": "alternating rounds in one process; per-round median of repeated calls; median over "
-                          "rounds, range of per-round values and ratios",
+                          "rounds; ratio: median of per-round ratios with a distribution-free interval "
+                          "(order statistics, sign test)",
                 "batch_size": self.batch_size, "threads": self.threads, "load_average_1m": self.load_average,
                 "backends": {k: v.as_dict() for k, v in self.backends.items()}, "notes": list(self.notes)}
 
@@ -254,9 +285,9 @@ def _callables(model, example: torch.Tensor, backend: str, threads: int):
 
 @torch.no_grad()
 def compare_latency(a: nn.Module | torch.export.ExportedProgram, b: nn.Module | torch.export.ExportedProgram | None,
-                    example_input: torch.Tensor, *, rounds: int = 9, backends: tuple[str, ...] | None = None,
+                    example_input: torch.Tensor, *, rounds: int = 15, backends: tuple[str, ...] | None = None,
                     threads: int | None = 1, round_seconds: float = 0.03, warmup_seconds: float = 0.15,
-                    min_repeats: int = 5, max_repeats: int = 200) -> LatencyComparison:
+                    min_repeats: int = 5, max_repeats: int = 200, confidence: float = 0.99) -> LatencyComparison:
     """Time ``a`` against ``b`` (or ``a`` alone, ``b=None``) on ``example_input``, alternating in this process.
 
     For each back end (default ``default_backends()``: eager, and onnxruntime where installed) both models are
@@ -265,7 +296,8 @@ def compare_latency(a: nn.Module | torch.export.ExportedProgram, b: nn.Module | 
     ``round_seconds`` (between ``min_repeats`` and ``max_repeats``), ``a`` first in even rounds and ``b`` first
     in odd ones, so a trend in the machine's load favours neither. ``threads`` is PyTorch's and onnxruntime's
     intra-op thread count (``None``: PyTorch's current setting). A back end that cannot run a model (an ONNX
-    export failure) is left out with a note; eager always runs.
+    export failure) is left out with a note; eager always runs. ``confidence`` is that of each ratio's interval
+    (``BackendLatency.ratio_interval``).
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
@@ -285,26 +317,31 @@ def compare_latency(a: nn.Module | torch.export.ExportedProgram, b: nn.Module | 
         for backend in backends:
             try:
                 calls = [_callables(m, example_input, backend, threads) for m in models]
+                if b is a:                        # a model against itself: the very same callable twice
+                    calls[1] = calls[0]
             except Exception as exc:  # noqa: BLE001 - only the optional back ends can fail here
                 if backend == "eager":
                     raise
                 result.notes.append(f"{backend} not timed: {type(exc).__name__}: "
                                     f"{str(exc).splitlines()[0][:200] if str(exc) else ''}")
                 continue
-            repeats = []
+            slowest = 1e-7
             for call in calls:
                 start, n = time.perf_counter(), 0
                 while n < 3 or time.perf_counter() - start < warmup_seconds:
                     call()
                     n += 1
-                per_call = max(_round_ms(call, 3) / 1e3, 1e-7)
-                repeats.append(int(min(max_repeats, max(min_repeats, round_seconds / per_call))))
+                slowest = max(slowest, _round_ms(call, 3) / 1e3)
+            # the same number of calls for both: a median of 5 and one of 50 differ when the call times are
+            # bimodal (a busy neighbour takes the CPU or the GIL for some calls), which would bias the ratio
+            repeats = int(min(max_repeats, max(min_repeats, round_seconds / slowest)))
             times: list[list[float]] = [[] for _ in calls]
             for r in range(rounds):
                 order = range(len(calls)) if r % 2 == 0 else reversed(range(len(calls)))
                 for i in order:
-                    times[i].append(_round_ms(calls[i], repeats[i]))
-            result.backends[backend] = BackendLatency(backend, times[0], times[1] if len(times) > 1 else None)
+                    times[i].append(_round_ms(calls[i], repeats))
+            result.backends[backend] = BackendLatency(backend, times[0], times[1] if len(times) > 1 else None,
+                                                      confidence)
     return result
 
 

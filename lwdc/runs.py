@@ -130,8 +130,8 @@ def load_pt2(path: Path, trusted: bool = False):
     unpickles whatever the archive marks as pickled, so a crafted file runs code (``--trust-pt2``)."""
     if not trusted:
         raise RunError(f"{path} is a torch.export program; loading one can run code it contains. lwdc loads .pt2 "
-                       "files only when you trust them: pass --trust-pt2 (Python: trusted=True), or give a run folder "
-                       "or an ONNX file instead")
+                       "files only when you trust them: pass --trust-pt2 (Python: trusted=True) if you trust its source, "
+                       "or give the run folder it came from (its models load as data)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)   # torch's own pytree deprecation notes
         try:
@@ -188,6 +188,25 @@ class Run:
         if not (folder / cls.CONFIG).is_file():
             raise RunError(f"{folder} has no {cls.CONFIG}: is it an lwdc run folder?")
         return cls(folder)
+
+    @classmethod
+    def open_finished(cls, folder: str | Path) -> "Run":
+        """A finished run folder to read from (report.json present), written by ``lwdc compress`` (with
+        config.json) or by the Python API's ``compress(run_dir=...)`` (without one); one message per mistake,
+        the same in every command that takes a run folder."""
+        folder = Path(folder)
+        if not folder.exists():
+            raise RunError(f"{folder}: no such file or folder")
+        if not folder.is_dir():
+            raise RunError(f"{folder} is not a folder; give an lwdc run folder")
+        run = cls(folder)
+        if not run.finished:
+            if (folder / cls.CONFIG).is_file():
+                raise RunError(f"{folder} is not a finished lwdc run: report.json is missing (compress writes it "
+                               f"last); finish it with `lwdc compress --resume {folder}`")
+            found = sorted(p.name for p in folder.iterdir())[:8]
+            raise RunError(f"{folder} is not an lwdc run folder (no report.json; found: {', '.join(found) or 'nothing'})")
+        return run
 
     def lock(self) -> "Run":
         """Hold the folder exclusively until ``release`` or the process ends."""

@@ -14,12 +14,12 @@ from typing import Callable, Iterable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import distributed as dist
 from .device import module_device, resolve_device, to_cpu, to_device
 from .methods.base import TrainingMethod
 from .modes import eval_mode
+from .progress import progress
 from .tasks import Task
 
 __all__ = ["TrainConfig", "EpochLog", "TrainingDiverged", "fit", "evaluate", "lr_schedule"]
@@ -204,9 +204,8 @@ def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterab
         first = start_step if epoch == start_epoch else 0
         stats: dict[str, float] = partial if epoch == start_epoch else {}
         started = time.perf_counter()
-        bar = tqdm(_batches(train_loader, cfg.max_batches, first), total=steps_per_epoch, initial=first,
-                   disable=not (cfg.progress and main), desc=f"{cfg.desc} {epoch + 1}/{cfg.epochs}", leave=False,
-                   dynamic_ncols=True)
+        bar = progress(_batches(train_loader, cfg.max_batches, first), total=steps_per_epoch, initial=first,
+                       enabled=cfg.progress and main, desc=f"{cfg.desc} {epoch + 1}/{cfg.epochs}")
         for step, (x, y) in enumerate(bar, start=first):
             x, y = to_device(x, device), to_device(y, device)
             if layout is not None and x.dim() == 4:

@@ -21,7 +21,8 @@ RECORDED = "74d3555f623da694ec234d76a8b6761b"   # lwdc at 6772366, before the re
 
 ARGS = ["compress", "--model", "resnet20", "--width", "0.25", "--data", "cifar10-subset", "--pretrain-epochs", "1",
         "--warmup-epochs", "0.5", "--search-epochs", "2", "--finetune-epochs", "1", "--max-batches", "3",
-        "--batch-size", "32", "--lam", "5", "--arch-lr", "0.3", "--seed", "0", "--no-progress"]
+        "--batch-size", "32", "--lam", "5", "--arch-lr", "0.3", "--seed", "0", "--no-progress",
+        "--eval-sample", "first"]   # the quick-look sample the digest was recorded with (before issue 25)
 
 METRIC_KEYS = ("loss", "accuracy")
 

@@ -106,7 +106,8 @@ def training_curves(history: Mapping[str, Sequence[Mapping]], metric: str) -> by
 
 def tradeoff(points: Sequence[Mapping], metric: str) -> bytes:
     """``metric`` against params and against MACs: one marker per run (labelled with its lambda), its original
-    model as a black star, the run this report is about ringed."""
+    model as a black star, the run this report is about ringed. Runs marked ``unchanged`` (every layer kept
+    its original operator) are grey squares, off the line of compressed models."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, key, label in ((axes[0], "params", "parameters"), (axes[1], "macs", "MACs (FLOPs)")):
         seen = set()
@@ -115,10 +116,16 @@ def tradeoff(points: Sequence[Mapping], metric: str) -> bytes:
             if b not in seen and b[1] is not None:
                 seen.add(b)
                 ax.plot(*b, "k*", ms=12, label="original" if len(seen) == 1 else None)
-        ordered = sorted((p for p in points if p["after"].get(metric) is not None), key=lambda p: p["after"][key])
-        ax.plot([p["after"][key] for p in ordered], [p["after"][metric] for p in ordered], "o-", color="C1",
-                ms=6, lw=1, label="compressed")
-        for p in ordered:
+        ordered = sorted((p for p in points if p["after"].get(metric) is not None and not p.get("unchanged")),
+                         key=lambda p: p["after"][key])
+        if ordered:
+            ax.plot([p["after"][key] for p in ordered], [p["after"][metric] for p in ordered], "o-", color="C1",
+                    ms=6, lw=1, label="compressed")
+        same = [p for p in points if p["after"].get(metric) is not None and p.get("unchanged")]
+        if same:        # every layer kept its operator: fine-tuned, not compressed; off the compressed line
+            ax.plot([p["after"][key] for p in same], [p["after"][metric] for p in same], "s", mfc="none",
+                    mec="0.4", ms=7, mew=1.5, label="nothing compressed")
+        for p in ordered + same:
             ax.annotate(f"λ={p['lambda']:g}", (p["after"][key], p["after"][metric]), textcoords="offset points",
                         xytext=(4, 4), fontsize=8)
             if p.get("current"):
@@ -150,7 +157,10 @@ def saliency_images(images: torch.Tensor, maps: Mapping[str, Mapping[str, torch.
         img = _normalised(images[i]).permute(1, 2, 0)
         img = img[..., 0] if img.shape[-1] == 1 else img[..., :3]
         axes[i, 0].imshow(img.numpy(), cmap="gray" if img.ndim == 2 else None)
-        axes[i, 0].set_title(titles[i], fontsize=7)
+        # the caption sits left of its own row (a title would sit in the gap above, over the previous row)
+        axes[i, 0].set_ylabel(titles[i], fontsize=7, rotation=0, ha="right", va="center", labelpad=4)
+        if i == 0:
+            axes[i, 0].set_title("input", fontsize=7)
         for m, method in enumerate(methods):
             for k, which in enumerate(("original", "compressed")):
                 ax = axes[i, 1 + 2 * m + k]

@@ -19,6 +19,7 @@ from torch import nn
 
 from . import plots
 from ..runs import Run, RunError
+from ..summary import changed_nothing
 from .compare import Comparison, compare_models
 
 __all__ = ["ReportError", "build_report", "find_runs"]
@@ -32,13 +33,9 @@ class ReportError(ValueError):
 
 def _read_run(run_dir: Path) -> dict:
     try:
-        run = Run.open(run_dir)
+        run = Run.open_finished(run_dir)       # folders of lwdc compress and of the Python API alike
     except RunError as exc:
         raise ReportError(str(exc)) from None
-    if not run.finished:
-        found = sorted(p.name for p in run_dir.iterdir())
-        raise ReportError(f"{run_dir} is not a finished lwdc run: report.json is missing (compress writes it last; "
-                          f"found: {', '.join(found) or 'nothing'}); finish it with `lwdc compress --resume {run_dir}`")
     try:
         report = run.report()
     except RunError as exc:
@@ -133,9 +130,16 @@ def _summary(report: dict, run_dir: Path, notes: list[str]) -> str:
     b, a, metric = report["before"], report["after"], report.get("primary_metric", "accuracy")
     rows = [["parameters", _fmt(b["params"]), _fmt(a["params"]), _ratio(b["params"], a["params"])],
             ["MACs (FLOPs)", _fmt(b["macs"]), _fmt(a["macs"]), _ratio(b["macs"], a["macs"])]]
-    if "latency_ms" in b:
+    latency = report.get("latency") or {}
+    paired = {k: v for k, v in latency.get("backends", {}).items() if "ratio" in v}
+    for name, t in paired.items():          # one paired measurement: median of per-round ratios, their range
+        lo, hi = t.get("ratio_interval", t["ratio_range"])
+        rows.append([f"latency {name}, batch {latency.get('batch_size', 1)} (ms)", _fmt(t["a_ms"], 3),
+                     _fmt(t["b_ms"], 3),
+                     f"{t['ratio']:.3f}x [{lo:.3f}–{hi:.3f}]" + (" ~" if t["within_noise"] else "")])
+    if not paired and "latency_ms" in b:
         rows.append(["latency, batch 1 (ms)", _fmt(b["latency_ms"], 3), _fmt(a["latency_ms"], 3),
-                     _ratio(b["latency_ms"], a["latency_ms"])])
+                     _ratio(b["latency_ms"], a["latency_ms"]) + " (single timings, not paired)"])
     if metric in b and metric in a:
         rows.append([f"{metric} (%)", _fmt(b[metric]), _fmt(a[metric]), f"{a[metric] - b[metric]:+.2f}"])
     cfg = report.get("config", {})
@@ -150,6 +154,21 @@ def _summary(report: dict, run_dir: Path, notes: list[str]) -> str:
              + (f", {wall / 60:.1f} min in all" if wall else "") + ". Chosen: "
              + ", ".join(f"{html.escape(op)} ×{n}" for op, n in sorted(counts.items(), key=lambda kv: -kv[1]))
              + ".</p>", _table(["", "before", "after", "ratio"], rows)]
+    if paired:
+        rounds = next(iter(paired.values()))["rounds"]
+        noisy = [name for name, t in paired.items() if t["within_noise"]]
+        parts.append(f"<p>Latency: original and compressed model alternating in one process over {rounds} rounds, "
+                     f"{latency.get('threads', 1)} thread(s); the ratio is the median of the per-round ratios, in "
+                     "brackets its distribution-free "
+                     + (f"{100 * next(iter(paired.values()))['interval_confidence']:.0f}% "
+                        if "interval_confidence" in next(iter(paired.values())) else "") + "interval."
+                     + (f" ~ ({', '.join(noisy)}): the interval contains 1, the rounds do not agree on which model is "
+                        "faster: the spread is larger than the difference and no change was measured." if noisy
+                        else "") + "</p>")
+    if changed_nothing(report):
+        parts.append('<p class="note">Nothing was compressed: every layer kept its original operator, so the '
+                     "result is the original architecture, fine-tuned (raise λ, give a target or search longer)."
+                     "</p>")
     if report.get("skipped"):
         parts.append("<p>Left as they were: " + "; ".join(f"<code>{html.escape(s['name'])}</code> "
                      f"({html.escape(s['reason'])})" for s in report["skipped"]) + ".</p>")
@@ -215,9 +234,11 @@ def _tradeoff(report: dict, run_dir: Path, runs: Sequence[Path]) -> tuple[str, d
     here = run_dir.resolve()
     for path in dict.fromkeys([run_dir.resolve(), *(p.resolve() for p in runs)]):
         r = report if path == here else _read_run(path)
-        points.append({"lambda": r["lambda"], "before": r["before"], "after": r["after"], "current": path == here})
+        points.append({"lambda": r["lambda"], "before": r["before"], "after": r["after"], "current": path == here,
+                       "unchanged": changed_nothing(r)})
         b, a = r["before"], r["after"]
-        rows.append([html.escape(path.name), f"{r['lambda']:g}", html.escape(str(r.get("cost", ""))),
+        rows.append([html.escape(path.name) + (" (nothing compressed)" if changed_nothing(r) else ""),
+                     f"{r['lambda']:g}", html.escape(str(r.get("cost", ""))),
                      _fmt(a["params"]), _ratio(b["params"], a["params"]), _fmt(a["macs"]), _ratio(b["macs"], a["macs"]),
                      _fmt(b.get(metric, "-")), _fmt(a.get(metric, "-"))])
         classes.append("current" if path == here else "")
@@ -226,7 +247,8 @@ def _tradeoff(report: dict, run_dir: Path, runs: Sequence[Path]) -> tuple[str, d
     table = _table(["run", "λ", "cost", "params", "ratio", "MACs", "ratio", f"{metric} before", f"{metric} after"],
                    [rows[i] for i in order], classes=[classes[i] for i in order])
     return (f"<p>{len(points)} run(s): {html.escape(metric)} against parameters and against MACs, one point per "
-            "run labelled with its λ; stars mark the original models. The highlighted row is this run.</p>"
+            "run labelled with its λ; stars mark the original models, grey squares runs that compressed nothing "
+            "(every layer kept its original operator). The highlighted row is this run.</p>"
             + _img(png, "accuracy against params and MACs") + table), {"tradeoff.png": png}
 
 
@@ -239,7 +261,7 @@ def _saliency(cmp: Comparison, x: torch.Tensor, y: torch.Tensor, class_names: Se
     cam = f" at layer <code>{html.escape(cmp.cam_layer)}</code>" if cmp.cam_layer else " (no layer with a spatial output)"
     rows = [[m, f"{r:.3f}"] for m, r in cmp.agreement.items()]
     return (f"<p>The same {len(x)} test inputs through both models: vanilla gradient, SmoothGrad and Grad-CAM{cam}, "
-            "each explaining the true class (titles: true class, then each model's prediction)."
+            "each explaining the true class (left of each row: the true class, then each model's prediction)."
             + (" Inputs are 1-D: saliency is a trace over time." if x.ndim == 3 else "") + "</p>"
             + _img(png, "saliency maps") + "<p>Agreement between the original's and the compressed model's maps "
             "(Pearson r per sample, averaged):</p>" + _table(["method", "r"], rows)), {"saliency.png": png}
@@ -298,7 +320,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, runs: I
     report = _read_run(run_dir)
     other_runs = find_runs(runs)
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
-    config = Run(run_dir).spec
+    config = Run(run_dir).read_file(Run.CONFIG) or {}     # the Python API writes none
     notes: list[str] = []
     bundle = _bundle(data, config, notes)
     if bundle is not None and list(bundle.input_shape) != report.get("example_input_shape", [None])[1:]:

@@ -52,7 +52,7 @@ _TYPES = {"max_batches": click.IntRange(min=1), "checkpoint_every": click.IntRan
 #: Settings that describe the run rather than the compression, with their defaults.
 RUN_DEFAULTS = {"model_name": "resnet20", "width": 1.0, "data": "cifar10-subset", "cache_dir": None, "download": False,
                 "weights": None, "pretrain_epochs": 0, "pretrain_lr": 0.1, "batch_size": 128, "task": "auto",
-                "augment": "auto", "threads": None, "progress": True}
+                "augment": "auto", "threads": None, "progress": True, "eval_sample": "stratified"}
 AUGMENTS = ("auto", "none", "crop-flip", "shift")
 
 
@@ -88,6 +88,10 @@ _RUN_OPTIONS = [
     click.option("--augment", default=RUN_DEFAULTS["augment"], show_default=True, type=click.Choice(AUGMENTS),
                  help="Training augmentation: auto (the data set's default: crop+flip for images, none for "
                       "signals), none, crop-flip (2-D) or shift (1-D)."),
+    click.option("--eval-sample", default=RUN_DEFAULTS["eval_sample"], show_default=True,
+                 type=click.Choice(["stratified", "first"]),
+                 help="With --max-batches: the before/after evaluation takes a seeded class-stratified sample of "
+                      "the test split (stratified) or its first batches (first: the behaviour before this option)."),
     *[_config_option(name) for name in CONFIG_HELP],
     click.option("--target", "budgets", multiple=True, metavar="COST=LIMIT",
                  help="A target or budget the search keeps by itself (repeatable): macs=0.5x, params=0.3x, "
@@ -218,13 +222,14 @@ def _run(settings: dict, run: Run, prepared, log=click.echo) -> dict:
         train_stage("pretrain", model, task, train, test, cfg, run, _pretrain_fingerprint(settings), log=log)
     else:
         log("warning: no --weights and no --pretrain-epochs: compressing an untrained model")
-    result = compress(model, train, test, task=task, config=_config(settings), run_dir=run, log=log)
+    result = compress(model, train, test, task=task, config=_config(settings), run_dir=run, log=log,
+                      summary=False, eval_sample=settings.get("eval_sample", "stratified"))  # _start prints it
     return result.report
 
 
 #: Run settings added after run folders existed: left out of the baseline's fingerprint at these values, and
 #: what a config.json that lacks them is read as.
-RUN_LEGACY = {"task": "auto", "augment": "auto", "method": "lwdc", "budgets": ()}
+RUN_LEGACY = {"task": "auto", "augment": "auto", "method": "lwdc", "budgets": (), "eval_sample": "first"}
 
 
 def _pretrain_fingerprint(settings: dict) -> str:

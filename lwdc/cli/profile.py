@@ -2,40 +2,56 @@
 from __future__ import annotations
 
 import json
+import statistics
 
 import click
 import torch
 
 from ..ops import OP_SETS, op_patterns
+from ..profiling import compare_latency
 from ..profiling import profile as profile_model
-from .base import TRUST_PT2_HELP, fail, load_model_arg, main
+from ..summary import format_latency
+from .base import MODEL_HELP, TRUST_PT2_HELP, fail, load_model_arg, main
 
 
 @main.command("profile")
 @click.argument("model", required=False)
-@click.option("--model", "model_name", default=None, help="Registered model name (or give it as MODEL).")
+@click.option("--model", "model_name", default=None, help="The same as MODEL (kept for older scripts).")
 @click.option("--width", default=1.0, show_default=True)
 @click.option("--run", "run", type=click.Path(exists=True, file_okay=False), default=None,
               help="A finished run folder (or give it as MODEL): profile its compressed model.")
 @click.option("--original", is_flag=True, help="With a run folder: profile its original model instead.")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Registered models and factories: a state_dict to load.")
 @click.option("--input-shape", default=None, help="C,H,W (or C,L) of one sample (default 3,32,32; a run knows its own).")
 @click.option("--num-classes", default=10, show_default=True)
 @click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--rounds", default=15, show_default=True, type=click.IntRange(min=1),
+              help="Timing rounds (a run folder: original and compressed alternating in each).")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Intra-op threads while timing (PyTorch and onnxruntime).")
 @click.option("--cost", "costs", multiple=True,
               help="Per-layer table with these costs (repeat or comma-separate): params, macs, latency[:onnxruntime], "
                    "systolic[:RxC][:ws|os][:risa].")
 @click.option("--trust-pt2", is_flag=True, help=TRUST_PT2_HELP)
 @click.option("--json", "as_json", is_flag=True)
-def profile_cmd(model, model_name, width, run, original, input_shape, num_classes, batch_size, costs, trust_pt2,
-                as_json) -> None:
-    """Parameters, MACs and measured CPU latency of MODEL (a registered name, a run folder or a trusted .pt2);
-    with --cost, a per-layer table (op, params, MACs, measured latency, systolic cycles and PE utilisation)."""
+def profile_cmd(model, model_name, width, run, original, weights, input_shape, num_classes, batch_size, rounds,
+                threads, costs, trust_pt2, as_json) -> None:
+    """Parameters, MACs and measured CPU latency of MODEL; with --cost, a per-layer table (op, params, MACs,
+    measured latency, systolic cycles and PE utilisation).
+
+    Latency is the median over --rounds rounds with the range of the per-round medians, in PyTorch eager and (where
+    installed) onnxruntime. For a run folder the original and the compressed model alternate in every round and
+    the ratio is the median of the per-round ratios, with their range.
+    """
     target = run or model or model_name
     if not target:
-        fail("give MODEL (a registered name, a run folder or a .pt2 file), --model NAME or --run RUN_DIR")
+        fail(f"give MODEL. {MODEL_HELP}")
     specs = [c.strip() for value in costs for c in value.split(",") if c.strip()]
-    net, shape, _, _ = load_model_arg(target, width=width, input_shape=input_shape, num_classes=num_classes,
-                                   trust_pt2=trust_pt2, which="original" if original else "model")
+    which = "original" if original else "model"
+    arg = load_model_arg(target, width=width, weights=weights, input_shape=input_shape, num_classes=num_classes,
+                         trust_pt2=trust_pt2, which=which)
+    net, shape = arg.model, arg.shape
     if isinstance(net, torch.export.ExportedProgram):
         if specs:
             fail("a per-layer table needs the model's layers; a .pt2 program has none: profile a run folder instead")
@@ -49,16 +65,36 @@ def profile_cmd(model, model_name, width, run, original, input_shape, num_classe
         click.echo(json.dumps(table) if as_json else format_layer_report(table) +
                    f"\nlatency: batch {batch_size}, 1 thread, each layer alone; total: the whole network")
         return
+    x = torch.randn(batch_size, *shape)
+    paired = arg.source.get("kind") == "run" and not original
     try:
-        result = profile_model(net, torch.randn(batch_size, *shape))
+        result = profile_model(net, x, latency=False)
+        baseline = None
+        if paired:
+            from ..runs import Run
+            baseline = Run.open_finished(target).load_model("original")
+        timing = compare_latency(baseline if paired else net, net if paired else None, x, rounds=rounds,
+                                 threads=threads)
     except Exception as exc:
         fail(f"cannot run {target} on inputs of shape {(batch_size, *shape)}: {type(exc).__name__}: "
              f"{str(exc).splitlines()[0][:300] if str(exc) else ''}")
+    key = "b" if paired else "a"
+    eager = timing.eager
+    rounds_ms = getattr(eager, f"{key}_rounds")
     if as_json:
-        click.echo(json.dumps(result.as_dict()))
+        click.echo(json.dumps({**result.as_dict(), "latency_ms": statistics.median(rounds_ms),
+                               "latency_range_ms": [min(rounds_ms), max(rounds_ms)], "latency": timing.as_dict()}))
+        return
+    click.echo(f"params {result.params:,}  MACs {result.macs:,}")
+    if paired:
+        click.echo("\n".join(format_latency(timing.as_dict())))
     else:
-        click.echo(f"params {result.params:,}  MACs {result.macs:,}  latency {result.latency_ms:.3f} ms "
-                   f"(batch {batch_size}, PyTorch eager, {torch.get_num_threads()} threads)")
+        click.echo(f"latency: batch {batch_size}, {threads} thread(s), median of {rounds} rounds "
+                   "[lowest-highest round]")
+        for name, t in timing.backends.items():
+            click.echo(f"  {name}: {t.a_ms:.3f} ms [{min(t.a_rounds):.3f}-{max(t.a_rounds):.3f}]")
+        for note in timing.notes:
+            click.echo(f"  {note}")
 
 
 @main.command()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from .base import fail, main
+from .base import fail, main, model_kind
 
 
 @main.command("report")
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("run_dir")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Output folder (default RUN_DIR/report).")
 @click.option("--runs", multiple=True, type=click.Path(),
               help="More run folders, or folders holding them, for the trade-off plot (repeatable).")
@@ -24,6 +24,11 @@ def report_cmd(run_dir, out, runs, data, samples, cka_samples, probe_train, prob
     """Write one self-contained HTML page (and its PNGs) about a finished compress run."""
     from ..analysis import ReportError, build_report
 
+    kind = model_kind(run_dir)            # the same errors as export and profile for the same mistakes
+    if kind != "run":
+        fail(f"lwdc report needs a finished run folder (it compares the run's original and compressed models); "
+             f"{run_dir} is {'a registered model' if kind == 'registered' else 'a ' + kind + ' model'}: compress it "
+             "first (lwdc compress --model ...), then report on the run folder")
     try:
         path = build_report(run_dir, out, runs, data=data, samples=samples, cka_samples=cka_samples,
                             probe_train=probe_train, probe_test=probe_test,

@@ -8,10 +8,12 @@ import functools
 import json
 import os
 import shutil
+import subprocess
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -30,7 +32,8 @@ from .registry import Op, lowers, register_op, unregister_op
 from .safe import check_name
 from .targets import Target, get_target, register_target
 
-__all__ = ["export_c", "evaluate_c", "CExport", "ExportError", "UnsupportedLayerError", "CompilerError", "lower",
+__all__ = ["export_c", "evaluate_c", "run_c", "write_inputs", "read_outputs", "read_deploy", "RunC",
+           "CExport", "ExportError", "UnsupportedLayerError", "CompilerError", "lower",
            "plan_memory", "calibrate", "quantize", "run_float", "run_int8", "run_quantized", "compile_library",
            "run_library", "find_compiler", "Graph", "MemoryPlan", "QuantizedGraph", "Op", "lowers", "register_op",
            "unregister_op", "Target", "register_target"]
@@ -88,7 +91,8 @@ def _write(path: Path, text: str) -> None:
 def export_c(model: nn.Module | torch.export.ExportedProgram, example_input: torch.Tensor, out_dir: str | Path, *,
              int8: bool = False, calib: torch.Tensor | Iterable | None = None, name: str = "model",
              calibration: str = "minmax", overwrite: bool = False, verify: bool = True,
-             atol: float = 1e-4, target: str = "host") -> CExport:
+             atol: float = 1e-4, target: str = "host", source: dict | None = None,
+             log: Callable[[str], None] | None = None) -> CExport:
     """Write ``out_dir/{NAME.h, NAME.c, main.c, deploy.json}`` for one-sample inference in C99.
 
     The lowered graph is first checked against PyTorch in Python; with ``verify`` (and a C compiler present) the
@@ -96,7 +100,10 @@ def export_c(model: nn.Module | torch.export.ExportedProgram, example_input: tor
     within ``atol`` and int8 must equal the integer reference bit for bit. Any failure leaves nothing behind.
     ``calibration`` chooses activation ranges for int8: ``minmax`` (observed extremes) or ``mse``. ``name`` must
     be a C identifier of at most 32 characters; ``target`` names the registered compiler and runner.
+    ``source`` (any JSON-able dict: where the model and its data came from, their normalisation) is recorded in
+    deploy.json for ``run_c``; ``log`` receives one line per step that can take seconds.
     """
+    say = _stepper(log)
     check_name(name)
     get_target(target)
     out_dir = Path(out_dir)
@@ -104,12 +111,16 @@ def export_c(model: nn.Module | torch.export.ExportedProgram, example_input: tor
         raise FileExistsError(f"{out_dir} already exists; choose another folder or pass overwrite=True (--force)")
     example_input = example_input.detach().float()
     expected = _forward(model, example_input).numpy()
+    say("lowering the model (torch.export)")
     graph = lower(model, example_input)
     diff = float(np.abs(run_float(graph, example_input).numpy().reshape(expected.shape) - expected).max())
     if diff > atol:
         raise ExportError(f"the lowered graph differs from the PyTorch model by {diff:.3g} (> {atol}); "
                           "this is a bug in lwdc's lowering, please report it with the model")
-    qgraph = quantize(graph, calibrate(graph, _calibration_batches(calib), calibration)) if int8 else None
+    if int8:
+        batches = _calibration_batches(calib)
+        say(f"calibrating int8 ranges ({calibration}) on {sum(len(b) for b in batches)} samples")
+    qgraph = quantize(graph, calibrate(graph, batches, calibration)) if int8 else None
     plan = plan_memory(graph, 1 if int8 else 4)
     src = emit_c(graph, plan, qgraph, name)
     summary = {"name": name, "target": target, "precision": "int8" if int8 else "float32",
@@ -117,7 +128,13 @@ def export_c(model: nn.Module | torch.export.ExportedProgram, example_input: tor
                "output_shape": list(graph.output_shape), "nodes": len(graph.nodes), "macs": graph.macs,
                "params": graph.params, "flash_bytes": src.flash_bytes, **plan.summary(),
                "naive_over_arena": round(plan.naive_bytes / max(plan.arena_bytes, 1), 3),
-               "lowering_max_abs_diff": diff}
+               "lowering_max_abs_diff": diff, "layout": LAYOUT}
+    if qgraph is not None:
+        for key, tensor in (("input_quant", graph.input), ("output_quant", graph.output)):
+            qp = qgraph.qp(tensor)
+            summary[key] = {"scale": float(qp.scale), "zero_point": int(qp.zero_point)}
+    if source:
+        summary["source"] = source
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
@@ -125,6 +142,8 @@ def export_c(model: nn.Module | torch.export.ExportedProgram, example_input: tor
         for file, text in ((f"{name}.h", src.header), (f"{name}.c", src.source), ("main.c", src.main)):
             _write(tmp / file, text)
         if verify and find_compiler(target):
+            say("compiling with strict warnings and checking the program against "
+                + ("the integer reference" if int8 else "PyTorch"))
             summary["verified"] = _verify(tmp, name, graph, qgraph, example_input, expected, atol, target)
         else:
             summary["verified"] = None
@@ -136,6 +155,23 @@ def export_c(model: nn.Module | torch.export.ExportedProgram, example_input: tor
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return CExport(out_dir, name, graph, plan, qgraph, summary)
+
+
+#: How main.c reads INPUT.bin and writes OUTPUT.bin (recorded in deploy.json).
+LAYOUT = ("samples back to back, each the model's input of one sample in C order (channels, then rows, then "
+          "columns; channels, then time for 1-D), normalised exactly as the PyTorch model takes it; float32 "
+          "little-endian, or for `--int8` int8 values q = clamp(round(x / input_quant.scale) + "
+          "input_quant.zero_point, -128, 127); outputs likewise (int8: x = scale * (q - zero_point))")
+
+
+def _stepper(log: Callable[[str], None] | None):
+    """``say(text)``: one line, with the seconds since the first step, as a step that can take seconds starts."""
+    start = time.perf_counter()
+
+    def say(text: str | None) -> None:
+        if log is not None and text is not None:
+            log(f"  [{time.perf_counter() - start:5.1f}s] {text}...")
+    return say
 
 
 def _runner(target: str):
@@ -183,3 +219,129 @@ def evaluate_c(export: CExport, inputs: torch.Tensor, targets, task=None) -> dic
         shutil.rmtree(exe.parent, ignore_errors=True)
     output = torch.from_numpy(np.asarray(out, dtype=np.float32)).reshape(len(inputs), *export.graph.output_shape)
     return task.summarize(task.batch_stats(output, targets))
+
+
+# ------------------------------------------------------------------ running an export folder as firmware would
+
+def read_deploy(export_dir: str | Path) -> dict:
+    """``deploy.json`` of a C export folder, checked for what ``run_c`` relies on (the C name, the shapes, the
+    precision and, for int8, the input and output quantisation)."""
+    path = Path(export_dir) / "deploy.json"
+    if not path.is_file():
+        raise ValueError(f"{export_dir} has no deploy.json: give a folder written by `lwdc export --format c`")
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is not readable JSON ({exc})") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{path} is not an lwdc deploy.json (not an object)")
+    check_name(info.get("name"))
+    for key in ("input_shape", "output_shape"):
+        shape = info.get(key)
+        if not (isinstance(shape, list) and shape and all(isinstance(v, int) and v > 0 for v in shape)):
+            raise ValueError(f"{path}: {key} must be a list of positive integers, got {shape!r}")
+    if info.get("precision") not in ("float32", "int8"):
+        raise ValueError(f"{path}: precision must be float32 or int8, got {info.get('precision')!r}")
+    if info["precision"] == "int8":
+        for key in ("input_quant", "output_quant"):
+            q = info.get(key)
+            if not (isinstance(q, dict) and isinstance(q.get("scale"), (int, float)) and q["scale"] > 0
+                    and isinstance(q.get("zero_point"), int) and -128 <= q["zero_point"] <= 127):
+                raise ValueError(f"{path} lacks a valid {key} (scale, zero_point): exported by an older lwdc? "
+                                 "export it again")
+    for file in (f"{info['name']}.c", f"{info['name']}.h", "main.c"):
+        if not (Path(export_dir) / file).is_file():
+            raise ValueError(f"{export_dir} lacks {file}")
+    return info
+
+
+def _qparams(q: dict):
+    from .fixed import QParams
+    return QParams(float(np.float32(q["scale"])), int(q["zero_point"]))
+
+
+def write_inputs(path: str | Path, inputs: torch.Tensor | np.ndarray, deploy: dict) -> Path:
+    """Write ``inputs`` (a batch shaped like the model's input, already normalised as the PyTorch model takes
+    it) as ``INPUT.bin`` in the layout the generated ``main.c`` reads (``LAYOUT``): float32 rows for a float
+    export; for an int8 export the values quantised with deploy.json's ``input_quant``, as
+    ``model_run`` would quantise them (``main --int8 INPUT.bin OUTPUT.bin``)."""
+    x = np.asarray(inputs.detach().cpu().numpy() if isinstance(inputs, torch.Tensor) else inputs, np.float32)
+    shape = tuple(deploy["input_shape"])
+    if tuple(x.shape) == shape:
+        x = x[None]                                   # one sample
+    if tuple(x.shape[1:]) != shape:
+        raise ValueError(f"inputs of shape {tuple(x.shape)} do not fit the model's input {shape} (one sample) or "
+                         f"(N, {', '.join(map(str, shape))})")
+    rows = x.reshape(len(x), -1)
+    data = _qparams(deploy["input_quant"]).quantize(rows) if deploy["precision"] == "int8" else rows.astype("<f4")
+    path = Path(path)
+    np.ascontiguousarray(data).tofile(path)
+    return path
+
+
+def read_outputs(path: str | Path, deploy: dict) -> np.ndarray:
+    """``OUTPUT.bin`` as float32, shaped (N, *output_shape); int8 outputs dequantised with ``output_quant``."""
+    int8 = deploy["precision"] == "int8"
+    raw = np.fromfile(path, np.int8 if int8 else np.dtype("<f4"))
+    size = int(np.prod(deploy["output_shape"]))
+    if raw.size % size:
+        raise ValueError(f"{path} holds {raw.size} values, not a whole number of outputs of {size}")
+    out = _qparams(deploy["output_quant"]).dequantize(raw) if int8 else raw.astype(np.float32)
+    return out.reshape(-1, *deploy["output_shape"])
+
+
+@dataclass
+class RunC:
+    """What ``run_c`` ran and found."""
+    outputs: np.ndarray                      # (N, *output_shape) float32 (int8 outputs dequantised)
+    command: list[str]
+    precision: str
+    pytorch: np.ndarray | None = None        # the PyTorch model's outputs on the same inputs
+    max_abs_diff: float | None = None
+    top1_agreement: float | None = None      # share of samples whose argmax agrees (classification outputs)
+    files: dict[str, Path] = field(default_factory=dict)
+    stdout: str = ""
+
+
+def run_c(export_dir: str | Path, inputs: torch.Tensor, model=None, *, work_dir: str | Path | None = None,
+          target: str | None = None) -> RunC:
+    """Compile an export folder's ``main.c`` + ``NAME.c`` and run the program on ``inputs`` as a user would:
+    ``write_inputs`` -> ``./NAME [--int8] INPUT.bin OUTPUT.bin`` -> ``read_outputs``; with ``model`` (the
+    PyTorch model or ``torch.export`` program it was exported from) also compare: the largest absolute
+    difference and, for outputs of one row of scores, how often the argmax agrees.
+
+    ``inputs`` are normalised as the PyTorch model takes them. ``work_dir`` keeps INPUT.bin, OUTPUT.bin and the
+    program (default: a temporary folder, removed). This compiles and runs the C in ``export_dir``: use it on
+    folders you exported or trust, as with any source you build.
+    """
+    info = read_deploy(export_dir)
+    name, int8 = info["name"], info["precision"] == "int8"
+    inputs = torch.as_tensor(inputs).detach().float().cpu()
+    if tuple(inputs.shape) == tuple(info["input_shape"]):
+        inputs = inputs[None]
+    target = target or info.get("target", "host")
+    keep = work_dir is not None
+    work = Path(work_dir) if keep else Path(tempfile.mkdtemp(prefix="lwdc-run-c-"))
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        exe = compile_library(export_dir, name, out=work / name, target=target)
+        src, dst = write_inputs(work / "INPUT.bin", inputs, info), work / "OUTPUT.bin"
+        cmd = get_target(target).run_command(exe, *(["--int8"] if int8 else []), str(src), str(dst))
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise CompilerError(f"{' '.join(cmd)} exited with {done.returncode}: {done.stderr[-2000:]}")
+        outputs = read_outputs(dst, info)
+        result = RunC(outputs, cmd, info["precision"], files={"input": src, "output": dst, "program": exe} if keep
+                      else {}, stdout=done.stdout)
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    if len(outputs) != len(inputs):
+        raise CompilerError(f"the program wrote {len(outputs)} outputs for {len(inputs)} inputs")
+    if model is not None:
+        expected = _forward(model, inputs).numpy().reshape(outputs.shape)
+        result.pytorch = expected
+        result.max_abs_diff = float(np.abs(outputs - expected).max()) if outputs.size else 0.0
+        if outputs.ndim == 2 and outputs.shape[1] > 1:
+            result.top1_agreement = float((outputs.argmax(1) == expected.argmax(1)).mean())
+    return result
