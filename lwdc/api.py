@@ -40,7 +40,8 @@ class CompressConfig:
     lam: float | None = None       # weight of the cost term; None: 1 without budgets, 0 with them
     cost: str = "macs"
     budgets: dict | list | None = None  # targets the search keeps, {"macs": "0.5x", "flash": "200KiB"} (lwdc.budgets)
-    budget_rate: float = 10.0      # dual-ascent rate of the budgets' multipliers over the whole search
+    budget_rate: float = 2.0       # dual-ascent rate of the budgets' multipliers over the whole search
+    budget_stiffness: float = 20.0  # quadratic pull of each budget toward its limit (augmented Lagrangian)
     budget_tolerance: float = 0.05  # a ratio target (0.5x) is met within this; absolute budgets exactly
     original_prob: float | None = 0.9  # initial P(original) of every gate (None: uniform)
     warmup_epochs: float = 1.0     # branch warm-up by local distillation, in epochs of the training data
@@ -65,7 +66,7 @@ class CompressConfig:
         resolve_device(self.device)
         get_method(self.method)
         for name in ("lam", "lr", "finetune_lr", "weight_decay", "arch_lr", "tau_start", "tau_end", "noise_end",
-                     "warmup_epochs", "budget_rate", "budget_tolerance"):
+                     "warmup_epochs", "budget_rate", "budget_tolerance", "budget_stiffness"):
             if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         from .budgets import parse_budgets
@@ -106,7 +107,8 @@ FINETUNE_ONLY = ("finetune_epochs", "finetune_lr")
 #: Settings added after checkpoints existed, with the value that reproduces the older behaviour: left out of the
 #: fingerprint at that value, so older checkpoints still resume under it, and what a run folder's record that
 #: lacks the setting is read as.
-LEGACY_DEFAULTS = {"noise_end": 1.0, "method": "lwdc", "budgets": None, "budget_rate": 10.0, "budget_tolerance": 0.05}
+LEGACY_DEFAULTS = {"noise_end": 1.0, "method": "lwdc", "budgets": None, "budget_rate": 2.0, "budget_tolerance": 0.05,
+                   "budget_stiffness": 20.0}
 
 
 def compress_fingerprint(cfg: CompressConfig, stage: str = "finetune") -> str:

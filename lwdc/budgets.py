@@ -91,8 +91,13 @@ class BudgetTerm:
     def chosen(self, supernet) -> float:
         return self.table.chosen_ratio(supernet)
 
-    def penalty(self, supernet) -> torch.Tensor:
-        return self.multiplier * self.table.expected_ratio(supernet) / self.limit
+    def penalty(self, supernet, stiffness: float = 0.0) -> torch.Tensor:
+        """``mu * r + stiffness / 2 * d**2`` with ``r`` the expected cost over the limit and ``d = r - 1`` (for a
+        budget only when over it): the quadratic part pushes back in proportion to the miss at once, so the
+        multiplier, which integrates the miss, need not wind up and overshoot (measured: bench/results/targets.json)."""
+        r = self.table.expected_ratio(supernet) / self.limit
+        miss = r - 1.0 if self.equality else torch.relu(r - 1.0)
+        return self.multiplier * r + 0.5 * stiffness * miss * miss
 
     @property
     def equality(self) -> bool:

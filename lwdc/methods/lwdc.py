@@ -108,7 +108,8 @@ class LWDC:
                                  max_batches=cfg.max_batches, checkpoint_every=cfg.checkpoint_every,
                                  progress=cfg.progress, desc="search", device=cfg.device)
         search = Search(SearchSettings(lam=cfg.effective_lam, arch_lr=cfg.arch_lr, tau_start=cfg.tau_start,
-                                       tau_end=cfg.tau_end, noise_end=cfg.noise_end, budget_rate=cfg.budget_rate),
+                                       tau_end=cfg.tau_end, noise_end=cfg.noise_end, budget_rate=cfg.budget_rate,
+                                       budget_stiffness=cfg.budget_stiffness),
                         objective, report_tables, budgets)
         search_log = ctx.train("search", supernet, search_cfg, ctx.fingerprint("search"), method=search)
         search_time = time.perf_counter() - t0

@@ -32,7 +32,8 @@ class SearchSettings:
     tau_end: float = 0.5
     noise_end: float = 0.25             # Gumbel noise scale at the end of the search (from 1 at its start)
     bn_batches: int = 20                # BatchNorm re-estimation before the supernet is evaluated
-    budget_rate: float = 10.0           # dual ascent: a budget missed by 1x over the whole search adds this to mu
+    budget_rate: float = 2.0            # dual ascent: a budget missed by 1x over the whole search adds this to mu
+    budget_stiffness: float = 20.0      # quadratic pull toward a target (augmented Lagrangian), see lwdc.budgets
 
     def validate(self) -> None:
         if not self.lam >= 0 or self.lam == float("inf"):
@@ -77,7 +78,7 @@ class Search(TrainingMethod):
                 term.update(model, float(term.table.expected_ratio(model)), s.budget_rate / self.total_steps)
 
     def extra_loss(self, model: nn.Module) -> torch.Tensor | None:
-        terms = [term.penalty(model) for term in self.budgets if term.multiplier != 0]
+        terms = [term.penalty(model, self.settings.budget_stiffness) for term in self.budgets]
         if self.settings.lam > 0:
             terms.insert(0, self.settings.lam * self.cost_table.expected_ratio(model))
         return sum(terms[1:], terms[0]) if terms else None
