@@ -42,7 +42,7 @@ def _carried_files(run: Path) -> list[Path]:
         if run.name == "baseline":
             keep += sorted((run / "checkpoints").glob("*.pt"))
         return keep
-    return sorted(p for p in run.rglob("*") if p.is_file() and not p.name.endswith(".tmp"))
+    return sorted(p for p in run.rglob("*") if p.is_file() and not p.name.endswith(".tmp") and p.name != ".lock")
 
 
 def save(cache: Path = CACHE, state: Path = STATE, include_capped: bool = False, log=print) -> list[Path]:
