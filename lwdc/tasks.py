@@ -11,6 +11,8 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
+from .registry import Registry
+
 __all__ = ["Task", "Classification", "register_task", "get_task", "list_tasks"]
 
 
@@ -50,26 +52,21 @@ class Classification:
         return {"loss": stats.get("loss_sum", 0.0) / count, "accuracy": 100.0 * stats.get("correct", 0.0) / count}
 
 
-_TASKS: dict[str, type] = {}
+_TASKS = Registry("task")
 
 
 def register_task(name: str, cls: type | None = None):
     """Register a task class under ``name`` (the data set's default task, or ``--task NAME``); a decorator too."""
-    def add(c: type) -> type:
-        _TASKS[name] = c
-        return c
-    return add(cls) if cls is not None else add
+    return _TASKS.register(name, cls)
 
 
 def list_tasks() -> list[str]:
-    return sorted(_TASKS)
+    return sorted(_TASKS.entries)
 
 
 def get_task(name: str, **options) -> Task:
     """A new task instance of the registered ``name``."""
-    if name not in _TASKS:
-        raise ValueError(f"unknown task {name!r}; registered: {', '.join(list_tasks())}")
-    return _TASKS[name](**options)
+    return _TASKS.get(name)(**options)
 
 
 register_task("classification", Classification)

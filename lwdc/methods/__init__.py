@@ -16,6 +16,7 @@ from typing import Protocol
 
 from torch import nn
 
+from ..registry import Registry
 from .base import PlainTraining, TrainingMethod
 
 __all__ = ["CompressionMethod", "MethodResult", "register_method", "get_method", "list_methods",
@@ -40,25 +41,20 @@ class CompressionMethod(Protocol):
     def apply(self, model: nn.Module, ctx) -> MethodResult: ...
 
 
-_METHODS: dict[str, type] = {}
+_METHODS = Registry("compression method")
 _BUILTIN = {"lwdc": "lwdc.methods.lwdc"}     # imported on first use (they import the pipeline's pieces)
 
 
 def register_method(name: str, cls: type | None = None):
     """Register a compression method class under ``name`` (also usable as a class decorator)."""
-    def add(c: type) -> type:
-        _METHODS[name] = c
-        return c
-    return add(cls) if cls is not None else add
+    return _METHODS.register(name, cls)
 
 
 def list_methods() -> list[str]:
-    return sorted(set(_METHODS) | set(_BUILTIN))
+    return sorted(set(_METHODS.entries) | set(_BUILTIN))
 
 
 def get_method(name: str) -> type:
-    if name not in _METHODS and name in _BUILTIN:
+    if name not in _METHODS.entries and name in _BUILTIN:
         importlib.import_module(_BUILTIN[name])
-    if name not in _METHODS:
-        raise ValueError(f"unknown compression method {name!r}; registered: {', '.join(list_methods())}")
-    return _METHODS[name]
+    return _METHODS.get(name, list_methods())
