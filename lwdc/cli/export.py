@@ -80,7 +80,8 @@ def export_cmd(model, fmt, out, int8, calib_data, calib_samples, calibration, ev
                 fail(f"{target} exists; pass --force to replace it")
             info = export_onnx(net, example, target)
             click.echo(f"wrote {target} ({info['bytes']:,} bytes, opset {info['opset']}); onnxruntime matches "
-                       f"PyTorch to {info['max_abs_diff_vs_pytorch']:.2g}")
+                       f"PyTorch to {info['max_abs_diff_vs_pytorch']:.2g} (limit {info['tolerance']['limit']:.2g}: "
+                       f"{info['tolerance']['rule']})")
             return
         target = Path(out) if out else (base / ("c_int8" if int8 else "c") if Path(model).is_dir()
                                          else Path(f"{base}_{'int8' if int8 else 'c'}"))
@@ -132,7 +133,8 @@ def format_deploy(s: dict, target: Path) -> str:
     if v is None:
         lines.append("  not compiled (no C compiler or --no-verify)")
     elif "max_abs_diff_vs_pytorch" in v:
-        lines.append(f"  compiled with -Wall -Wextra -Werror; output matches PyTorch to {v['max_abs_diff_vs_pytorch']:.2g}")
+        lines.append(f"  compiled with -Wall -Wextra -Werror; output matches PyTorch to {v['max_abs_diff_vs_pytorch']:.2g}"
+                     f" (limit {v.get('limit', 0):.2g}: {s['tolerance']['rule']})")
     else:
         lines.append("  compiled with -Wall -Wextra -Werror; int8 output equals the Python integer reference")
     m = s.get("metric", "accuracy")
@@ -160,9 +162,12 @@ def format_deploy(s: dict, target: Path) -> str:
 @click.option("--keep", type=click.Path(file_okay=False), default=None,
               help="Keep INPUT.bin, OUTPUT.bin and the compiled program in this folder.")
 @click.option("--atol", default=1e-4, show_default=True,
-              help="float32 exports: the largest difference from PyTorch accepted (exit 1 above it).")
+              help="float32 exports: accept differences from PyTorch up to atol + rtol * max|PyTorch output| "
+                   "(exit 1 above it).")
+@click.option("--rtol", default=1e-4, show_default=True, help="See --atol.")
 @click.option("--cache-dir", default=None)
-def run_c_cmd(export_dir, data, samples, model, width, weights, trust_pt2, keep, atol, cache_dir) -> None:
+def run_c_cmd(export_dir, data, samples, model, width, weights, trust_pt2, keep, atol, rtol,
+              cache_dir) -> None:
     """Build and run an exported C library on test data as firmware would call it, and compare with PyTorch.
 
     Writes INPUT.bin in the layout main.c reads (samples back to back, C order, normalised as the model takes
@@ -173,6 +178,7 @@ def run_c_cmd(export_dir, data, samples, model, width, weights, trust_pt2, keep,
     """
     from ..data import load_data
     from ..export.c import CompilerError, find_compiler, read_deploy, run_c
+    from ..export.tolerance import Tolerance
     from ..train import stratified_indices
 
     try:
@@ -252,5 +258,8 @@ def run_c_cmd(export_dir, data, samples, model, width, weights, trust_pt2, keep,
         click.echo(f"  kept {Path(keep) / 'INPUT.bin'}, {Path(keep) / 'OUTPUT.bin'} and the program "
                    f"{Path(keep) / info['name']} (run it again: {Path(keep) / info['name']}{' --int8' if int8 else ''} "
                    "INPUT.bin OUTPUT.bin)")
-    if res.pytorch is not None and not int8 and res.max_abs_diff > atol:
-        fail(f"the float32 C output differs from PyTorch by {res.max_abs_diff:.3g} (> --atol {atol})")
+    if res.pytorch is not None and not int8:
+        check = Tolerance(atol, rtol).verdict(res.max_abs_diff, res.pytorch)
+        if not check["within"]:
+            fail(f"the float32 C output differs from PyTorch by {res.max_abs_diff:.3g} (> {check['limit']:.3g}: "
+                 f"{check['rule']})")

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..modes import eval_mode
 from .checks import check_float32, single_output
+from .tolerance import as_tolerance, pytorch_rounding
 
 
 class OnnxExportError(RuntimeError):
@@ -33,10 +34,10 @@ def _quiet():
 
 
 def export_onnx(model: nn.Module | torch.export.ExportedProgram, example_input: torch.Tensor, path: str | Path, *,
-                atol: float = 1e-4, dynamic_batch: bool = True) -> dict:
+                atol: float | None = None, rtol: float | None = None, dynamic_batch: bool = True) -> dict:
     """Write ``model`` to ``path`` as ONNX, check it, and compare onnxruntime with PyTorch on ``example_input``
     (and on a batch of 1 when the batch is dynamic). Returns the check's figures; raises and keeps nothing when
-    the model does not reproduce within ``atol``."""
+    the model does not reproduce within the export tolerance (``tolerance.Tolerance``, the C export's rule)."""
     import onnx
     import onnxruntime as ort
 
@@ -49,6 +50,8 @@ def export_onnx(model: nn.Module | torch.export.ExportedProgram, example_input: 
         with torch.no_grad():
             expected = single_output(module(x), "ONNX export").numpy()
             expected1 = module(x[:1]).numpy()
+        tol = as_tolerance(atol, rtol)
+        rounding = pytorch_rounding(model, x, expected)
         shapes = ({0: torch.export.Dim("batch", min=1, max=65536)},) if dynamic_batch else None
         with _quiet():
             program = torch.onnx.export(model, (batch2,), dynamo=True, dynamic_shapes=shapes, verbose=False)
@@ -69,10 +72,12 @@ def export_onnx(model: nn.Module | torch.export.ExportedProgram, example_input: 
         diff = float(np.abs(session.run(None, {name: x.numpy()})[0] - expected).max())
         if dynamic_batch:
             diff = max(diff, float(np.abs(session.run(None, {name: x[:1].numpy()})[0] - expected1).max()))
-        if not diff <= atol:
-            raise OnnxExportError(f"onnxruntime differs from PyTorch by {diff:.3g} (> {atol})")
+        check = tol.verdict(diff, expected, rounding)
+        if not check["within"]:
+            raise OnnxExportError(f"onnxruntime differs from PyTorch by {diff:.3g}, beyond float rounding "
+                                  f"({tol.rule()} = {check['limit']:.3g})")
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
     return {"path": str(path), "max_abs_diff_vs_pytorch": diff, "opset": int(onnx.load(str(path)).opset_import[0].version),
-            "dynamic_batch": dynamic_batch, "bytes": path.stat().st_size}
+            "dynamic_batch": dynamic_batch, "bytes": path.stat().st_size, "tolerance": check}

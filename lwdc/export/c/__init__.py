@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..checks import check_float32, single_output
+from ..tolerance import Tolerance, as_tolerance, pytorch_rounding
 from . import ops  # noqa: F401  (fills the op table before anything lowers)
 from ...modes import eval_mode
 from .build import CompilerError, compile_library, find_compiler, run_library
@@ -91,13 +92,14 @@ def _write(path: Path, text: str) -> None:
 def export_c(model: nn.Module | torch.export.ExportedProgram, example_input: torch.Tensor, out_dir: str | Path, *,
              int8: bool = False, calib: torch.Tensor | Iterable | None = None, name: str = "model",
              calibration: str = "minmax", overwrite: bool = False, verify: bool = True,
-             atol: float = 1e-4, target: str = "host", source: dict | None = None,
-             log: Callable[[str], None] | None = None) -> CExport:
+             atol: float | None = None, rtol: float | None = None, target: str = "host",
+             source: dict | None = None, log: Callable[[str], None] | None = None) -> CExport:
     """Write ``out_dir/{NAME.h, NAME.c, main.c, deploy.json}`` for one-sample inference in C99.
 
     The lowered graph is first checked against PyTorch in Python; with ``verify`` (and a C compiler present) the
     generated code is compiled with strict warnings and run on ``example_input``: float32 must match PyTorch
-    within ``atol`` and int8 must equal the integer reference bit for bit. Any failure leaves nothing behind.
+    within the export tolerance (``tolerance.Tolerance``: ``atol + rtol * max|output|`` plus what PyTorch's own
+    float rounding explains) and int8 must equal the integer reference bit for bit. Any failure leaves nothing behind.
     ``calibration`` chooses activation ranges for int8: ``minmax`` (observed extremes) or ``mse``. ``name`` must
     be a C identifier of at most 32 characters; ``target`` names the registered compiler and runner.
     ``source`` (any JSON-able dict: where the model and its data came from, their normalisation) is recorded in
@@ -111,12 +113,16 @@ def export_c(model: nn.Module | torch.export.ExportedProgram, example_input: tor
         raise FileExistsError(f"{out_dir} already exists; choose another folder or pass overwrite=True (--force)")
     example_input = example_input.detach().float()
     expected = _forward(model, example_input).numpy()
+    tol = as_tolerance(atol, rtol)
+    rounding = pytorch_rounding(model, example_input, expected)
     say("lowering the model (torch.export)")
     graph = lower(model, example_input)
     diff = float(np.abs(run_float(graph, example_input).numpy().reshape(expected.shape) - expected).max())
-    if diff > atol:
-        raise ExportError(f"the lowered graph differs from the PyTorch model by {diff:.3g} (> {atol}); "
-                          "this is a bug in lwdc's lowering, please report it with the model")
+    lowering = tol.verdict(diff, expected, rounding)
+    if not lowering["within"]:
+        raise ExportError(f"the lowered graph differs from the PyTorch model by {diff:.3g}, beyond float rounding "
+                          f"({tol.rule()} = {lowering['limit']:.3g}); this is a bug in lwdc's lowering, please "
+                          "report it with the model")
     if int8:
         batches = _calibration_batches(calib)
         say(f"calibrating int8 ranges ({calibration}) on {sum(len(b) for b in batches)} samples")
@@ -128,7 +134,7 @@ def export_c(model: nn.Module | torch.export.ExportedProgram, example_input: tor
                "output_shape": list(graph.output_shape), "nodes": len(graph.nodes), "macs": graph.macs,
                "params": graph.params, "flash_bytes": src.flash_bytes, **plan.summary(),
                "naive_over_arena": round(plan.naive_bytes / max(plan.arena_bytes, 1), 3),
-               "lowering_max_abs_diff": diff, "layout": LAYOUT}
+               "lowering_max_abs_diff": diff, "tolerance": lowering, "layout": LAYOUT}
     if qgraph is not None:
         for key, tensor in (("input_quant", graph.input), ("output_quant", graph.output)):
             qp = qgraph.qp(tensor)
@@ -144,7 +150,8 @@ def export_c(model: nn.Module | torch.export.ExportedProgram, example_input: tor
         if verify and find_compiler(target):
             say("compiling with strict warnings and checking the program against "
                 + ("the integer reference" if int8 else "PyTorch"))
-            summary["verified"] = _verify(tmp, name, graph, qgraph, example_input, expected, atol, target)
+            summary["verified"] = _verify(tmp, name, graph, qgraph, example_input, expected, tol, rounding,
+                                          target)
         else:
             summary["verified"] = None
         _write(tmp / "deploy.json", json.dumps(summary, indent=2) + "\n")
@@ -180,7 +187,7 @@ def _runner(target: str):
 
 
 def _verify(src_dir: Path, name: str, graph: Graph, qgraph, x: torch.Tensor, expected: np.ndarray,
-            atol: float, target: str) -> dict:
+            tol: Tolerance, rounding: float, target: str) -> dict:
     exe = compile_library(src_dir, name, target=target)
     try:
         flat = x.reshape(len(x), -1).numpy()
@@ -188,9 +195,11 @@ def _verify(src_dir: Path, name: str, graph: Graph, qgraph, x: torch.Tensor, exp
         if qgraph is None:
             got = _runner(target)(exe, flat, out_size)
             diff = float(np.abs(got - expected.reshape(len(x), -1)).max())
-            if diff > atol:
-                raise ExportError(f"the compiled C differs from PyTorch by {diff:.3g} (> {atol})")
-            return {"max_abs_diff_vs_pytorch": diff, "samples": len(x)}
+            check = tol.verdict(diff, expected, rounding)
+            if not check["within"]:
+                raise ExportError(f"the compiled C differs from PyTorch by {diff:.3g}, beyond float rounding "
+                                  f"({tol.rule()} = {check['limit']:.3g})")
+            return {"max_abs_diff_vs_pytorch": diff, "limit": check["limit"], "samples": len(x)}
         xq = qgraph.qp(graph.input).quantize(flat)
         got = _runner(target)(exe, xq, out_size, int8=True)
         want = run_int8(qgraph, xq.reshape(len(x), *graph.input_shape)).reshape(len(x), -1)
