@@ -102,7 +102,8 @@ class _Emitter:
         return name
 
     def at(self, tensor: str) -> str:
-        return f"A + {self.plan.offset(self.g, tensor) // (1 if self.q else 4)}"
+        """The tensor's address in the arena: its buffer's planned offset plus, for a view, where it starts."""
+        return f"A + {self.plan.offset(self.g, tensor) // (1 if self.q else 4) + self.g.tensors[tensor].offset}"
 
     def line(self, statement: str) -> None:
         self.body.append(f"    {statement}")

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ...modes import eval_mode
+from .fold import fold_parallel_convs
 from .ir import Graph, Node, Tensor, UnsupportedLayerError
 from .registry import lowering_for, supported
 
@@ -33,6 +34,11 @@ def per_sample(shape: tuple[int, ...], where: str) -> tuple[int, int, int]:
         return (dims[0], 1, 1)
     raise UnsupportedLayerError(f"{where}: tensors of rank {len(shape)} are not supported (need (N, C, H, W), "
                                 f"(N, C, L) or (N, F))")
+
+
+def permuted(target) -> tuple:
+    """The op-table key of ``target``'s lowering on a value in a tracked layout (``Lowering.perm``)."""
+    return ("permuted", target)
 
 
 def pair(v, n: int = 2) -> tuple[int, ...]:
@@ -72,6 +78,8 @@ class Lowering:
         self.value: dict[str, str] = {}  # fx node name -> tensor name
         self.producer: dict[str, Node] = {}  # tensor name -> node writing it
         self.last_fx: dict[str, torch.fx.Node] = {}  # tensor name -> the fx node whose value it currently is
+        # fx node name -> p with value = channels-first tensor .permute(p) (rank 5: its channels split in two first)
+        self.perm: dict[str, tuple[int, ...]] = {}
 
     @staticmethod
     def _constants(program) -> dict[str, torch.Tensor]:
@@ -116,9 +124,9 @@ class Lowering:
             return self.value[arg.name]
         raise self.fail(node, "an input is a constant or a parameter, not an activation")
 
-    def new_tensor(self, node: torch.fx.Node, storage: str | None = None) -> str:
+    def new_tensor(self, node: torch.fx.Node, storage: str | None = None, offset: int = 0) -> str:
         name = f"t{len(self.graph.tensors)}"
-        self.graph.tensors[name] = Tensor(name, per_sample(val(node).shape, self.where(node)), storage or name)
+        self.graph.tensors[name] = Tensor(name, self.sample_shape(node), storage or name, offset)
         self.value[node.name] = name
         self.last_fx[name] = node
         return name
@@ -140,11 +148,43 @@ class Lowering:
 
     def alias(self, node: torch.fx.Node, tensor: str) -> None:
         """The op only relabels a tensor (view, flatten, dropout in eval, a fused op): no code, same buffer."""
-        if self.graph.tensors[tensor].shape == per_sample(val(node).shape, self.where(node)):
+        if self.graph.tensors[tensor].shape == self.sample_shape(node):
             self.value[node.name] = tensor
             self.last_fx[tensor] = node
         else:
-            self.new_tensor(node, storage=self.graph.tensors[tensor].storage)
+            src = self.graph.tensors[tensor]
+            self.new_tensor(node, storage=src.storage, offset=src.offset)
+
+    def sample_shape(self, node: torch.fx.Node) -> tuple[int, int, int]:
+        """A node's per-sample (C, H, W) in the IR's channels-first layout: a permuted value's permutation is
+        undone and a channel split (rank 5) merged back, as its data are stored."""
+        shape = [int(d) for d in val(node).shape]
+        perm = self.perm.get(node.name)
+        if perm is not None:
+            shape = [shape[perm.index(d)] for d in range(len(perm))]
+            if len(shape) == 5:
+                shape = [shape[0], shape[1] * shape[2], *shape[3:]]
+        return per_sample(tuple(shape), self.where(node))
+
+    def layout_rule(self, node: torch.fx.Node):
+        """The lowering of a node that reads a permuted value or makes a rank-5 one: an elementwise op
+        (``Op.in_place``) whose operands are all activations in one layout computes as is and passes the layout
+        on; else the lowering registered for ``permuted(target)``; anything else would compute in the wrong
+        layout, so it fails."""
+        rule, inputs = lowering_for(node.target), node.all_input_nodes
+        layouts = {self.perm.get(a.name) for a in inputs}
+        elementwise = getattr(getattr(rule, "__self__", None), "in_place", False)
+        if elementwise and len(layouts) == 1 and None not in layouts and all(map(self.is_activation, inputs)):
+            self.perm[node.name] = layouts.pop()
+            return rule
+        rule = lowering_for(permuted(node.target))
+        if rule is not None:
+            return rule
+        perms = sorted({str(list(self.perm[a.name])) for a in inputs if a.name in self.perm})
+        what = f"a tensor permuted from (N, C, H, W) by {' and '.join(perms)}" if perms else "a rank-5 tensor"
+        raise self.fail(node, f"this operation on {what} is not supported (only ConvNeXt's channels-last "
+                              "LayerNorm, Linear, layer scale and elementwise ops, and ShuffleNet's channel shuffle); "
+                              "permute back to (N, C, H, W) first")
 
     def lower(self) -> Graph:
         g = self.graph
@@ -161,12 +201,15 @@ class Lowering:
                 if len(outs) != 1:
                     raise UnsupportedLayerError(f"the C exporter takes models with one output tensor; this one "
                                                 f"returns {len(outs)}")
+                if getattr(outs[0], "name", None) in self.perm:
+                    raise self.fail(outs[0], "the model returns a permuted tensor; permute it back to (N, C, H, W)")
                 g.output = self.tensor_of(outs[0], node)
                 g.output_shape = tuple(int(d) for d in val(outs[0]).shape[1:])
             elif node.op != "call_function":
                 raise self.fail(node, f"fx node kind {node.op!r}")
             elif isinstance(val(node), torch.Tensor):  # else size arithmetic of a dynamic batch: no work per sample
-                rule = lowering_for(node.target)
+                laid_out = any(a.name in self.perm for a in node.all_input_nodes) or len(val(node).shape) > 4
+                rule = self.layout_rule(node) if laid_out else lowering_for(node.target)
                 if rule is None:
                     raise self.fail(node, "this operation is not supported")
                 rule(self, node, bind(node))
@@ -184,4 +227,4 @@ def lower(model: nn.Module | torch.export.ExportedProgram, example_input: torch.
             raise ValueError("lower() needs an example input for an nn.Module (one sample or a batch)")
         with eval_mode(model), torch.no_grad():
             program = torch.export.export(model, (example_input[:1].contiguous(),))
-    return Lowering(program.run_decompositions({})).lower()
+    return fold_parallel_convs(Lowering(program.run_decompositions({})).lower())

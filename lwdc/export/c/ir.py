@@ -18,14 +18,21 @@ class UnsupportedLayerError(ValueError):
 
 @dataclass
 class Tensor:
-    """A per-sample activation; ``storage`` names the buffer it lives in (views share their source's)."""
+    """A per-sample activation; ``storage`` names the buffer it lives in (views share their source's) and
+    ``offset`` where it starts there, in elements: a channel range of a (C, H, W) tensor is contiguous, so a
+    split or slice along channels is a view at an offset, not a copy."""
     name: str
     shape: tuple[int, int, int]
     storage: str
+    offset: int = 0
 
     @property
     def size(self) -> int:
         return math.prod(self.shape)
+
+    def take(self, rows):
+        """This tensor's values, (N, C, H, W), from its storage's values as (N, elements) rows (numpy or torch)."""
+        return rows[:, self.offset:self.offset + self.size].reshape(len(rows), *self.shape)
 
 
 @dataclass
@@ -50,6 +57,13 @@ class Graph:
     output: str
     input_shape: tuple[int, ...]  # as PyTorch sees one sample, e.g. (3, 32, 32) or (1, 16000)
     output_shape: tuple[int, ...]
+
+    def storage_sizes(self) -> dict[str, int]:
+        """Elements of every storage: as far as its furthest view reaches."""
+        sizes: dict[str, int] = {}
+        for t in self.tensors.values():
+            sizes[t.storage] = max(sizes.get(t.storage, 0), t.offset + t.size)
+        return sizes
 
     def consumers(self, name: str) -> list[Node]:
         storage = self.tensors[name].storage

@@ -1,8 +1,9 @@
 """Static memory plan: every activation gets a fixed offset in one arena, chosen from tensor lifetimes.
 
 Step 0 loads the input, node i runs at step i + 1, and the output is read at the last step. A buffer is live from
-the step that writes it to the last step that reads it (views share their source's buffer). Elementwise nodes
-(ops marked ``in_place``: add, standalone activations) write over an input that dies at that step. Buffers are
+the step that writes it to the last step that reads it (views share their source's buffer, a channel slice at an
+offset into it, and keep all of it live). Elementwise nodes (ops marked ``in_place``: add, standalone
+activations) write over an input that dies at that step and is a whole buffer, not a part view. Buffers are
 then placed largest first at the lowest offset that no buffer with an overlapping lifetime occupies ("greedy by
 size", as TFLite Micro does). The lower bound is the largest total of buffers live at any one step: no placement
 can use less.
@@ -46,7 +47,7 @@ def _align(n: int, to: int) -> int:
 def plan_memory(graph: Graph, element_bytes: int, align: int = 16, in_place: bool = True) -> MemoryPlan:
     """Offsets for all activations of ``graph`` with ``element_bytes`` per value (4 float32, 1 int8)."""
     t = graph.tensors
-    sizes = {s.storage: s.size * element_bytes for s in t.values()}
+    sizes = {s: n * element_bytes for s, n in graph.storage_sizes().items()}  # a view takes no buffer of its own
     last_step = len(graph.nodes) + 1
     first = {t[graph.input].storage: 0}
     last = {t[graph.input].storage: 0, t[graph.output].storage: last_step}
@@ -66,7 +67,8 @@ def plan_memory(graph: Graph, element_bytes: int, align: int = 16, in_place: boo
                 continue
             for name in node.inputs:
                 src = buffer_of[t[name].storage]
-                if last[src] == step and sizes[src] == sizes[out] and src != t[graph.input].storage:
+                whole = t[name].size * element_bytes == sizes[src]  # a part view may be read after it is overwritten
+                if whole and last[src] == step and sizes[src] == sizes[out] and src != t[graph.input].storage:
                     buffer_of[out] = src
                     last[src] = last[out]
                     break

@@ -102,10 +102,11 @@ def run_int8(qg: QuantizedGraph, xq: np.ndarray) -> np.ndarray:
     """The int8 graph on a batch of already-quantised inputs; returns the int8 output (N, *output_shape)."""
     g, n = qg.graph, xq.shape[0]
     store = {g.tensors[g.input].storage: xq.reshape(n, -1)}
-    for i, node in enumerate(g.nodes):
-        xs = [store[g.tensors[t].storage].reshape(n, *g.tensors[t].shape) for t in node.inputs]
+    for i, node in enumerate(g.nodes):  # a view is a slice of its storage's row and shares its quantisation
+        xs = [g.tensors[t].take(store[g.tensors[t].storage]) for t in node.inputs]
         store[g.tensors[node.output].storage] = run_node_int8(qg, i, xs).reshape(n, -1)
-    return store[g.tensors[g.output].storage].reshape(n, *g.output_shape)
+    out = g.tensors[g.output]
+    return out.take(store[out.storage]).reshape(n, *g.output_shape)
 
 
 def run_quantized(qg: QuantizedGraph, x: torch.Tensor | np.ndarray) -> np.ndarray:

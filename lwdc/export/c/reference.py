@@ -19,9 +19,9 @@ def run_float(graph: Graph, x: torch.Tensor, keep: bool = False) -> torch.Tensor
     n = x.shape[0]
     store = {graph.tensors[graph.input].storage: x.detach().float().reshape(n, -1)}
 
-    def value(name: str) -> torch.Tensor:
+    def value(name: str) -> torch.Tensor:  # a view is a slice of its storage's row
         t = graph.tensors[name]
-        return store[t.storage].reshape(n, *t.shape)
+        return t.take(store[t.storage])
 
     with torch.no_grad():
         for node in graph.nodes:
@@ -29,4 +29,4 @@ def run_float(graph: Graph, x: torch.Tensor, keep: bool = False) -> torch.Tensor
             store[graph.tensors[node.output].storage] = out.reshape(n, -1)
     if keep:
         return store
-    return store[graph.tensors[graph.output].storage].reshape(n, *graph.output_shape)
+    return value(graph.output).reshape(n, *graph.output_shape)

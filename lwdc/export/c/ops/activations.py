@@ -68,6 +68,10 @@ class Act(Unary):
         else:
             raise lw.fail(node, f"clamping to [{lo}, {hi}] (only the ReLU and ReLU6 ranges)")
 
+    @lowers(A.relu6.default, A.relu6_.default)  # F.relu6 (nn.ReLU6 arrives as hardtanh)
+    def lower_relu6(self, lw, node, a):
+        self.activation(lw, node, a["self"], "relu6")
+
     @lowers(A.sigmoid.default, A.silu.default)
     def lower_sigmoid_silu(self, lw, node, a):
         self.activation(lw, node, a["self"], "sigmoid" if node.target is A.sigmoid.default else "silu")

@@ -1,5 +1,6 @@
-"""The residual add of two activations of the same shape (ReLU/ReLU6 after it fold in). int8: both inputs
-rescaled to the output's scale with one shared shift, so the sum is one fixed-point rounding."""
+"""The sum a + alpha * b of two activations (ReLU/ReLU6 after it fold in): a residual add, a difference (alpha
+-1), either operand repeated along its size-1 dims (broadcasting, ``elementwise``). int8: both inputs rescaled
+to the output's scale with one shared shift, so the sum is one fixed-point rounding."""
 from __future__ import annotations
 
 import math
@@ -7,9 +8,11 @@ import math
 import numpy as np
 import torch
 
+from ..emit import _float_literal as float_literal
 from ..fixed import QNode, centred, round_shift
 from ..registry import Op, register_op
 from .activations import act_clamp, act_code, activate
+from .elementwise import FUSED_ACT, broadcast_args, broadcast_kernel, lower_arithmetic
 
 A = torch.ops.aten
 
@@ -17,25 +20,25 @@ A = torch.ops.aten
 @register_op
 class Add(Op):
     name = "add"
-    supports = ("residual add",)
-    aten = (A.add.Tensor,)
+    supports = ("residual add and sub (equal shapes, or broadcast over channels or space)",)
+    aten = (A.add.Tensor, A.add.Scalar, A.sub.Tensor, A.sub.Scalar, A.rsub.Tensor, A.rsub.Scalar)
     fuses_act = True
     in_place = True
+    kernels = {**broadcast_kernel("add_bc_f32", "float", ", float alpha, int act", "u + alpha * v", FUSED_ACT),
+               **broadcast_kernel("add_bc_q8", "int8_t",
+                                  ", int za, int zb, int zy, int64_t ma, int64_t mb, int n, int lo, int hi",
+                                  "lw_sat(lw_round_shift((u - za) * ma + (v - zb) * mb, n) + zy, lo, hi)")}
 
     def lower(self, lw, node, a):
-        if not (lw.is_activation(a["self"]) and lw.is_activation(a["other"])) or a["alpha"] != 1:
-            raise lw.fail(node, "only the sum of two activations (a residual add) is supported")
-        x, y = lw.tensor_of(a["self"], node), lw.tensor_of(a["other"], node)
-        if lw.graph.tensors[x].shape != lw.graph.tensors[y].shape:
-            raise lw.fail(node, "adding tensors of different shapes (broadcasting) is not supported")
-        lw.emit(node, self.name, [x, y])
+        lower_arithmetic(lw, node, a)
 
     def run(self, node, xs):
-        return activate(xs[0] + xs[1], node.act)
+        alpha = node.attrs.get("alpha", 1.0)
+        return activate(xs[0] + xs[1] if alpha == 1 else torch.add(xs[0], xs[1], alpha=alpha), node.act)
 
     def quantize(self, node, qin, qout):
-        ratios = [p.scale / qout.scale for p in qin]
-        n = int(np.clip(30 - math.floor(math.log2(max(ratios))), 1, 62))
+        ratios = [qin[0].scale / qout.scale, node.attrs.get("alpha", 1.0) * qin[1].scale / qout.scale]
+        n = int(np.clip(30 - math.floor(math.log2(max(abs(r) for r in ratios))), 1, 62))
         return QNode(mult=np.array([round(r * 2 ** n) for r in ratios], np.int64), shift=np.array([n], np.int64),
                      clamp=act_clamp(node.act, qout))
 
@@ -44,12 +47,17 @@ class Add(Op):
         return round_shift(a * q.mult[0] + b * q.mult[1], q.shift[0]) + qout.zero_point
 
     def emit(self, e, node):
-        tensors = [e.at(t) for t in (*node.inputs, node.output)]
+        alpha = node.attrs.get("alpha", 1.0)
+        flat = all(e.shape(t) == e.shape(node.output) for t in node.inputs)
+        if flat and (alpha == 1 or e.int8):  # int8: alpha is in the second input's multiplier
+            kernel, args = "add", [*(e.at(t) for t in (*node.inputs, node.output)), e.size(node.output)]
+        else:
+            kernel, args = "add_bc", broadcast_args(e, node)
         if not e.int8:
-            e.use("act_f32", "add_f32")
-            e.call("add_f32", *tensors, e.size(node.output), act_code(node.act))
+            e.use("act_f32", f"{kernel}_f32")
+            e.call(f"{kernel}_f32", *args, *([] if kernel == "add" else [float_literal(alpha)]), act_code(node.act))
             return
         q = e.qnode
-        e.use("fixed", "add_q8")
-        e.call("add_q8", *tensors, e.size(node.output), *(e.zp(t) for t in (*node.inputs, node.output)),
-               f"{q.mult[0]}LL", f"{q.mult[1]}LL", q.shift[0], *q.clamp)
+        e.use("fixed", f"{kernel}_q8")
+        e.call(f"{kernel}_q8", *args, *(e.zp(t) for t in (*node.inputs, node.output)), f"{q.mult[0]}LL",
+               f"{q.mult[1]}LL", q.shift[0], *q.clamp)

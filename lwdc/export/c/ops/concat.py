@@ -1,6 +1,7 @@
 """Channel concatenation and channel zero-padding (the skip branch of a block that widens, as lwdc derives
-it): both copy whole channel planes. int8: concat rescales an input whose quantisation differs from the
-output's; padding keeps its input's and fills with the zero point."""
+it; ``movement.Pad`` lowers every F.pad and picks this for zero channels appended): both copy whole channel
+planes. int8: concat rescales an input whose quantisation differs from the output's; padding keeps its input's
+and fills with the zero point."""
 from __future__ import annotations
 
 import numpy as np
@@ -53,18 +54,7 @@ class Concat(Op):
 class PadChannels(Op):
     name = "pad_channels"
     supports = ("channel zero-padding",)
-    aten = (A.constant_pad_nd.default, A.pad.default)
     keeps_quant = True
-
-    def lower(self, lw, node, a):
-        pads, value = list(a["pad"]), a.get("value") or 0.0
-        rank = len(val(a["self"]).shape)
-        pads += [0] * (2 * (rank - 1) - len(pads))  # pairs from the last dim backwards, up to the channel dim
-        spatial, channel = pads[:-2], pads[-2:]
-        if any(spatial) or value != 0 or a.get("mode", "constant") != "constant" or min(channel) < 0:
-            raise lw.fail(node, "padding other than zero channels appended (as lwdc's skip branch does)")
-        lw.emit(node, self.name, [lw.tensor_of(a["self"], node)],
-                attrs=dict(before=int(channel[0]), after=int(channel[1])))
 
     def run(self, node, xs):
         return F.pad(xs[0], (0, 0, 0, 0, node.attrs["before"], node.attrs["after"]))

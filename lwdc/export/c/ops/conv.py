@@ -30,6 +30,23 @@ class Conv(Op):
         bias = bias if bias is not None else np.zeros(weight.shape[0])
         lw.emit(node, "conv", [src], weight=weight.astype(np.float32), bias=bias.astype(np.float32), attrs=attrs)
 
+    @classmethod
+    def pointwise(cls, lw, node, src: str, weight: np.ndarray, bias: np.ndarray | None, groups: int = 1) -> None:
+        """A 1x1 conv with ``weight`` (O, C/groups): Linear over channels, or a per-channel affine map."""
+        cls.append(lw, node, src, weight[:, :, None, None], bias, **_POINTWISE, groups=groups)
+
+    @classmethod
+    def affine(cls, lw, node, src: str, scale: np.ndarray, shift: np.ndarray) -> None:
+        """x * scale + shift per channel (BatchNorm, a layer scale): folded into the conv writing ``src`` when
+        nothing else reads it, else a depthwise 1x1 conv."""
+        conv = lw.fusable(src)
+        if conv is not None and conv.op == cls.name:
+            conv.weight = (conv.weight * scale.reshape(-1, 1, 1, 1)).astype(np.float32)
+            conv.bias = (conv.bias * scale + shift).astype(np.float32)
+            lw.alias(node, src)
+        else:
+            cls.pointwise(lw, node, src, scale.reshape(-1, 1), shift, groups=len(scale))
+
     @lowers(A.conv2d.default, A.conv2d.padding, A.conv1d.default, A.conv1d.padding)
     def lower_conv(self, lw, node, a):
         dims = 1 if node.target in (A.conv1d.default, A.conv1d.padding) else 2
@@ -62,9 +79,8 @@ class Conv(Op):
     def lower_linear(self, lw, node, a):
         if len(val(a["input"]).shape) != 2:
             raise lw.fail(node, "Linear on a tensor of rank > 2 (flatten first)")
-        w = lw.const(a["weight"], node)
-        self.append(lw, node, lw.tensor_of(a["input"], node), w[:, :, None, None], lw.const(a["bias"], node),
-                 **_POINTWISE, groups=1)
+        self.pointwise(lw, node, lw.tensor_of(a["input"], node), lw.const(a["weight"], node),
+                       lw.const(a["bias"], node))
 
     @lowers(A._native_batch_norm_legit_no_training.default, A.batch_norm.default)
     def lower_batch_norm(self, lw, node, a):
@@ -76,14 +92,7 @@ class Conv(Op):
         gamma = lw.const(a["weight"], node) if a["weight"] is not None else np.ones(channels, np.float32)
         beta = lw.const(a["bias"], node) if a["bias"] is not None else np.zeros(channels, np.float32)
         scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + a["eps"])
-        shift = beta - mean * scale
-        conv = lw.fusable(src)
-        if conv is not None and conv.op == self.name:
-            conv.weight = (conv.weight * scale.reshape(-1, 1, 1, 1)).astype(np.float32)
-            conv.bias = (conv.bias * scale + shift).astype(np.float32)
-            lw.alias(node, src)
-        else:
-            self.append(lw, node, src, scale.reshape(-1, 1, 1, 1), shift, **_POINTWISE, groups=channels)
+        self.affine(lw, node, src, scale, beta - mean * scale)
 
     def run(self, node, xs):
         a = node.attrs

@@ -1,6 +1,7 @@
 """Max and average pooling (1-D on the (C, 1, L) view, ceil mode, padding) and global average pooling, which
-``adaptive_avg_pool`` and ``mean`` over the spatial dims lower to. int8 keeps the input's scale and zero point:
-max compares values, averages round the centred sum half up with PyTorch's divisor at every position."""
+``adaptive_avg_pool`` and ``mean`` over the spatial dims (``reduce.Mean``) lower to. int8 keeps the input's scale
+and zero point: max compares values, averages round the centred sum half up with PyTorch's divisor at every
+position."""
 from __future__ import annotations
 
 import numpy as np
@@ -119,13 +120,6 @@ class Gap(Op):
                                                        count_include_pad=True))
         else:
             raise lw.fail(node, f"adaptive pooling from {h}x{w} to {oh}x{ow} has uneven windows")
-
-    @lowers(A.mean.dim)
-    def lower_mean(self, lw, node, a):
-        rank = len(val(a["self"]).shape)
-        if sorted(d % rank for d in a["dim"]) != list(range(2, rank)):
-            raise lw.fail(node, f"mean over dims {a['dim']} (only over all spatial dims)")
-        lw.emit(node, self.name, [lw.tensor_of(a["self"], node)])
 
     def run(self, node, xs):
         return xs[0].mean(dim=(2, 3), keepdim=True)

@@ -1,5 +1,6 @@
 """Ops that only relabel a tensor (views, flatten, squeeze, dropout and clones in eval, the first result of a
-multi-result op): they alias their input's buffer and emit no code."""
+multi-result op): they alias their input's buffer and emit no code. A multi-result op whose entry has a
+``lower_result`` method (split) lowers each result itself."""
 from __future__ import annotations
 
 import operator
@@ -7,7 +8,7 @@ import operator
 import torch
 
 from ..graph import val
-from ..registry import Op, lowers, register_op
+from ..registry import Op, lowering_for, lowers, register_op
 
 A = torch.ops.aten
 
@@ -30,6 +31,10 @@ class View(Op):
 
     @lowers(operator.getitem)
     def lower_getitem(self, lw, node, a):
+        owner = getattr(lowering_for(a[0].target), "__self__", None)
+        if hasattr(owner, "lower_result"):
+            owner.lower_result(lw, node, a[0], a[1])
+            return
         if a[1] != 0:
             raise lw.fail(node, "only the first result of a multi-output op is supported")
         lw.alias(node, lw.tensor_of(a[0], node))
