@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from lwdc.export.c import CompilerError, compile_library, export_c, find_compiler
+from lwdc.export.c import CompilerError, compile_library, export_c, find_compiler, lower, run_float
 
 needs_cc = pytest.mark.skipif(find_compiler() is None, reason="no C compiler")
 
@@ -91,3 +91,29 @@ def test_exported_files_are_private_and_temp_dirs_are_gone(private_tmp, tmp_path
     for f in os.listdir(tmp_path / "c"):
         assert stat.S_IMODE(os.stat(tmp_path / "c" / f).st_mode) == 0o600, f
     assert _scratch(private_tmp) == []
+
+
+class _CloneReadTwice(nn.Module):
+    """conv -> y; BatchNorm of a clone of y, added to y itself: the BatchNorm must not fold into y's conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.bn(y.clone()) + y
+
+
+def test_an_alias_does_not_hide_a_second_reader_from_folding():
+    """Regression: fusion counted the readers of the latest alias only, so the BatchNorm folded into the conv
+    and changed ``y`` for its other reader (the lowering differed from PyTorch by 2.5)."""
+    model = _CloneReadTwice().eval()
+    with torch.no_grad():
+        model.bn.running_mean.fill_(0.5)
+        model.bn.weight.fill_(2.0)
+    x = torch.randn(2, 3, 8, 8)
+    graph = lower(model, x[:1])
+    assert [n.op for n in graph.nodes].count("conv") == 2  # the BatchNorm stays its own (depthwise 1x1) node
+    assert torch.allclose(run_float(graph, x), model(x), atol=1e-5)

@@ -77,7 +77,7 @@ class Lowering:
         self.graph = Graph({}, [], "", "", (), ())
         self.value: dict[str, str] = {}  # fx node name -> tensor name
         self.producer: dict[str, Node] = {}  # tensor name -> node writing it
-        self.last_fx: dict[str, torch.fx.Node] = {}  # tensor name -> the fx node whose value it currently is
+        self.names: dict[str, list[torch.fx.Node]] = {}  # tensor name -> every fx node that is (an alias of) it
         # fx node name -> p with value = channels-first tensor .permute(p) (rank 5: its channels split in two first)
         self.perm: dict[str, tuple[int, ...]] = {}
 
@@ -128,7 +128,7 @@ class Lowering:
         name = f"t{len(self.graph.tensors)}"
         self.graph.tensors[name] = Tensor(name, self.sample_shape(node), storage or name, offset)
         self.value[node.name] = name
-        self.last_fx[name] = node
+        self.names[name] = [node]
         return name
 
     def emit(self, node: torch.fx.Node, op: str, inputs: list[str], **kw) -> Node:
@@ -144,13 +144,15 @@ class Lowering:
         ir = self.producer.get(tensor)
         if ir is None or ir.act != "none" or ir.output != tensor:
             return None
-        return ir if len(self.last_fx[tensor].users) == 1 else None
+        names = self.names[tensor]  # a same-shape alias (clone, dropout) must not hide another reader
+        readers = {user for fx in names for user in fx.users if user not in names}
+        return ir if len(readers) == 1 else None
 
     def alias(self, node: torch.fx.Node, tensor: str) -> None:
         """The op only relabels a tensor (view, flatten, dropout in eval, a fused op): no code, same buffer."""
         if self.graph.tensors[tensor].shape == self.sample_shape(node):
             self.value[node.name] = tensor
-            self.last_fx[tensor] = node
+            self.names[tensor].append(node)
         else:
             src = self.graph.tensors[tensor]
             self.new_tensor(node, storage=src.storage, offset=src.offset)
