@@ -143,6 +143,20 @@ def evaluate(model: nn.Module, task: Task, loader: Iterable, max_batches: int | 
     return task.summarize(stats)
 
 
+def channels_last_hazard(model: nn.Module) -> str | None:
+    """Why training ``model`` in channels-last would crash, or None.
+
+    torch 2.13's CPU backward of a strided 1x1 convolution with 2-7 input channels in channels-last corrupts the
+    heap (measured here: in_channels 2..7 abort or segfault within five steps, 1 and >= 8 do not); pruned
+    networks have such shortcuts. Those models train in the default layout instead."""
+    for name, m in model.named_modules():
+        if (isinstance(m, nn.Conv2d) and tuple(m.kernel_size) == (1, 1) and max(m.stride) > 1
+                and 2 <= m.in_channels < 8):
+            return (f"'{name}' is a strided 1x1 convolution with {m.in_channels} input channels, whose channels-last "
+                    "backward corrupts memory in torch's CPU kernels")
+    return None
+
+
 def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterable | None, cfg: TrainConfig, *,
         method: TrainingMethod | None = None, state: dict | None = None,
         on_epoch: Callable[[dict, EpochLog], None] | None = None, on_step: Callable[[dict], None] | None = None,
@@ -174,6 +188,11 @@ def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterab
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_schedule(total_steps, round(cfg.lr_warmup_epochs * steps_per_epoch)))
     layout = torch.channels_last if cfg.channels_last else None
+    unsafe = channels_last_hazard(model) if layout is not None else None
+    if unsafe is not None:
+        layout = None
+        if main and log is not None:
+            log(f"channels-last layout not used: {unsafe}")
     if layout is not None:
         model.to(memory_format=layout)
     history: list[EpochLog] = []

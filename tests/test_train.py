@@ -1,6 +1,9 @@
 """The loop trains, the search responds to lambda, and bad settings are refused."""
 import copy
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -119,3 +122,30 @@ def test_resume_from_epoch_state_matches_uninterrupted(quadrants):
     resumed = run(3, state=states[0])            # restart after epoch 1
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), k
+
+
+_STRIDED_SHORTCUT = """
+import torch
+from torch import nn
+from lwdc.tasks import Classification
+from lwdc.train import TrainConfig, fit
+torch.manual_seed(0)
+net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 16, 1, stride=2), nn.AdaptiveAvgPool2d(1),
+                    nn.Flatten(), nn.Linear(16, 3))
+batches = [(torch.randn(128, 3, 32, 32), torch.randint(0, 3, (128,))) for _ in range(3)]
+fit(net, Classification(), batches, None, TrainConfig(epochs=2, lr=0.05, progress=False, channels_last=CL))
+print("trained")
+"""
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_model_whose_channels_last_backward_crashes_torch_trains_in_the_default_layout(channels_last):
+    """Regression: a pruned ResNet (shortcut 1x1 stride 2 from 7 channels) aborted the benchmark with 'double
+    free or corruption' in channels-last; such models now train in NCHW with a note. Run in a subprocess so a
+    regression fails this test instead of killing pytest."""
+    out = subprocess.run([sys.executable, "-c", _STRIDED_SHORTCUT.replace("CL", str(channels_last))],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "trained" in out.stdout
+    assert ("channels-last layout not used: '1' is a strided 1x1 convolution with 4 input channels"
+            in out.stdout) is channels_last
