@@ -301,7 +301,7 @@ def compare_latency(a: nn.Module | torch.export.ExportedProgram, b: nn.Module | 
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
-    backends = tuple(backends) if backends is not None else default_backends()
+    chosen = tuple(backends) if backends is not None else default_backends()
     threads = threads or torch.get_num_threads()
     models = [m for m in (a, b) if m is not None]
     try:
@@ -309,6 +309,9 @@ def compare_latency(a: nn.Module | torch.export.ExportedProgram, b: nn.Module | 
     except (AttributeError, OSError):
         load = None
     result = LatencyComparison({}, int(example_input.shape[0]), threads, load)
+    if backends is None and "onnxruntime" not in chosen:
+        result.notes.append("onnxruntime not timed: it is not installed (pip install 'lwdc[export]')")
+    backends = chosen
     with contextlib.ExitStack() as stack:
         for m in models:
             if isinstance(m, nn.Module):

@@ -124,3 +124,15 @@ def test_a_backend_that_cannot_export_is_left_out_with_a_note():
     assert "eager" in result.backends
     if "onnxruntime" not in result.backends:
         assert any(n.startswith("onnxruntime not timed") for n in result.notes)
+
+
+def test_without_onnxruntime_installed_the_summary_says_so(monkeypatch):
+    """Regression: a fresh `pip install -e .` (no export extra) printed eager latency only, silently."""
+    import lwdc.profiling as profiling
+    monkeypatch.setattr(profiling, "default_backends", lambda: ("eager",))
+    net = TinyNet().eval()
+    result = compare_latency(net, copy.deepcopy(net), torch.randn(1, 3, 8, 8), rounds=2, round_seconds=0,
+                             warmup_seconds=0)
+    assert set(result.backends) == {"eager"}
+    assert result.notes == ["onnxruntime not timed: it is not installed (pip install 'lwdc[export]')"]
+    assert any("pip install 'lwdc[export]'" in line for line in format_latency(result.as_dict()))
