@@ -77,3 +77,10 @@ def test_whole_network_exports_with_peak_ram_near_the_liveness_bound(name, int8,
     assert summary["arena_bytes"] < summary["naive_bytes"]
     assert np.isclose(summary["arena_over_lower_bound"], summary["arena_bytes"] / summary["lower_bound_bytes"],
                       atol=1e-3)
+
+
+@pytest.mark.parametrize("name", sorted(whole_networks()))
+def test_whole_network_exports_to_onnx(name, tmp_path):
+    torch.manual_seed(0)
+    info = export_onnx(randomize(whole_networks()[name]), inputs(4, 1), tmp_path / "m.onnx")
+    assert info["tolerance"]["within"] and info["max_abs_diff_vs_pytorch"] <= info["tolerance"]["limit"]
