@@ -1,9 +1,12 @@
 """Targets and budgets on ResNet-20 (shipped CIFAR-10 subset): does the search land where the user asks?
 
     python -m bench.targets [--seeds 0 1] [--quick]
+    python -m bench.targets --targets ram=0.85 ram:plain=0.85 ram=0.6 --out bench/results/targets_ram.json
 
-One baseline (trained once, cached), then for each target (MACs 0.7x / 0.5x / 0.3x, flash 50% / 35% / 25% of
-the int8 original's weights) and seed, an LWDC run with ``budgets=`` and no lambda. Each run records where the
+One baseline (trained once, cached), then for each target (MACs 0.7x / 0.5x / 0.3x; flash 50% / 35% / 25% of
+the int8 original's weights; peak RAM as a share of the int8 original's planned peak, under the default
+in-place plan or the ``plain`` one) and seed, an LWDC run with ``budgets=`` and no lambda. A budget refused
+before training is recorded with its message and how long the refusal took. Each run records where the
 search's argmax network ended before any repair (did the multipliers alone get there?), what was repaired, what
 the derived model measures (MACs by an independent FLOP counter, flash as the C exporter counts it) and its
 accuracy. Runs resume from their folders; results go to ``bench/results/targets.json``.
@@ -20,7 +23,10 @@ from pathlib import Path
 import torch
 
 from lwdc import compress
+from lwdc.budgets import BudgetError
+from lwdc.costs import get_cost_model
 from lwdc.costs.flash import flash_bytes
+from lwdc.costs.ram import peak_ram_bytes
 from lwdc.data import BatchLoader, load_data
 from lwdc.models import create_model
 from lwdc.profiling import count_macs
@@ -34,6 +40,7 @@ from .measure import git_info, machine_info
 OUT = Path(__file__).resolve().parent / "results" / "targets.json"
 CACHE = Path.home() / ".cache" / "lwdc" / "bench" / "targets"
 TARGETS = ("macs=0.7x", "macs=0.5x", "macs=0.3x", "flash=0.5", "flash=0.35", "flash=0.25")
+OPTIONAL = ("ram=0.85", "ram:plain=0.85", "ram=0.6")      # absolute budgets: a share of the original's figure
 
 
 def main() -> None:
@@ -44,7 +51,7 @@ def main() -> None:
     p.add_argument("--search-epochs", type=int, default=8)
     p.add_argument("--finetune-epochs", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--targets", nargs="+", default=list(TARGETS), help=f"a subset of {', '.join(TARGETS)}")
+    p.add_argument("--targets", nargs="+", default=list(TARGETS), help=f"any of {', '.join(TARGETS + OPTIONAL)}")
     p.add_argument("--tag", default="", help="appended to run folder names (a rerun under new settings)")
     p.add_argument("--quick", action="store_true", help="a few batches per epoch (smoke)")
     p.add_argument("--cache-dir", default=str(CACHE))
@@ -70,20 +77,28 @@ def main() -> None:
     rows = []
     for target in a.targets:
         cost, value = target.split("=")
-        limit = f"{int(float(value) * base_flash)}" if cost == "flash" else value
-        for seed in (a.flash_seeds if cost == "flash" else a.seeds):
-            name = f"{cost}-{value}-s{seed}{a.tag}"
+        absolute = not value.endswith("x")      # flash=0.35: 35% of the original's bytes, as a byte budget
+        original = get_cost_model(cost).network_cost(base, example) if absolute else None
+        limit = f"{int(float(value) * original)}" if absolute else value
+        for seed in (a.flash_seeds if absolute else a.seeds):
+            name = f"{cost.replace(':', '-')}-{value}-s{seed}{a.tag}"
             started = time.perf_counter()
             lines: list[str] = []
-            result = compress(base, train, test, example_input=example, budgets={cost: limit}, ops="default",
-                              search_epochs=a.search_epochs, finetune_epochs=a.finetune_epochs, seed=seed,
-                              finetune_lr=0.05, max_batches=max_batches, progress=False, run_dir=cache / name,
-                              log=lambda s: (lines.append(s), print(f"[{name}] {s}", flush=True)))
+            try:
+                result = compress(base, train, test, example_input=example, budgets={cost: limit}, ops="default",
+                                  search_epochs=a.search_epochs, finetune_epochs=a.finetune_epochs, seed=seed,
+                                  finetune_lr=0.05, max_batches=max_batches, progress=False, run_dir=cache / name,
+                                  log=lambda s: (lines.append(s), print(f"[{name}] {s}", flush=True)))
+            except BudgetError as exc:
+                rows.append({"run": name, "target": f"{cost}={value} ({limit} B of {original:,.0f})", "seed": seed,
+                             "refused": str(exc), "seconds": time.perf_counter() - started})
+                print(f"[{name}] refused after {rows[-1]['seconds']:.1f} s: {exc}", flush=True)
+                continue
             r = result.report
             (budget,) = r["budgets"]
             macs, flash = count_macs(result.model, example), flash_bytes(result.model)
             rows.append({
-                "run": name, "target": f"{cost}={value}" + ("" if cost != "flash" else f" ({limit} B)"), "seed": seed,
+                "run": name, "target": f"{cost}={value}" + (f" ({limit} B)" if absolute else ""), "seed": seed,
                 "search_argmax_ratio": [h["cost_ratios"].get(budget["cost"]) for h in r["history"]["search"]],
                 "multipliers": [h.get("extra", {}).get(f"mu_{budget['cost']}") for h in r["history"]["search"]],
                 "repaired_layers": budget["repaired_layers"], "limit_ratio": budget["limit_ratio"],
@@ -91,6 +106,10 @@ def main() -> None:
                 "macs_ratio": macs / base_macs, "flash_bytes": flash, "flash_ratio": flash / base_flash,
                 "accuracy": r["after"]["accuracy"], "baseline_accuracy": base_acc,
                 "choices": r["choices"], "seconds": time.perf_counter() - started,
+                **({"ram_bytes_before": peak_ram_bytes(base, example),
+                    "ram_bytes_after": peak_ram_bytes(result.model, example),
+                    "ram_bytes_after_plain_plan": peak_ram_bytes(result.model, example, in_place=False)}
+                   if cost.startswith("ram") else {}),
             })
             print(f"[{name}] {rows[-1]['achieved_ratio']:.3f}x against {budget['limit_ratio']:.3f}x "
                   f"(search alone {rows[-1]['search_argmax_ratio'][-1]:.3f}x, repaired {len(budget['repaired_layers'])}), "

@@ -87,6 +87,7 @@ class BudgetTerm:
     limit: float
     tolerance: float = 0.0      # how far over its limit the derived network may end (ratio targets: 5%)
     multiplier: float = 0.0
+    measured: float | None = None   # the derived network's real ratio, where the table only estimates it (RAM)
 
     def chosen(self, supernet) -> float:
         return self.table.chosen_ratio(supernet)
@@ -128,11 +129,12 @@ def repair(supernet, terms: list[BudgetTerm]) -> dict[str, str]:
         term = max(over, key=lambda t: t.chosen(supernet) / t.limit)
         best, best_score = None, -math.inf
         for name, layer in layers.items():
-            costs, current = term.table.layer_costs[name], layer.chosen
+            current = layer.chosen
+            now = term.table.ratio_if(supernet, name, current)
             logp = torch.log_softmax(layer.alpha.detach(), 0)
             for i in range(len(layer.op_names)):
-                saved = float(costs[current] - costs[i])
-                if saved <= 0:
+                saved = now - term.table.ratio_if(supernet, name, i)
+                if saved <= 1e-12:
                     continue
                 score = saved / (float(logp[current] - logp[i]) + 1.0)
                 if score > best_score:
@@ -152,11 +154,12 @@ def budget_report(terms: list[BudgetTerm], supernet, repaired: dict[str, str]) -
     tolerance from above, or its multiplier is still pushing), and the final multiplier."""
     rows = []
     for t in terms:
-        achieved = t.chosen(supernet)
+        achieved = t.measured if t.measured is not None else t.chosen(supernet)
         rows.append({"budget": str(t.budget), "cost": t.table.name, "unit": t.table.unit,
                      "limit_ratio": t.limit, "limit": t.limit * t.table.reference,
                      "achieved_ratio": achieved, "achieved": achieved * t.table.reference,
                      "met": achieved <= t.limit * (1 + t.tolerance), "tolerance": t.tolerance,
                      "binding": t.multiplier > 0 and achieved >= t.limit * (1 - max(t.tolerance, 0.05)),
-                     "multiplier": t.multiplier, "repaired_layers": sorted(repaired)})
+                     "multiplier": t.multiplier, "repaired_layers": sorted(repaired),
+                     "measured_by": "memory planner" if t.measured is not None else "cost table"})
     return rows

@@ -8,6 +8,9 @@ A cost model is named by a spec string ``name[:option[:option...]]``; keyword ar
                                     measured ms at batch N on N threads (default eager, b1, t1), see latency.py
     systolic[:RxC][:ws|os][:risa]   compute cycles on an R x C systolic array (default 32x32, ws), see systolic.py
     flash[:int8|float32]            bytes of weights in the generated C library (default int8), see flash.py
+    ram[:int8|float32][:inplace|plain]
+                                    peak bytes of activations of its static memory plan (default int8, in
+                                    place), see ram.py
 """
 from __future__ import annotations
 
@@ -15,12 +18,14 @@ from .analytic import MacsCost, ParamsCost
 from .base import CostModel, CostTable, build_cost_table
 from .flash import FlashCost
 from .latency import LatencyCost
+from .ram import RamCost
 from .systolic import SystolicCost
 
 __all__ = ["CostModel", "CostTable", "build_cost_table", "get_cost_model", "COST_MODELS"]
 
 COST_MODELS = {"params": ParamsCost, "macs": MacsCost, "flops": MacsCost, "latency": LatencyCost,
-               "systolic": SystolicCost, "flash": FlashCost}
+               "systolic": SystolicCost, "flash": FlashCost,
+               "ram": RamCost}
 
 
 def get_cost_model(spec: str, **options) -> CostModel:

@@ -49,10 +49,23 @@ class CostTable:
             total += float(self.layer_costs[name][layer.chosen])
         return total / self.reference
 
+    def ratio_if(self, supernet: Supernet, name: str, index: int) -> float:
+        """The derivable network's ratio if layer ``name`` took branch ``index`` (the rest as chosen now)."""
+        layer = supernet.choice_layers()[name]
+        costs = self.layer_costs[name]
+        return self.chosen_ratio(supernet) + float(costs[index] - costs[layer.chosen]) / self.reference
+
+    def floor_ratio(self) -> float:
+        """The smallest ratio any choice of operators reaches."""
+        return (self.fixed + sum(float(c.min()) for c in self.layer_costs.values())) / self.reference
+
 
 def build_cost_table(cost_model: CostModel, supernet: Supernet, original: nn.Module,
                      example_input: torch.Tensor) -> CostTable:
-    """Price every branch of ``supernet``; the original model gives the reference and the un-expanded rest."""
+    """Price every branch of ``supernet``; the original model gives the reference and the un-expanded rest.
+    A cost that is not a sum over layers (peak RAM) builds its own table."""
+    if hasattr(cost_model, "build_table"):
+        return cost_model.build_table(supernet, original, example_input)
     layer_costs, originals = {}, 0.0
     for name, layer in supernet.choice_layers().items():
         layer_costs[name] = torch.tensor(

@@ -61,7 +61,7 @@ class LWDC:
         for budget in parse_budgets(ctx.config.budgets):
             table = build_cost_table(get_cost_model(budget.cost), supernet, model, ctx.example)
             limit = budget.limit_ratio(table)
-            floor = (table.fixed + sum(float(c.min()) for c in table.layer_costs.values())) / table.reference
+            floor = table.floor_ratio()
             if floor > limit:
                 raise BudgetError(f"target {budget}: no choice of operators gets below {floor:.3f}x of the original "
                                   f"({floor * table.reference:,.0f} {table.unit}); the limit is {limit:.3f}x "
@@ -84,6 +84,23 @@ class LWDC:
             ctx.log(f"target {t.budget}: derived {t.chosen(supernet):.3f}x (limit {t.limit:.3f}x, multiplier "
                     f"{t.multiplier:.3g})")
         return repaired
+
+    def check_derived(self, supernet: Supernet, derived: nn.Module, terms: list[BudgetTerm], ctx) -> None:
+        """Costs the search could only estimate (peak RAM) are measured on the derived network by the real
+        planner; one over its budget is refused with the figures, never returned as if it fitted."""
+        for t in terms:
+            if not hasattr(t.table, "measure"):
+                continue
+            estimate = t.chosen(supernet)
+            t.measured = t.table.measure(derived)
+            ctx.log(f"target {t.budget}: the derived network's planned peak is {t.measured * t.table.reference:,.0f} "
+                    f"{t.table.unit} ({t.measured:.3f}x of the original)")
+            if t.measured > t.limit * (1 + t.tolerance):
+                raise BudgetError(
+                    f"target {t.budget}: the derived network needs {t.measured * t.table.reference:,.0f} "
+                    f"{t.table.unit} by the memory planner, over the limit of {t.limit * t.table.reference:,.0f} "
+                    f"(the search estimated {estimate:.3f}x); relax the "
+                    f"budget or widen the operator set (--ops)")
 
     def apply(self, model: nn.Module, ctx) -> MethodResult:
         cfg = ctx.config
@@ -120,6 +137,7 @@ class LWDC:
             ctx.log("warning: the search kept every layer's original operator, so nothing was compressed; give a "
                     "target (--target macs=0.5x), raise lambda (--lam), or search longer (--search-epochs)")
         derived = derive(supernet)
+        self.check_derived(supernet, derived, budgets, ctx)
         return MethodResult(
             model=derived, choices=choices, supernet=supernet,
             report={"lambda": cfg.effective_lam, "cost": objective.name,

@@ -51,6 +51,15 @@ static void lw_conv_f32(const float *x, int C, int H, int W, float *y, int O, in
 {
     const int cin = C / G, cout = O / G, ohw = OH * OW, plane = SH == 1 && SW == 1 && OW == W;
     int o, c, kh, kw, oh, ow, i;
+    if (cin == 1 && cout == 1 && KH == 1 && KW == 1 && SH == 1 && SW == 1 && PH == 0 && PW == 0) {
+        /* A per-channel affine map (a BatchNorm no conv could absorb): elementwise, so y may be x (in place). */
+        for (o = 0; o < O; ++o, x += ohw) {
+            float *yo = y + (long)o * ohw;
+            for (i = 0; i < ohw; ++i) yo[i] = b[o] + w[o] * x[i];
+            lw_act_f32(yo, ohw, act);
+        }
+        return;
+    }
     for (o = 0; o < O; ++o) {
         float *yo = y + (long)o * ohw;
         const float *xg = x + (long)(o / cout) * cin * H * W;
@@ -184,7 +193,8 @@ static int64_t lw_floor_div(int64_t a, int64_t b)
 
 /* @kernel conv_q8 */
 /* int8 convolution: acc = bias + sum (x - zx) * w in int32, then y = sat(round_shift(acc * mult, shift) + zy)
- * with a per-channel fixed-point multiplier. lo/hi also apply a fused ReLU or ReLU6. */
+ * with a per-channel fixed-point multiplier. lo/hi also apply a fused ReLU or ReLU6. Each output plane is
+ * written only after its accumulators are complete, so a depthwise 1x1 conv may run in place (y == x). */
 static void lw_conv_q8(const int8_t *x, int C, int H, int W, int8_t *y, int O, int OH, int OW,
                        const int8_t *w, const int32_t *b, const int32_t *mult, const int8_t *shift,
                        int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW, int G,

@@ -2,8 +2,8 @@
 
 Step 0 loads the input, node i runs at step i + 1, and the output is read at the last step. A buffer is live from
 the step that writes it to the last step that reads it (views share their source's buffer, a channel slice at an
-offset into it, and keep all of it live). Elementwise nodes (ops marked ``in_place``: add, standalone
-activations) write over an input that dies at that step and is a whole buffer, not a part view. Buffers are
+offset into it, and keep all of it live). Elementwise nodes (``Op.may_write_over_input``: add, standalone
+activations, a per-channel affine conv) write over an input that dies at that step and is a whole buffer, not a part view. Buffers are
 then placed largest first at the lowest offset that no buffer with an overlapping lifetime occupies ("greedy by
 size", as TFLite Micro does). The lower bound is the largest total of buffers live at any one step: no placement
 can use less.
@@ -44,8 +44,22 @@ def _align(n: int, to: int) -> int:
     return -(-n // to) * to
 
 
-def plan_memory(graph: Graph, element_bytes: int, align: int = 16, in_place: bool = True) -> MemoryPlan:
-    """Offsets for all activations of ``graph`` with ``element_bytes`` per value (4 float32, 1 int8)."""
+@dataclass
+class Lifetimes:
+    """Which buffer each storage lives in (in-place ops merge an output into a dying input), their sizes in
+    bytes and the steps each is live for: step 0 loads the input, node i runs at step i + 1."""
+    buffer_of: dict[str, str]
+    sizes: dict[str, int]
+    life: dict[str, tuple[int, int]]
+    naive_bytes: int
+    steps: int
+
+    def live_bytes(self) -> list[int]:
+        """Bytes of buffers live at each step: the most any placement must hold then."""
+        return [sum(self.sizes[b] for b, (a, z) in self.life.items() if a <= step <= z) for step in range(self.steps)]
+
+
+def lifetimes(graph: Graph, element_bytes: int, in_place: bool = True) -> Lifetimes:
     t = graph.tensors
     sizes = {s: n * element_bytes for s, n in graph.storage_sizes().items()}  # a view takes no buffer of its own
     last_step = len(graph.nodes) + 1
@@ -63,7 +77,7 @@ def plan_memory(graph: Graph, element_bytes: int, align: int = 16, in_place: boo
     if in_place:
         for step, node in enumerate(graph.nodes, start=1):
             out = t[node.output].storage
-            if not op_for(node.op).in_place or out == t[graph.output].storage:
+            if not op_for(node.op).may_write_over_input(node) or out == t[graph.output].storage:
                 continue
             for name in node.inputs:
                 src = buffer_of[t[name].storage]
@@ -73,9 +87,22 @@ def plan_memory(graph: Graph, element_bytes: int, align: int = 16, in_place: boo
                     last[src] = last[out]
                     break
     buffers = sorted(set(buffer_of.values()))
-    life = {b: (first[b], last[b]) for b in buffers}
+    return Lifetimes(buffer_of, {b: sizes[b] for b in buffers}, {b: (first[b], last[b]) for b in buffers}, naive,
+                     last_step + 1)
 
-    lower = max(sum(sizes[b] for b in buffers if life[b][0] <= step <= life[b][1]) for step in range(last_step + 1))
+
+def scratch_elements(graph: Graph) -> list[int]:
+    """int32 accumulator elements each node's int8 kernel needs (outside the arena)."""
+    return [op_for(n.op).scratch(graph, n) for n in graph.nodes]
+
+
+def plan_memory(graph: Graph, element_bytes: int, align: int = 16, in_place: bool = True) -> MemoryPlan:
+    """Offsets for all activations of ``graph`` with ``element_bytes`` per value (4 float32, 1 int8)."""
+    lt = lifetimes(graph, element_bytes, in_place)
+    buffer_of, sizes, life, naive = lt.buffer_of, lt.sizes, lt.life, lt.naive_bytes
+    buffers = sorted(sizes)
+
+    lower = max(lt.live_bytes())
     offsets: dict[str, int] = {}
     for b in sorted(buffers, key=lambda b: (-sizes[b], life[b][0])):
         busy = sorted((offsets[o], offsets[o] + sizes[o]) for o in offsets
@@ -87,6 +114,6 @@ def plan_memory(graph: Graph, element_bytes: int, align: int = 16, in_place: boo
             offset = max(offset, _align(end, align))
         offsets[b] = offset
     arena = _align(max(offsets[b] + sizes[b] for b in buffers), align)
-    scratch = 4 * max((op_for(n.op).scratch(graph, n) for n in graph.nodes), default=0)
-    return MemoryPlan(offsets, buffer_of, {b: sizes[b] for b in buffers}, arena, lower, naive,
+    scratch = 4 * max(scratch_elements(graph), default=0)
+    return MemoryPlan(offsets, buffer_of, dict(sizes), arena, lower, naive,
                       scratch if element_bytes == 1 else 0)

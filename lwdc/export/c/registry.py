@@ -41,6 +41,11 @@ class Op:
     in_place = False  # elementwise: it may write over an input that dies at this node
     kernels: dict[str, str] = {}  # C sections it adds to kernels.c, by the name ``emit`` passes to ``e.use``
 
+    def may_write_over_input(self, node: Node) -> bool:
+        """Whether this node's kernel may write its output over an input that dies here (the memory plan then
+        gives both one buffer): elementwise ops always; a conv only as a per-channel affine map."""
+        return self.in_place
+
     def lower(self, lw, node: torch.fx.Node, args: dict) -> None:
         raise NotImplementedError(f"{self.name}: no lowering")
 
