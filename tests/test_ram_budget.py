@@ -31,7 +31,7 @@ def space():
     return net, x, supernet
 
 
-@pytest.mark.parametrize("spec", ["ram", "ram:float32", "ram:plain"])
+@pytest.mark.parametrize("spec", ["ram", "ram:plain"])
 def test_the_windowed_table_equals_the_planner_on_random_choices(space, spec):
     net, x, supernet = space
     table = build_cost_table(get_cost_model(spec), supernet, net, x)
@@ -41,7 +41,7 @@ def test_the_windowed_table_equals_the_planner_on_random_choices(space, spec):
     layers = supernet.choice_layers()
     seen = set()
     try:
-        for draw in range(16):
+        for draw in range(8):
             for name, layer in layers.items():
                 layer.fixed = rng.randrange(len(layer.op_names))
                 if draw == 0 and name == "conv2":       # one draw surely off the original's peak
