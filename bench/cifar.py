@@ -84,7 +84,7 @@ def finish(ctx: Context, method: str, model: nn.Module, base: nn.Module, base_hi
     lat = latency_pair(base, model, ctx.example, onnx=a.onnx, rounds=1 if a.quick_latency else 3)
     base_epoch = epoch_seconds(base_history)
     result = {
-        "run": run_name(method, a.lam, a.ops, a.target, a.finetune_epochs, a.noise_end, a.cost), "model": a.model,
+        "run": run_name(method, a.lam, a.ops, a.target, a.finetune_epochs, a.noise_end, a.cost, a.budget), "model": a.model,
         "width": a.width, "method": method,
         "ops": extra.pop("ops", None),
         "lambda": extra.pop("lambda", None),
@@ -113,7 +113,7 @@ def finish(ctx: Context, method: str, model: nn.Module, base: nn.Module, base_hi
 def run(a: argparse.Namespace) -> dict:
     torch.set_num_threads(a.threads)
     schedule = SCHEDULES[a.schedule]
-    name = run_name(a.method, a.lam, a.ops, a.target, a.finetune_epochs, a.noise_end, a.cost)
+    name = run_name(a.method, a.lam, a.ops, a.target, a.finetune_epochs, a.noise_end, a.cost, a.budget)
     cache = Path(a.cache_dir).expanduser()
     folder = cache / folder_name(a.model, a.schedule, a.seed, a.width, a.max_batches)
     try:
@@ -169,6 +169,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lam", type=float, help="LWDC lambda (for prune-*: match the MACs of this LWDC point)")
     p.add_argument("--ops", default="default", help="LWDC operator set (default, paper, ...)")
     p.add_argument("--target", type=float, help="prune-*: MACs as a fraction of the baseline's, instead of --lam")
+    p.add_argument("--budget", action="append", default=[], metavar="COST=VALUE",
+                   help="lwdc: a budget the search keeps (lwdc --target syntax: flash=75000, ram=75000, macs=0.5x); "
+                        "repeatable; lambda defaults to 0 with budgets")
     p.add_argument("--finetune-epochs", type=int, help="lwdc: fine-tune this many epochs instead of the "
                    "schedule's (a separate run, labelled -ftN, outside the same-budget comparison; it starts from "
                    "the point's finished search when there is one)")
@@ -201,8 +204,12 @@ def parser() -> argparse.ArgumentParser:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line, checked: a clear error for combinations that name no run."""
     a = parser().parse_args(argv)
+    if a.budget and a.method != "lwdc":
+        raise SystemExit("--budget applies to --method lwdc")
+    if a.method == "lwdc" and a.lam is None and a.budget:
+        a.lam = 0.0                     # the budgets size the network, as in lwdc.compress
     if a.method == "lwdc" and a.lam is None:
-        raise SystemExit("--method lwdc needs --lam")
+        raise SystemExit("--method lwdc needs --lam (or --budget)")
     if a.method in PRUNE_METHODS and (a.lam is None) == (a.target is None):
         raise SystemExit(f"--method {a.method} needs exactly one of --lam (match that LWDC point) or --target")
     if a.finetune_epochs is not None and (a.method != "lwdc" or a.finetune_epochs < 1):

@@ -54,12 +54,17 @@ def cost_label(cost: str) -> str:
     return "" if cost == "macs" else "-" + cost.replace(":", "_")
 
 
+def budget_label(budgets) -> str:
+    """LWDC budgets as a run-name part: ``--budget flash=75000 --budget ram=75000`` -> '-flash75000-ram75000'."""
+    return "".join("-" + b.replace("=", "").replace(":", "_").replace(".", "p") for b in sorted(budgets or ()))
+
+
 def run_name(method: str, lam: float | None, ops: str, target: float | None,
-             finetune_epochs: int | None = None, noise_end: float = 1.0, cost: str = "macs") -> str:
+             finetune_epochs: int | None = None, noise_end: float = 1.0, cost: str = "macs", budgets=()) -> str:
     if method in ("baseline", "baseline-extended"):
         return method
-    point = (f"{ops}-lam{lam:g}" + (f"-noise{noise_end:g}" if noise_end != 1 else "") + cost_label(cost)) \
-        if lam is not None else f"macs{target:g}"
+    point = (f"{ops}-lam{lam:g}" + (f"-noise{noise_end:g}" if noise_end != 1 else "") + cost_label(cost)
+             + budget_label(budgets)) if lam is not None else f"macs{target:g}"
     if method != "lwdc":
         return f"{method}-{point}"
     return f"lwdc-{point}" + (f"-ft{finetune_epochs}" if finetune_epochs else "")

@@ -45,7 +45,7 @@ def run_baseline_extended(ctx: Context, base: nn.Module, run_dir: Path) -> tuple
 def lwdc_point(ctx: Context) -> str:
     """The run name of the LWDC point this run is, or is matched to (its search, without a fine-tune override)."""
     a = ctx.args
-    return run_name("lwdc", a.lam, a.ops, None, noise_end=a.noise_end, cost=a.cost)
+    return run_name("lwdc", a.lam, a.ops, None, noise_end=a.noise_end, cost=a.cost, budgets=a.budget)
 
 
 def reuse_search(ctx: Context, config: CompressConfig, run_dir: Path) -> str | None:
@@ -84,7 +84,8 @@ def reuse_search(ctx: Context, config: CompressConfig, run_dir: Path) -> str | N
 
 def run_lwdc(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module, dict]:
     s, a = ctx.schedule, ctx.args
-    config = CompressConfig(ops=a.ops, lam=a.lam, cost=a.cost, warmup_epochs=s.warmup_epochs,
+    config = CompressConfig(ops=a.ops, lam=a.lam, cost=a.cost, budgets=list(a.budget) or None,
+                            warmup_epochs=s.warmup_epochs,
                             search_epochs=s.search_epochs, finetune_epochs=a.finetune_epochs or s.finetune_epochs,
                             lr=s.search_lr, finetune_lr=s.finetune_lr, noise_end=a.noise_end, seed=a.seed,
                             max_batches=a.max_batches, progress=False, device=a.device)
@@ -95,6 +96,7 @@ def run_lwdc(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module, d
     search_secs = [h["seconds"] for h in r["history"]["search"]]
     return result.model, {
         "ops": a.ops, "lambda": a.lam, "noise_end": a.noise_end, "cost": a.cost, "choices": r["choices"],
+        "budgets": r.get("budgets") or [],
         "derive_max_abs_diff": r["derive_max_abs_diff"],
         "wall_time_s": r["wall_time_s"], "search_epoch_seconds": sorted(search_secs)[len(search_secs) // 2],
         "train_seconds": r["wall_time_s"]["warmup"] + sum(h["seconds"] for stage in ("search", "finetune")

@@ -301,3 +301,24 @@ def test_a_second_seed_waits_for_the_shared_baseline(tmp_path):
 def test_bad_seed_and_cost_options_name_the_problem(argv, message):
     with pytest.raises(SystemExit, match=re.escape(message)):
         cifar.parse(argv)
+
+
+def test_a_budgeted_lwdc_point_keeps_its_budgets_and_names_them(trained):
+    """uNAS-style limits (flash and peak RAM, int8) on one LWDC run: lambda 0, the budgets in the run's name and
+    result, each met as the exporter and the memory planner count it."""
+    root, base, _ = trained
+    flash = int(0.6 * cifar_flash(root))
+    r = run(root, "--method", "lwdc", "--ops", "minimal", "--budget", f"flash={flash}", "--budget", "ram=100KiB")
+    assert r["run"] == f"lwdc-minimal-lam0-noise0.25-flash{flash}-ram100KiB" and r["lambda"] == 0.0
+    rows = {b["cost"]: b for b in r["budgets"]}
+    assert set(rows) == {"flash", "ram"} and all(b["met"] for b in rows.values())
+    assert rows["ram"]["measured_by"] == "memory planner" and rows["flash"]["achieved"] <= flash
+    with pytest.raises(SystemExit, match="--budget applies to --method lwdc"):
+        run(root, "--method", "prune-l1-global", "--lam", "2", "--budget", "flash=1000")
+
+
+def cifar_flash(root) -> int:
+    """The int8 flash bytes of the smoke baseline, from its cached model."""
+    from lwdc.costs.flash import flash_bytes
+    from lwdc.models import create_model
+    return flash_bytes(create_model("resnet8", num_classes=10, width=0.25))
