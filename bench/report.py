@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .configs import EXPERIMENTS
 from .report_compare import best_pruning, matched_pairs, matched_table, nearest_pruning  # noqa: F401 (API)
+from . import report_targets
 from .report_format import fmt, machine_label, noise_label, point, same_budget, series  # noqa: F401 (API)
 from .report_latency import apply_remeasured, latency_fronts, remeasured_note
 from .report_seeds import cell, merge_seeds, seeds_of
@@ -322,12 +323,12 @@ def seeds_note(rs: list[dict]) -> list[str]:
             "augmentation and the method's own random draws.", ""]
 
 
-def write_region(doc: Path, body: str) -> None:
+def write_region(doc: Path, body: str, start: str = START, end: str = END) -> None:
     """Replace the text between the markers (create the file, or append the markers, when absent)."""
     text = doc.read_text() if doc.exists() else "# Results\n\n"
-    block = f"{START}\n{body.rstrip()}\n{END}"
-    if START in text and END in text and text.index(START) < text.index(END):
-        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    if start in text and end in text and text.index(start) < text.index(end):
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     doc.parent.mkdir(parents=True, exist_ok=True)
@@ -342,6 +343,9 @@ def main(argv: list[str] | None = None) -> None:
     results = load_results(Path(a.results))
     doc = Path(a.doc)
     write_region(doc, section(results, doc, Path(a.results).parent))
+    targets = report_targets.section(Path(a.results).parent)
+    if targets:
+        write_region(doc, targets, *report_targets.MARKERS)
     print(f"{len(results)} results -> {doc}")
 
 
