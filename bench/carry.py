@@ -9,7 +9,8 @@ What ``save`` keeps of each run folder of the cache (``~/.cache/lwdc/bench/cifar
 * a finished run (it has ``result.json``): that file, which is all ``bench.cifar`` needs to skip the run, and its
   final model as data (``model_state.pt`` + ``model_arch.json``, about 1 MB for a ResNet-20), which
   ``bench.remeasure`` times on the next machine; its checkpoints are dropped from the state, except the
-  baseline's, which every other run starts from;
+  baseline's, which every other run starts from, and a finished LWDC point's search (4.5 MB for a ResNet-20),
+  from whose trained supernet the random draws of ``bench.random_arch`` start;
 * an unfinished run: every checkpoint and record in it (``checkpoints/*.pt``, ``prune.json``, ...), so the same
   ``bench.cifar`` command resumes it after its last finished epoch.
 
@@ -41,6 +42,8 @@ def _carried_files(run: Path) -> list[Path]:
         keep = [run / name for name in FINISHED if (run / name).is_file()]
         if run.name == "baseline":
             keep += sorted((run / "checkpoints").glob("*.pt"))
+        elif run.name.startswith("lwdc-") and (run / "checkpoints" / "search.pt").is_file():
+            keep.append(run / "checkpoints" / "search.pt")
         return keep
     return sorted(p for p in run.rglob("*") if p.is_file() and not p.name.endswith(".tmp") and p.name != ".lock")
 

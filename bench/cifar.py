@@ -84,7 +84,7 @@ def finish(ctx: Context, method: str, model: nn.Module, base: nn.Module, base_hi
     lat = latency_pair(base, model, ctx.example, onnx=a.onnx, rounds=1 if a.quick_latency else 3)
     base_epoch = epoch_seconds(base_history)
     result = {
-        "run": run_name(method, a.lam, a.ops, a.target, a.finetune_epochs, a.noise_end, a.cost, a.budget), "model": a.model,
+        "run": run_name(method, a.lam, a.ops, a.target, a.finetune_epochs, a.noise_end, a.cost, a.budget, a.draw, a.match), "model": a.model,
         "width": a.width, "method": method,
         "ops": extra.pop("ops", None),
         "lambda": extra.pop("lambda", None),
@@ -113,7 +113,8 @@ def finish(ctx: Context, method: str, model: nn.Module, base: nn.Module, base_hi
 def run(a: argparse.Namespace) -> dict:
     torch.set_num_threads(a.threads)
     schedule = SCHEDULES[a.schedule]
-    name = run_name(a.method, a.lam, a.ops, a.target, a.finetune_epochs, a.noise_end, a.cost, a.budget)
+    name = run_name(a.method, a.lam, a.ops, a.target, a.finetune_epochs, a.noise_end, a.cost, a.budget, a.draw,
+                    a.match)
     cache = Path(a.cache_dir).expanduser()
     folder = cache / folder_name(a.model, a.schedule, a.seed, a.width, a.max_batches)
     try:
@@ -151,7 +152,7 @@ def run(a: argparse.Namespace) -> dict:
     memory = {**memory_mb(), "rss_before_training_mb": memory_start["rss_mb"],
               "measured_in": "one process; a resumed run reports its last process only"}
     result = finish(ctx, a.method, model, base, base_history, extra, started, memory)
-    if a.method != "lwdc":          # LWDC's run folder holds its model already (lwdc.compress)
+    if a.method not in ("lwdc", "random"):     # their run folders hold their models already (lwdc.compress)
         Run(run_dir).save_model("model", model, ctx.example, portable=False)
     Run(run_dir).write_file("result.json", result)
     write_json(out, result)
@@ -169,6 +170,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lam", type=float, help="LWDC lambda (for prune-*: match the MACs of this LWDC point)")
     p.add_argument("--ops", default="default", help="LWDC operator set (default, paper, ...)")
     p.add_argument("--target", type=float, help="prune-*: MACs as a fraction of the baseline's, instead of --lam")
+    p.add_argument("--draw", type=int, default=0, help="random: which draw of the point (each its own seed)")
+    p.add_argument("--match", default="macs", help="random: the cost a draw matches within 3%% (macs, "
+                   "latency:onnxruntime, ...)")
     p.add_argument("--budget", action="append", default=[], metavar="COST=VALUE",
                    help="lwdc: a budget the search keeps (lwdc --target syntax: flash=75000, ram=75000, macs=0.5x); "
                         "repeatable; lambda defaults to 0 with budgets")
@@ -210,6 +214,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         a.lam = 0.0                     # the budgets size the network, as in lwdc.compress
     if a.method == "lwdc" and a.lam is None:
         raise SystemExit("--method lwdc needs --lam (or --budget)")
+    if a.method == "random" and a.lam is None:
+        raise SystemExit("--method random needs --lam: the LWDC point whose trained supernet and cost it matches")
     if a.method in PRUNE_METHODS and (a.lam is None) == (a.target is None):
         raise SystemExit(f"--method {a.method} needs exactly one of --lam (match that LWDC point) or --target")
     if a.finetune_epochs is not None and (a.method != "lwdc" or a.finetune_epochs < 1):

@@ -25,7 +25,7 @@ __all__ = ["Schedule", "SCHEDULES", "EXPERIMENTS", "METHODS", "PRUNE_METHODS", "
            "plan_of"]
 
 PRUNE_METHODS = ("prune-l1", "prune-l1-global", "prune-group-sparse")
-METHODS = ("baseline", "baseline-extended", "lwdc") + PRUNE_METHODS
+METHODS = ("baseline", "baseline-extended", "lwdc") + PRUNE_METHODS + ("random",)   # random: issue 26
 
 
 @dataclass(frozen=True)

@@ -60,11 +60,14 @@ def budget_label(budgets) -> str:
 
 
 def run_name(method: str, lam: float | None, ops: str, target: float | None,
-             finetune_epochs: int | None = None, noise_end: float = 1.0, cost: str = "macs", budgets=()) -> str:
+             finetune_epochs: int | None = None, noise_end: float = 1.0, cost: str = "macs", budgets=(),
+             draw: int | None = None, match: str = "macs") -> str:
     if method in ("baseline", "baseline-extended"):
         return method
     point = (f"{ops}-lam{lam:g}" + (f"-noise{noise_end:g}" if noise_end != 1 else "") + cost_label(cost)
              + budget_label(budgets)) if lam is not None else f"macs{target:g}"
+    if method == "random":          # draw k of an LWDC point, matched on its MACs (or another cost)
+        return f"random-{point}" + ("" if match == "macs" else "-match_" + match.replace(":", "_")) + f"-d{draw}"
     if method != "lwdc":
         return f"{method}-{point}"
     return f"lwdc-{point}" + (f"-ft{finetune_epochs}" if finetune_epochs else "")

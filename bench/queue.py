@@ -26,9 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def plan(model: str, ops_sets: list[str], schedule: str = "cpu", lams: list[float] | None = None,
-         seeds: list[int] = (0,), baseline_seed: int = 0, latency_lams: list[float] | None = None) -> list[list[str]]:
+         seeds: list[int] = (0,), baseline_seed: int = 0, latency_lams: list[float] | None = None,
+         random_draws: int = 0) -> list[list[str]]:
     """The ordered list of ``bench.cifar`` argument lists for ``model`` (``lams`` / ``latency_lams``: instead of
-    the configured ones)."""
+    the configured ones; ``random_draws``: that many random architectures per LWDC point of the first operator
+    set, matched on its MACs, last)."""
     settings = plan_of(schedule)
     ordered = list(lams or lambdas(model, schedule))
     jobs = [["--method", "baseline", *(["--seed", str(baseline_seed)] if baseline_seed else [])]]
@@ -51,6 +53,9 @@ def plan(model: str, ops_sets: list[str], schedule: str = "cpu", lams: list[floa
             for cost in settings["costs"][1:] if n == 0 else ():
                 jobs += [["--method", "lwdc", *point(lam, cost)]
                          for lam in latency_lams or lambdas(model, schedule, cost)]
+            if n == 0:
+                jobs += [["--method", "random", *point(lam), "--draw", str(k)]
+                         for lam in ordered for k in range(random_draws)]
     return jobs
 
 
@@ -65,10 +70,13 @@ def main() -> None:
                    help="lambdas of the latency-cost sweep (default: bench/configs.py's, twice the MACs ones)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of every post-baseline run")
     p.add_argument("--baseline-seed", type=int, default=0, help="the seed of the one baseline all seeds start from")
+    p.add_argument("--random-draws", type=int, default=0,
+                   help="random architectures per LWDC point, matched on its MACs (issue 26), after the rest")
     p.add_argument("--dry-run", action="store_true", help="print the commands only")
     a, passthrough = p.parse_known_args()   # anything else (--data, --cache-dir, --threads...) goes to bench.cifar
     failed = []
-    for job in plan(a.model, a.ops, a.schedule, a.lams, a.seeds, a.baseline_seed, a.latency_lams):
+    for job in plan(a.model, a.ops, a.schedule, a.lams, a.seeds, a.baseline_seed, a.latency_lams,
+                    a.random_draws):
         cmd = [sys.executable, "-m", "bench.cifar", "--model", a.model, "--schedule", a.schedule, *job, *passthrough]
         print(f"[{time.strftime('%H:%M:%S')} queue] {' '.join(cmd[1:])}", flush=True)
         if a.dry_run:

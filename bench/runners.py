@@ -19,6 +19,7 @@ from lwdc.tasks import Classification
 
 from .configs import PRUNE_METHODS, Schedule, baseline_schedule
 from .context import Context, epoch_seconds, run_name, stage_fingerprint
+from .random_arch import run_random
 
 __all__ = ["RUNNERS", "lwdc_source"]
 
@@ -82,30 +83,42 @@ def reuse_search(ctx: Context, config: CompressConfig, run_dir: Path) -> str | N
     return None
 
 
-def run_lwdc(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module, dict]:
+def lwdc_config(ctx: Context) -> CompressConfig:
+    """The compress settings of this run's LWDC point (the point itself, or what a random draw matches)."""
     s, a = ctx.schedule, ctx.args
-    config = CompressConfig(ops=a.ops, lam=a.lam, cost=a.cost, budgets=list(a.budget) or None,
-                            warmup_epochs=s.warmup_epochs,
-                            search_epochs=s.search_epochs, finetune_epochs=a.finetune_epochs or s.finetune_epochs,
-                            lr=s.search_lr, finetune_lr=s.finetune_lr, noise_end=a.noise_end, seed=a.seed,
-                            max_batches=a.max_batches, progress=False, device=a.device)
-    reused = reuse_search(ctx, config, run_dir)
-    result = compress(base, ctx.train, ctx.test, example_input=ctx.example, config=config, run_dir=run_dir,
-                      log=ctx.log)
+    return CompressConfig(ops=a.ops, lam=a.lam, cost=a.cost, budgets=list(a.budget) or None,
+                          warmup_epochs=s.warmup_epochs, search_epochs=s.search_epochs,
+                          finetune_epochs=a.finetune_epochs or s.finetune_epochs, lr=s.search_lr,
+                          finetune_lr=s.finetune_lr, noise_end=a.noise_end, seed=a.seed, max_batches=a.max_batches,
+                          progress=False, device=a.device)
+
+
+def lwdc_extra(ctx: Context, result) -> dict:
+    """What a result file records of an LWDC-style run beyond the common measurements."""
+    s, a = ctx.schedule, ctx.args
     r = result.report
-    search_secs = [h["seconds"] for h in r["history"]["search"]]
-    return result.model, {
+    search_secs = [h["seconds"] for h in r["history"]["search"]] or [0.0]
+    return {
         "ops": a.ops, "lambda": a.lam, "noise_end": a.noise_end, "cost": a.cost, "choices": r["choices"],
         "budgets": r.get("budgets") or [],
         "derive_max_abs_diff": r["derive_max_abs_diff"],
         "wall_time_s": r["wall_time_s"], "search_epoch_seconds": sorted(search_secs)[len(search_secs) // 2],
         "train_seconds": r["wall_time_s"]["warmup"] + sum(h["seconds"] for stage in ("search", "finetune")
                                                           for h in r["history"][stage]),
-        "epochs": {"warmup": s.warmup_epochs, "search": s.search_epochs, "finetune": config.finetune_epochs},
-        "search_reused_from": reused, "finetune_override": a.finetune_epochs, "search_of": lwdc_point(ctx),
+        "epochs": {"warmup": s.warmup_epochs, "search": s.search_epochs,
+                   "finetune": a.finetune_epochs or s.finetune_epochs},
+        "finetune_override": a.finetune_epochs, "search_of": lwdc_point(ctx),
         "search_history": [{"epoch": h["epoch"], "val": h["val"], "cost_ratios": h["cost_ratios"]}
                            for h in r["history"]["search"]],
     }
+
+
+def run_lwdc(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module, dict]:
+    config = lwdc_config(ctx)
+    reused = reuse_search(ctx, config, run_dir)
+    result = compress(base, ctx.train, ctx.test, example_input=ctx.example, config=config, run_dir=run_dir,
+                      log=ctx.log)
+    return result.model, {**lwdc_extra(ctx, result), "search_reused_from": reused}
 
 
 def matched_target(ctx: Context, base_macs: int) -> tuple[int, str | None, str]:
@@ -204,4 +217,5 @@ def run_pruning(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module
     }
 
 
-RUNNERS = {"baseline-extended": run_baseline_extended, "lwdc": run_lwdc, **{m: run_pruning for m in PRUNE_METHODS}}
+RUNNERS = {"baseline-extended": run_baseline_extended, "lwdc": run_lwdc, "random": run_random,
+           **{m: run_pruning for m in PRUNE_METHODS}}

@@ -44,13 +44,14 @@ def test_save_keeps_results_of_finished_runs_and_checkpoints_of_unfinished_ones(
         "resnet20_cpu-xxl_s0/prune-c/prune.json": '{"ratio": 0.3}',
     }
 
-    # lwdc-b finishes on this machine: the next save drops its checkpoints from the state and keeps the result
+    # lwdc-b finishes on this machine: the next save keeps the result and the search (random draws start from
+    # its trained supernet, bench.random_arch) and drops the fine-tuning checkpoint
     _write(group / "lwdc-b" / "result.json", '{"accuracy": 2}')
     logs = []
     carry.save(cache, state, log=logs.append)
-    assert sorted(p for p in _files(state) if "lwdc-b" in p) == ["resnet20_cpu-xxl_s0/lwdc-b/result.json"]
-    assert not (state / "resnet20_cpu-xxl_s0" / "lwdc-b" / "checkpoints").exists()
-    assert any("dropped" in line and "search.pt" in line for line in logs)
+    assert sorted(p for p in _files(state) if "lwdc-b" in p) == ["resnet20_cpu-xxl_s0/lwdc-b/checkpoints/search.pt",
+                                                                 "resnet20_cpu-xxl_s0/lwdc-b/result.json"]
+    assert any("dropped" in line and "finetune.pt" in line for line in logs)
 
 
 def test_a_finished_run_keeps_its_final_model_for_bench_remeasure(tmp_path):

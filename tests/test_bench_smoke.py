@@ -322,3 +322,29 @@ def cifar_flash(root) -> int:
     from lwdc.costs.flash import flash_bytes
     from lwdc.models import create_model
     return flash_bytes(create_model("resnet8", num_classes=10, width=0.25))
+
+
+def test_random_draws_match_the_point_and_start_from_its_trained_supernet(trained):
+    """Issue 26: a draw is uniform per layer, kept within 3% of the point's MACs, derived from the point's own
+    search checkpoint (one-hot gates) and fine-tuned like the point; draws differ and are reproducible."""
+    root, base, lw = trained
+    first = run(root, "--method", "random", "--lam", "2", "--ops", "minimal", "--draw", "0")
+    second = run(root, "--method", "random", "--lam", "2", "--ops", "minimal", "--draw", "1")
+    for r, k in ((first, 0), (second, 1)):
+        assert r["run"] == f"random-minimal-lam2-noise0.25-d{k}" and r["method"] == "random"
+        assert abs(r["macs"] / lw["macs"] - 1) <= 0.03 + 1e-9          # the independent counter agrees
+        assert r["random_draw"]["point"] == lw["run"] and r["choices"] == r["random_draw"]["choices"]
+        assert r["baseline_accuracy"] == base["accuracy"]
+    assert run(root, "--method", "random", "--lam", "2", "--ops", "minimal", "--draw", "0") == first
+    with pytest.raises(SystemExit, match="--method random needs --lam"):
+        run(root, "--method", "random")
+
+
+def test_a_uniform_draw_that_cannot_reach_the_point_is_refused():
+    from bench.random_arch import draw_matched
+    from lwdc.costs.base import CostTable
+    table = CostTable("macs", "MACs", {"a": torch.tensor([10.0, 5.0]), "b": torch.tensor([10.0, 5.0])}, 0.0, 20.0)
+    choices, ratio, tries = draw_matched(table, {"a": ["original", "half"], "b": ["original", "half"]}, 0.75, seed=3)
+    assert ratio == 0.75 and sorted(choices.values()) == ["half", "original"] and tries >= 1
+    with pytest.raises(SystemExit, match="no uniform draw within 3%"):
+        draw_matched(table, {"a": ["original", "half"], "b": ["original", "half"]}, 0.6, seed=0)

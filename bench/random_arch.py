@@ -1,0 +1,102 @@
+"""Random architectures at an LWDC point's cost (issue 26): is the search better than chance?
+
+A draw picks an operator per layer uniformly at random and is kept only when its cost (MACs, or another lwdc
+cost such as ``latency:onnxruntime``) is within 3% of the LWDC point's derived network. It starts from the same
+trained supernet as the point: the point's finished search checkpoint is copied into the draw's run folder with
+every gate set one-hot on the drawn operator, so ``lwdc.compress`` resumes after the search, derives the draw and
+fine-tunes it with exactly the point's settings and budget. Draw ``k`` of a point is reproducible (its own seed).
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lwdc import compress
+from lwdc.api import compress_fingerprint
+from lwdc.costs import build_cost_table, get_cost_model
+from lwdc.runs import Run, atomic_save
+from lwdc.space import expand
+from lwdc.stages import check_checkpoint
+
+from .context import Context, run_name
+
+__all__ = ["draw_matched", "run_random", "TOLERANCE"]
+
+TOLERANCE = 0.03            # a draw's cost within 3% of the point's
+MAX_TRIES = 200_000       # rejection sampling over table sums: well under a second
+
+
+def draw_matched(table, layers: dict[str, list[str]], target: float, seed: int,
+                 tolerance: float = TOLERANCE) -> tuple[dict[str, str], float, int]:
+    """Uniform operator per layer, rejected until the cost ratio is within ``tolerance`` of ``target``; returns
+    (choices, ratio, tries). Costs are summed from the table (no network is built per try)."""
+    rng = random.Random(seed)
+    names = list(layers)
+    for tries in range(1, MAX_TRIES + 1):
+        picks = [rng.randrange(len(layers[n])) for n in names]
+        ratio = (table.fixed + sum(float(table.layer_costs[n][i]) for n, i in zip(names, picks))) / table.reference
+        if abs(ratio / target - 1) <= tolerance:
+            return {n: layers[n][i] for n, i in zip(names, picks)}, ratio, tries
+    raise SystemExit(f"no uniform draw within {tolerance:.0%} of {target:.3f}x in {MAX_TRIES:,} tries: the point "
+                     "is too far from what random choices reach; match another point")
+
+
+def _point_dir(ctx: Context) -> Path:
+    a = ctx.args
+    return ctx.folder / run_name("lwdc", a.lam, a.ops, None, noise_end=a.noise_end, cost=a.cost)
+
+
+def _point_ratio(ctx: Context, point: Path, table, supernet) -> float:
+    """The LWDC point's cost ratio under ``table``: its derived choices priced like the draws."""
+    result = Run(point).read_file("result.json")
+    if result is not None:
+        choices = result["choices"]
+    else:
+        state = check_checkpoint(point / "checkpoints" / "search.pt", "search", None)
+        choices = {n: layer.op_names[int(torch.argmax(state["model"][f"net.{n}.alpha"]))]
+                   for n, layer in supernet.choice_layers().items()}
+    layers = supernet.choice_layers()
+    total = table.fixed + sum(float(table.layer_costs[n][layers[n].op_names.index(op)]) for n, op in choices.items())
+    return total / table.reference
+
+
+def run_random(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module, dict]:
+    from .runners import lwdc_config, lwdc_extra     # one definition of the point's settings (runners imports us)
+
+    a = ctx.args
+    config = lwdc_config(ctx)
+    run = Run(run_dir)
+    mine = run.checkpoint_path("search")
+    record = run.read_file("random_draw.json")
+    if record is None or not mine.exists():
+        point = _point_dir(ctx)
+        search = point / "checkpoints" / "search.pt"
+        if not search.exists():
+            raise SystemExit(f"random draws start from the trained supernet of {point.name}, and {search} is missing "
+                             f"(a carried finished point keeps no search): run that LWDC point again on this machine "
+                             f"(python -m bench.cifar --method lwdc --lam {a.lam:g} --schedule {a.schedule} ...)")
+        state = check_checkpoint(search, "search", compress_fingerprint(config, "search"))
+        supernet = expand(base, ctx.example, a.ops)
+        table = build_cost_table(get_cost_model(a.match), supernet, base, ctx.example)
+        target = _point_ratio(ctx, point, table, supernet)
+        layers = {n: layer.op_names for n, layer in supernet.choice_layers().items()}
+        choices, ratio, tries = draw_matched(table, layers, target, seed=1000 * a.seed + a.draw)
+        for name, op in choices.items():
+            alpha = state["model"][f"net.{name}.alpha"]
+            state["model"][f"net.{name}.alpha"] = torch.where(
+                torch.arange(len(alpha)) == layers[name].index(op), torch.tensor(10.0), torch.tensor(-10.0))
+        mine.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save(state, mine)
+        record = {"point": point.name, "match": a.match, "target_ratio": target, "draw_ratio": ratio,
+                  "tolerance": TOLERANCE, "tries": tries, "draw": a.draw, "choices": choices}
+        run.write_file("random_draw.json", record)
+        ctx.log(f"draw {a.draw}: {a.match} {ratio:.3f}x against the point's {target:.3f}x after {tries:,} tries")
+    result = compress(base, ctx.train, ctx.test, example_input=ctx.example, config=config, run_dir=run_dir,
+                      log=ctx.log)
+    if result.report["choices"] != record["choices"]:
+        raise RuntimeError("the derived network is not the draw: the one-hot gates were not kept")
+    return result.model, {**lwdc_extra(ctx, result), "random_draw": record, "matches": record["point"]}
+
