@@ -75,6 +75,12 @@ def main() -> None:
     base_macs, base_flash = count_macs(base, example), flash_bytes(base)
     print(f"baseline: {base_acc:.2f}%, {base_macs:,} MACs, {base_flash:,} B int8 flash")
     rows = []
+
+    def save() -> None:     # after every run, refusals included
+        write_json(Path(a.out), {"baseline": {"accuracy": base_acc, "macs": base_macs, "flash_bytes": base_flash,
+                                              "epochs": a.baseline_epochs},
+                                 "settings": vars(a), "runs": rows, "machine": machine_info(), "git": git_info()})
+
     for target in a.targets:
         cost, value = target.split("=")
         absolute = not value.endswith("x")      # flash=0.35: 35% of the original's bytes, as a byte budget
@@ -93,6 +99,7 @@ def main() -> None:
                 rows.append({"run": name, "target": f"{cost}={value} ({limit} B of {original:,.0f})", "seed": seed,
                              "refused": str(exc), "seconds": time.perf_counter() - started})
                 print(f"[{name}] refused after {rows[-1]['seconds']:.1f} s: {exc}", flush=True)
+                save()
                 continue
             r = result.report
             (budget,) = r["budgets"]
@@ -114,9 +121,7 @@ def main() -> None:
             print(f"[{name}] {rows[-1]['achieved_ratio']:.3f}x against {budget['limit_ratio']:.3f}x "
                   f"(search alone {rows[-1]['search_argmax_ratio'][-1]:.3f}x, repaired {len(budget['repaired_layers'])}), "
                   f"accuracy {rows[-1]['accuracy']:.2f}%", flush=True)
-            write_json(Path(a.out), {"baseline": {"accuracy": base_acc, "macs": base_macs, "flash_bytes": base_flash,
-                                                  "epochs": a.baseline_epochs},
-                                     "settings": vars(a), "runs": rows, "machine": machine_info(), "git": git_info()})
+            save()
 
 
 if __name__ == "__main__":
