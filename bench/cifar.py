@@ -33,7 +33,7 @@ from lwdc.stages import check_checkpoint, train_stage
 from lwdc.tasks import Classification
 from lwdc.train import evaluate
 
-from .configs import METHODS, PRUNE_METHODS, SCHEDULES, baseline_schedule
+from .configs import ABLATIONS, METHODS, PRUNE_METHODS, SCHEDULES, baseline_schedule
 from .context import (DEFAULT_CACHE, DEFAULT_OUT, Context, epoch_seconds, folder_name, result_stem, run_name,
                       stage_fingerprint)
 from .measure import git_info, latency_pair, machine_info, memory_mb, speed_ratio
@@ -84,7 +84,8 @@ def finish(ctx: Context, method: str, model: nn.Module, base: nn.Module, base_hi
     lat = latency_pair(base, model, ctx.example, onnx=a.onnx, rounds=1 if a.quick_latency else 3)
     base_epoch = epoch_seconds(base_history)
     result = {
-        "run": run_name(method, a.lam, a.ops, a.target, a.finetune_epochs, a.noise_end, a.cost, a.budget, a.draw, a.match), "model": a.model,
+        "run": run_name(method, a.lam, a.ops, a.target, a.finetune_epochs, a.noise_end, a.cost, a.budget, a.draw, a.match,
+                        a.ablate), "model": a.model,
         "width": a.width, "method": method,
         "ops": extra.pop("ops", None),
         "lambda": extra.pop("lambda", None),
@@ -114,7 +115,7 @@ def run(a: argparse.Namespace) -> dict:
     torch.set_num_threads(a.threads)
     schedule = SCHEDULES[a.schedule]
     name = run_name(a.method, a.lam, a.ops, a.target, a.finetune_epochs, a.noise_end, a.cost, a.budget, a.draw,
-                    a.match)
+                    a.match, a.ablate)
     cache = Path(a.cache_dir).expanduser()
     folder = cache / folder_name(a.model, a.schedule, a.seed, a.width, a.max_batches)
     try:
@@ -173,6 +174,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--draw", type=int, default=0, help="random: which draw of the point (each its own seed)")
     p.add_argument("--match", default="macs", help="random: the cost a draw matches within 3%% (macs, "
                    "latency:onnxruntime, ...)")
+    p.add_argument("--ablate", action="append", default=[], choices=list(ABLATIONS),
+                   help="lwdc: switch off one part of the search (issue 26): no-warmup (no branch warm-up), "
+                        "constant-noise (Gumbel noise scale 1 throughout), uniform-gates (instead of P(original) 0.9); "
+                        "repeatable")
     p.add_argument("--budget", action="append", default=[], metavar="COST=VALUE",
                    help="lwdc: a budget the search keeps (lwdc --target syntax: flash=75000, ram=75000, macs=0.5x); "
                         "repeatable; lambda defaults to 0 with budgets")
@@ -208,6 +213,8 @@ def parser() -> argparse.ArgumentParser:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line, checked: a clear error for combinations that name no run."""
     a = parser().parse_args(argv)
+    if a.ablate and a.method != "lwdc":
+        raise SystemExit("--ablate applies to --method lwdc")
     if a.budget and a.method != "lwdc":
         raise SystemExit("--budget applies to --method lwdc")
     if a.method == "lwdc" and a.lam is None and a.budget:

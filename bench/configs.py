@@ -21,11 +21,14 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-__all__ = ["Schedule", "SCHEDULES", "EXPERIMENTS", "METHODS", "PRUNE_METHODS", "PLANS", "baseline_schedule", "lambdas",
+__all__ = ["Schedule", "SCHEDULES", "EXPERIMENTS", "ABLATIONS", "METHODS", "PRUNE_METHODS", "PLANS", "baseline_schedule", "lambdas",
            "plan_of"]
 
 PRUNE_METHODS = ("prune-l1", "prune-l1-global", "prune-group-sparse")
 METHODS = ("baseline", "baseline-extended", "lwdc") + PRUNE_METHODS + ("random",)   # random: issue 26
+# Parts of the search an ablation switches off (issue 26): the CompressConfig settings each one overrides.
+ABLATIONS = {"no-warmup": {"warmup_epochs": 0.0}, "constant-noise": {"noise_end": 1.0},
+             "uniform-gates": {"original_prob": None}}
 
 
 @dataclass(frozen=True)

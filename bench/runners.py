@@ -17,7 +17,7 @@ from lwdc.runs import CheckpointError, Run
 from lwdc.stages import check_checkpoint, train_stage
 from lwdc.tasks import Classification
 
-from .configs import PRUNE_METHODS, Schedule, baseline_schedule
+from .configs import ABLATIONS, PRUNE_METHODS, Schedule, baseline_schedule
 from .context import Context, epoch_seconds, run_name, stage_fingerprint
 from .random_arch import run_random
 
@@ -84,13 +84,17 @@ def reuse_search(ctx: Context, config: CompressConfig, run_dir: Path) -> str | N
 
 
 def lwdc_config(ctx: Context) -> CompressConfig:
-    """The compress settings of this run's LWDC point (the point itself, or what a random draw matches)."""
+    """The compress settings of this run's LWDC point (the point itself, or what a random draw matches), with
+    the parts an ablation switches off overridden (``configs.ABLATIONS``)."""
     s, a = ctx.schedule, ctx.args
-    return CompressConfig(ops=a.ops, lam=a.lam, cost=a.cost, budgets=list(a.budget) or None,
-                          warmup_epochs=s.warmup_epochs, search_epochs=s.search_epochs,
-                          finetune_epochs=a.finetune_epochs or s.finetune_epochs, lr=s.search_lr,
-                          finetune_lr=s.finetune_lr, noise_end=a.noise_end, seed=a.seed, max_batches=a.max_batches,
-                          progress=False, device=a.device)
+    settings = dict(ops=a.ops, lam=a.lam, cost=a.cost, budgets=list(a.budget) or None,
+                    warmup_epochs=s.warmup_epochs, search_epochs=s.search_epochs,
+                    finetune_epochs=a.finetune_epochs or s.finetune_epochs, lr=s.search_lr,
+                    finetune_lr=s.finetune_lr, noise_end=a.noise_end, seed=a.seed, max_batches=a.max_batches,
+                    progress=False, device=a.device)
+    for ablation in getattr(a, "ablate", ()):
+        settings.update(ABLATIONS[ablation])
+    return CompressConfig(**settings)
 
 
 def lwdc_extra(ctx: Context, result) -> dict:
@@ -100,7 +104,7 @@ def lwdc_extra(ctx: Context, result) -> dict:
     search_secs = [h["seconds"] for h in r["history"]["search"]] or [0.0]
     return {
         "ops": a.ops, "lambda": a.lam, "noise_end": a.noise_end, "cost": a.cost, "choices": r["choices"],
-        "budgets": r.get("budgets") or [],
+        "budgets": r.get("budgets") or [], "ablations": sorted(getattr(a, "ablate", ())),
         "derive_max_abs_diff": r["derive_max_abs_diff"],
         "wall_time_s": r["wall_time_s"], "search_epoch_seconds": sorted(search_secs)[len(search_secs) // 2],
         "train_seconds": r["wall_time_s"]["warmup"] + sum(h["seconds"] for stage in ("search", "finetune")

@@ -348,3 +348,22 @@ def test_a_uniform_draw_that_cannot_reach_the_point_is_refused():
     assert ratio == 0.75 and sorted(choices.values()) == ["half", "original"] and tries >= 1
     with pytest.raises(SystemExit, match="no uniform draw within 3%"):
         draw_matched(table, {"a": ["original", "half"], "b": ["original", "half"]}, 0.6, seed=0)
+
+
+def test_ablations_switch_off_one_part_of_the_search_each(trained):
+    """Issue 26's ablations: each run is named apart and really runs without that part (no warm-up error recorded,
+    uniform starting gates, noise held at 1)."""
+    root, _, lw = trained
+    r = run(root, "--method", "lwdc", "--lam", "2", "--ops", "minimal", "--ablate", "no-warmup",
+            "--ablate", "uniform-gates")
+    assert r["run"] == "lwdc-minimal-lam2-noise0.25-abl_no-warmup-abl_uniform-gates"
+    assert r["ablations"] == ["no-warmup", "uniform-gates"] and r["wall_time_s"]["warmup"] < lw["wall_time_s"]["warmup"]
+    from bench.runners import lwdc_config
+    from types import SimpleNamespace
+    ctx = SimpleNamespace(schedule=cifar.SCHEDULES["smoke"], args=cifar.parse(
+        ["--method", "lwdc", "--lam", "2", "--ablate", "constant-noise", "--ablate", "uniform-gates",
+         "--ablate", "no-warmup"]))
+    config = lwdc_config(ctx)
+    assert (config.noise_end, config.original_prob, config.warmup_epochs) == (1.0, None, 0.0)
+    with pytest.raises(SystemExit, match="--ablate applies to --method lwdc"):
+        run(root, "--method", "prune-l1-global", "--lam", "2", "--ablate", "no-warmup")
