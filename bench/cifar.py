@@ -37,7 +37,10 @@ from .configs import ABLATIONS, METHODS, PRUNE_METHODS, SCHEDULES, baseline_sche
 from .context import (DEFAULT_CACHE, DEFAULT_OUT, Context, epoch_seconds, folder_name, result_stem, run_name,
                       stage_fingerprint)
 from .measure import git_info, latency_pair, machine_info, memory_mb, speed_ratio
-from .runners import RUNNERS, lwdc_source
+from .random_arch import run_random
+from .runners import RUNNERS as METHOD_RUNNERS, lwdc_source
+
+RUNNERS = {**METHOD_RUNNERS, "random": run_random}   # random draws build on the LWDC runner
 
 __all__ = ["main", "parse", "run", "run_name"]
 

@@ -22,6 +22,7 @@ from lwdc.space import expand
 from lwdc.stages import check_checkpoint
 
 from .context import Context, run_name
+from .runners import lwdc_config, lwdc_extra
 
 __all__ = ["draw_matched", "run_random", "TOLERANCE"]
 
@@ -36,10 +37,10 @@ def draw_matched(table, layers: dict[str, list[str]], target: float, seed: int,
     rng = random.Random(seed)
     names = list(layers)
     for tries in range(1, MAX_TRIES + 1):
-        picks = [rng.randrange(len(layers[n])) for n in names]
-        ratio = (table.fixed + sum(float(table.layer_costs[n][i]) for n, i in zip(names, picks))) / table.reference
+        picks = {n: rng.randrange(len(layers[n])) for n in names}
+        ratio = table.ratio_of(picks)
         if abs(ratio / target - 1) <= tolerance:
-            return {n: layers[n][i] for n, i in zip(names, picks)}, ratio, tries
+            return {n: layers[n][i] for n, i in picks.items()}, ratio, tries
     raise SystemExit(f"no uniform draw within {tolerance:.0%} of {target:.3f}x in {MAX_TRIES:,} tries: the point "
                      "is too far from what random choices reach; match another point")
 
@@ -49,7 +50,7 @@ def _point_dir(ctx: Context) -> Path:
     return ctx.folder / run_name("lwdc", a.lam, a.ops, None, noise_end=a.noise_end, cost=a.cost)
 
 
-def _point_ratio(ctx: Context, point: Path, table, supernet) -> float:
+def _point_ratio(point: Path, table, supernet) -> float:
     """The LWDC point's cost ratio under ``table``: its derived choices priced like the draws."""
     result = Run(point).read_file("result.json")
     if result is not None:
@@ -59,13 +60,10 @@ def _point_ratio(ctx: Context, point: Path, table, supernet) -> float:
         choices = {n: layer.op_names[int(torch.argmax(state["model"][f"net.{n}.alpha"]))]
                    for n, layer in supernet.choice_layers().items()}
     layers = supernet.choice_layers()
-    total = table.fixed + sum(float(table.layer_costs[n][layers[n].op_names.index(op)]) for n, op in choices.items())
-    return total / table.reference
+    return table.ratio_of({n: layers[n].op_names.index(op) for n, op in choices.items()})
 
 
 def run_random(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module, dict]:
-    from .runners import lwdc_config, lwdc_extra     # one definition of the point's settings (runners imports us)
-
     a = ctx.args
     config = lwdc_config(ctx)
     run = Run(run_dir)
@@ -81,7 +79,7 @@ def run_random(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module,
         state = check_checkpoint(search, "search", compress_fingerprint(config, "search"))
         supernet = expand(base, ctx.example, a.ops)
         table = build_cost_table(get_cost_model(a.match), supernet, base, ctx.example)
-        target = _point_ratio(ctx, point, table, supernet)
+        target = _point_ratio(point, table, supernet)
         layers = {n: layer.op_names for n, layer in supernet.choice_layers().items()}
         choices, ratio, tries = draw_matched(table, layers, target, seed=1000 * a.seed + a.draw)
         for name, op in choices.items():

@@ -19,7 +19,6 @@ from lwdc.tasks import Classification
 
 from .configs import ABLATIONS, PRUNE_METHODS, Schedule, baseline_schedule
 from .context import Context, epoch_seconds, run_name, stage_fingerprint
-from .random_arch import run_random
 
 __all__ = ["RUNNERS", "lwdc_source"]
 
@@ -221,5 +220,4 @@ def run_pruning(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module
     }
 
 
-RUNNERS = {"baseline-extended": run_baseline_extended, "lwdc": run_lwdc, "random": run_random,
-           **{m: run_pruning for m in PRUNE_METHODS}}
+RUNNERS = {"baseline-extended": run_baseline_extended, "lwdc": run_lwdc, **{m: run_pruning for m in PRUNE_METHODS}}

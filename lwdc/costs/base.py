@@ -42,18 +42,17 @@ class CostTable:
             total = total + (layer.probabilities() * self.layer_costs[name].to(layer.alpha.device)).sum().cpu()
         return total / self.reference
 
+    def ratio_of(self, picks: dict[str, int]) -> float:
+        """The ratio of the network that takes branch ``picks[name]`` at every layer."""
+        return (self.fixed + sum(float(self.layer_costs[n][i]) for n, i in picks.items())) / self.reference
+
     def chosen_ratio(self, supernet: Supernet) -> float:
         """The ratio of the network that would be derived now (argmax choices)."""
-        total = self.fixed
-        for name, layer in supernet.choice_layers().items():
-            total += float(self.layer_costs[name][layer.chosen])
-        return total / self.reference
+        return self.ratio_of({name: layer.chosen for name, layer in supernet.choice_layers().items()})
 
     def ratio_if(self, supernet: Supernet, name: str, index: int) -> float:
         """The derivable network's ratio if layer ``name`` took branch ``index`` (the rest as chosen now)."""
-        layer = supernet.choice_layers()[name]
-        costs = self.layer_costs[name]
-        return self.chosen_ratio(supernet) + float(costs[index] - costs[layer.chosen]) / self.reference
+        return self.ratio_of({**{n: layer.chosen for n, layer in supernet.choice_layers().items()}, name: index})
 
     def floor_ratio(self) -> float:
         """The smallest ratio any choice of operators reaches."""

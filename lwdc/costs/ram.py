@@ -60,15 +60,14 @@ class RamTable:
     cost_model: "RamCost"
     example_input: torch.Tensor
 
-    @property
-    def layer_costs(self) -> dict[str, torch.Tensor]:
-        """Per-branch working set of each layer (live + scratch): what a layer can give back when it sets the peak."""
-        return {n: self.live[n] + self.scratch[n] for n in self.live}
+    def __post_init__(self):
+        # Per-branch working set of each layer (live + scratch): what a layer can give back when it sets the peak.
+        self.layer_costs = {n: self.live[n] + self.scratch[n] for n in self.live}
 
     def _peak(self, per_layer) -> torch.Tensor:
         live = torch.tensor(float(self.fixed))
         scratch = torch.tensor(float(self.fixed_scratch))
-        for name, (w_live, w_scratch) in per_layer.items():
+        for w_live, w_scratch in per_layer.values():
             live, scratch = torch.maximum(live, w_live), torch.maximum(scratch, w_scratch)
         return (live + scratch) / self.reference
 
@@ -80,11 +79,12 @@ class RamTable:
             per[name] = ((p * self.live[name]).sum(), (p * self.scratch[name]).sum())
         return self._peak(per)
 
-    def _chosen(self, picks: dict[str, int]) -> float:
+    def ratio_of(self, picks: dict[str, int]) -> float:
+        """The peak of the network that takes branch ``picks[name]`` at every layer."""
         return float(self._peak({n: (self.live[n][i], self.scratch[n][i]) for n, i in picks.items()}))
 
     def chosen_ratio(self, supernet) -> float:
-        return self._chosen({n: layer.chosen for n, layer in supernet.choice_layers().items()})
+        return self.ratio_of({n: layer.chosen for n, layer in supernet.choice_layers().items()})
 
     def ratio_if(self, supernet, name: str, index: int) -> float:
         """The peak if layer ``name`` took branch ``index``, plus a thousandth of the mean working set: when
@@ -92,12 +92,11 @@ class RamTable:
         picks = {n: layer.chosen for n, layer in supernet.choice_layers().items()}
         picks[name] = index
         mean = sum(float(self.layer_costs[n][i]) for n, i in picks.items()) / max(len(picks), 1)
-        return self._chosen(picks) + 1e-3 * mean / self.reference
+        return self.ratio_of(picks) + 1e-3 * mean / self.reference
 
     def floor_ratio(self) -> float:
         """The smallest peak any choice reaches: the floor no budget can go under."""
-        return self._chosen({n: int(torch.argmin(self.layer_costs[n])) for n in self.live}) if self.live else \
-            (self.fixed + self.fixed_scratch) / self.reference
+        return self.ratio_of({n: int(torch.argmin(c)) for n, c in self.layer_costs.items()})
 
     def measure(self, model: nn.Module) -> float:
         """The real planner's peak of a derived network, as a ratio of the original's."""
