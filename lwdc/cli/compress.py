@@ -36,7 +36,8 @@ CONFIG_HELP = {
                  "trains the network it will derive (1: constant noise, the behaviour before this setting existed).",
     "warmup_epochs": "Branch warm-up by local distillation before the search.",
     "ops": f"Operator set ({', '.join(OP_SETS)}) or comma-separated names.",
-    "cost": "Search cost: params, macs (flops), latency[:onnxruntime][:bN], systolic[:RxC][:ws|os][:risa].",
+    "cost": "Search cost: params, macs (flops), latency[:onnxruntime][:bN], systolic[:RxC][:ws|os][:risa], "
+            "flash[:int8|float32], ram[:int8|float32][:inplace|plain].",
     "lr": "Weight learning rate during the search.",
     "finetune_lr": "Learning rate of fine-tuning.",
     "arch_lr": "Gate learning rate (Adam).",
@@ -95,8 +96,9 @@ _RUN_OPTIONS = [
     *[_config_option(name) for name in CONFIG_HELP],
     click.option("--target", "budgets", multiple=True, metavar="COST=LIMIT",
                  help="A target or budget the search keeps by itself (repeatable): macs=0.5x, params=0.3x, "
-                      "flash=200KiB (int8 weights; flash:float32=... for float), latency:onnxruntime=0.6x, "
-                      "systolic=0.5x. With targets, --lam defaults to 0."),
+                      "flash=200KiB (int8 weights; flash:float32=... for float), ram=48KiB (peak activation bytes "
+                      "of the C library's memory plan; ram:plain=... without in-place kernels), "
+                      "latency:onnxruntime=0.6x, systolic=0.5x. With targets, --lam defaults to 0."),
     click.option("--threads", default=None, type=click.IntRange(min=1), help="torch intra-op threads (default: torch's)."),
     click.option("--run-dir", default=None, type=click.Path(file_okay=False), help="Run folder (default runs/<time>)."),
     click.option("--progress/--no-progress", default=True, show_default=True),
