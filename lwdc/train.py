@@ -132,15 +132,26 @@ def evaluate(model: nn.Module, task: Task, loader: Iterable, max_batches: int | 
     proportion to its share, seeded by ``seed``, else a seeded random subset for targets that are not class
     labels) or ``first`` (the first batches, as before: on a test set sorted by class that is the first classes
     only). Other iterables are read from the start. Without ``max_batches`` every batch is evaluated.
+    A task with ``collects_outputs`` also gets every output at once (``task.output_metrics``: AUC, thresholds).
     """
     device = module_device(model)
     stats: dict[str, float] = {}
+    collect = getattr(task, "collects_outputs", False)
+    outputs, targets = [], []
     with eval_mode(model):
         for x, y in _eval_batches(loader, max_batches, sample, seed):
             x, y = to_device(x, device), to_device(y, device)
-            for k, v in task.batch_stats(model(x), y).items():
+            out = model(x)
+            for k, v in task.batch_stats(out, y).items():
                 stats[k] = stats.get(k, 0.0) + v
-    return task.summarize(stats)
+            if collect:
+                outputs.append(out.detach().float().cpu())
+                targets.append(y.detach().cpu())
+    summary = task.summarize(stats)
+    if collect and outputs:     # whole-set metrics (AUC, thresholds); the per-batch sums keep their values
+        summary.update({k: v for k, v in task.output_metrics(torch.cat(outputs), torch.cat(targets)).items()
+                        if k not in summary})
+    return summary
 
 
 def channels_last_hazard(model: nn.Module) -> str | None:
