@@ -174,8 +174,8 @@ def test_make_bundle_for_regression_targets():
 
 # ------------------------------------------------------------------------------------------------ registries
 def test_builtin_entries_are_registered():
-    assert {"cifar10-subset", "cifar10", "cifar100"} <= set(list_datasets())
-    assert list_layouts()[:3] == ["cifar10-pickled", "cifar100-pickled", "imagefolder"]
+    assert {"cifar10-subset", "cifar10", "cifar100", "fsdd"} <= set(list_datasets())
+    assert list_layouts()[:5] == ["cifar10-pickled", "cifar100-pickled", "imagefolder", "fsdd", "p300-epochs"]
 
 
 def test_register_dataset_is_one_entry(tmp_path):

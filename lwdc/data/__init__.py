@@ -2,9 +2,10 @@
 augmentation that moves targets with samples.
 
 This package imports nothing else from lwdc, so it can be used (and tested) on its own. Importing it registers
-the built-in data sets (cifar10-subset, cifar10, cifar100) and layouts (pickled CIFAR, image folders).
+the built-in data sets (cifar10-subset, cifar10, cifar100, fsdd) and layouts (pickled CIFAR, image folders, FSDD's
+spoken digits, P300 EEG epochs).
 """
-from . import cifar, images  # noqa: F401  (registers the built-in data sets and layouts, in detection order)
+from . import cifar, images, audio, eeg  # noqa: F401,I001  (registers data sets and layouts, in detection order)
 from .archives import DEFAULT_MAX_UNPACK_BYTES
 from .augment import AUTO, Augment, Target, as_augment, default_augment, random_crop_flip, random_shift
 from .cifar import SUBSET_PATH

@@ -119,6 +119,7 @@ class DataBundle:
     name: str = ""
     task: str = "classification"
     augment: Optional[Augment] = AUTO
+    info: dict = field(default_factory=dict)   # what the reader knows of the samples: sample_rate, time_offset...
 
     def __post_init__(self) -> None:
         if self.augment is AUTO:
@@ -169,7 +170,8 @@ def _check_classes(name: str, classes: Optional[Sequence[str]], splits: dict[str
 
 
 def make_bundle(name: str, xtr: ArrayLike, ytr, xte: ArrayLike, yte, classes: Optional[Sequence[str]], *,
-                task: str = "classification", augment: Optional[Augment] = AUTO) -> DataBundle:
+                task: str = "classification", augment: Optional[Augment] = AUTO,
+                info: Optional[dict] = None) -> DataBundle:
     """Wrap arrays (numpy or torch) as a bundle; mean/std come from the training samples only.
 
     ``classes`` is None for data without classes. For classification, labels become int64 and are checked
@@ -187,4 +189,5 @@ def make_bundle(name: str, xtr: ArrayLike, ytr, xte: ArrayLike, yte, classes: Op
         _check_classes(name, classes, {"train": ytr, "test": yte})
     mean, std = channel_stats(xtr)
     return DataBundle(ArrayDataset(xtr, ytr, mean, std), ArrayDataset(xte, yte, mean, std),
-                      None if classes is None else len(classes), [str(c) for c in classes or []], name, task, augment)
+                      None if classes is None else len(classes), [str(c) for c in classes or []], name, task, augment,
+                      dict(info or {}))

@@ -5,6 +5,7 @@ and a reader). Both return plain arrays; the registry wraps them with the entry'
 """
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,9 @@ from .errors import DataLayoutError
 __all__ = ["Arrays", "register_dataset", "register_layout", "list_datasets", "list_layouts", "describe_layouts",
            "find_layout", "load_data", "default_cache_dir"]
 
-# (x_train, y_train, x_test, y_test, class_names or None); y may be an array or a dict of arrays
-Arrays = Tuple[object, object, object, object, Optional[Sequence[str]]]
+# (x_train, y_train, x_test, y_test, class_names or None[, info dict]); y may be an array or a dict of arrays;
+# info (optional) describes the samples: sample_rate, time_offset, per-sample groups... (DataBundle.info)
+Arrays = Tuple[object, ...]
 DatasetLoader = Callable[[Path, bool], Arrays]          # (cache_dir, download) -> arrays
 LayoutReader = Callable[[Path, Path], Arrays]           # (folder, cache_dir) -> arrays
 
@@ -36,7 +38,22 @@ class _Entry:
     detect: Optional[Callable[[Path], bool]] = None
 
     def bundle(self, name: str, arrays: Arrays) -> DataBundle:
-        return make_bundle(name, *arrays, task=self.task, augment=self.augment)
+        info = arrays[5] if len(arrays) > 5 else None
+        return make_bundle(name, *arrays[:5], task=self.task, augment=self.augment, info=info)
+
+    def options(self) -> list[str]:
+        """The options its reader takes (``load_data(..., options=...)``): its keyword-only parameters."""
+        return [p.name for p in inspect.signature(self.read).parameters.values() if p.kind is p.KEYWORD_ONLY]
+
+    def read_with(self, args: tuple, options: dict | None):
+        """``read(*args)`` with the user's options, each checked against what the reader takes."""
+        options = dict(options or {})
+        accepted = self.options()
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise DataLayoutError(f"{self.name} data take no option(s) {', '.join(unknown)}; accepted: "
+                                  f"{', '.join(accepted) or 'none'}")
+        return self.read(*args, **options)
 
 
 _DATASETS: dict[str, _Entry] = {}
@@ -113,19 +130,20 @@ def default_cache_dir() -> Path:
 
 
 def load_data(source: str = "cifar10-subset", cache_dir: str | Path | None = None, download: bool = False, *,
-              max_unpack_bytes: int | None = None) -> DataBundle:
+              max_unpack_bytes: int | None = None, options: dict | None = None) -> DataBundle:
     """Load a registered data set by name (``list_datasets()``) or one from a path.
 
     A path may be a folder holding one of the registered layouts (or the parent of one), or a ``.tar.gz``/``.tgz``
     archive of one, unpacked once into ``cache_dir`` (at most ``max_unpack_bytes``, default
     ``$LWDC_MAX_UNPACK_BYTES`` or 4 GiB). Decoded image folders are cached there as ``.npz``, so only the first
-    load pays for decoding. ``cache_dir`` defaults to ``$LWDC_DATA`` or ``~/.cache/lwdc``.
+    load pays for decoding. ``cache_dir`` defaults to ``$LWDC_DATA`` or ``~/.cache/lwdc``. ``options`` go to
+    the layout's reader (e.g. the P300 epochs' ``{"subject": 1, "fold": 2}``); one it does not take is an error.
     """
     source = str(source)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     if source in _DATASETS:
         entry = _DATASETS[source]
-        return entry.bundle(source, entry.read(cache, download))
+        return entry.bundle(source, entry.read_with((cache, download), options))
     path = Path(source).expanduser()
     if not path.exists():
         raise DataLayoutError(f"data source {source!r} is neither a registered data set ({', '.join(list_datasets())})"
@@ -138,4 +156,4 @@ def load_data(source: str = "cifar10-subset", cache_dir: str | Path | None = Non
         raise DataLayoutError(f"no recognised data layout in {source}; accepted layouts: "
                               + "; ".join(describe_layouts()))
     entry = _LAYOUTS[found[0]]
-    return entry.bundle(source, entry.read(found[1], cache))
+    return entry.bundle(source, entry.read_with((found[1], cache), options))
