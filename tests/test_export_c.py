@@ -202,17 +202,17 @@ def test_lowering_accepts_a_saved_program_with_dynamic_batch(tmp_path):
     assert torch.allclose(run_float(graph, x), model(x), atol=1e-5)
 
 
-class Elu(nn.Module):
+class Mish(nn.Module):
     def __init__(self):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ELU(), nn.Conv2d(4, 2, 1))
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Mish(), nn.Conv2d(4, 2, 1))
 
     def forward(self, x):
         return self.body(x)
 
 
 @pytest.mark.parametrize("model, words", [
-    (Elu(), ["'body.1'", "ELU", "elu"]),
+    (Mish(), ["'body.1'", "Mish", "mish"]),
     (nn.Sequential(nn.Conv2d(3, 4, 3), nn.Upsample(scale_factor=2, mode="bicubic")), ["'1'", "Upsample"]),
     (nn.Sequential(nn.ConvTranspose2d(3, 4, 3)), ["'0'", "ConvTranspose2d"]),
 ])

@@ -99,4 +99,4 @@ def list_models() -> list[str]:
 
 
 # Imported last: these modules register their builders with the functions above.
-from . import mobilenetv2, resnet, tinycnn1d, vgg  # noqa: E402,F401
+from . import audio, eeg, mobilenetv2, resnet, tinycnn1d, vgg  # noqa: E402,F401

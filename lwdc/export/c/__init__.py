@@ -33,7 +33,7 @@ from .registry import Op, lowers, register_op, unregister_op
 from .safe import check_name
 from .targets import Target, get_target, register_target
 
-__all__ = ["export_c", "evaluate_c", "run_c", "write_inputs", "read_outputs", "read_deploy", "RunC",
+__all__ = ["export_c", "split_front_end", "evaluate_c", "run_c", "write_inputs", "read_outputs", "read_deploy", "RunC",
            "CExport", "ExportError", "UnsupportedLayerError", "CompilerError", "lower",
            "plan_memory", "calibrate", "quantize", "run_float", "run_int8", "run_quantized", "compile_library",
            "run_library", "find_compiler", "Graph", "MemoryPlan", "QuantizedGraph", "Op", "lowers", "register_op",
@@ -53,6 +53,7 @@ class CExport:
     plan: MemoryPlan
     qgraph: QuantizedGraph | None
     summary: dict
+    front_end: nn.Module | None = None     # computes the C's inputs from the model's (see ``split_front_end``)
 
     @property
     def int8(self) -> bool:
@@ -63,6 +64,16 @@ class CExport:
         if self.qgraph is not None:
             return run_quantized(self.qgraph, x.numpy())
         return run_float(self.graph, x).numpy()
+
+
+def split_front_end(model) -> tuple[nn.Module | None, object]:
+    """``(front_end, backbone)`` of a model built as ``backbone(front_end(x))`` (``lwdc.models.audio.FrontEnded``:
+    a log-mel spectrogram before a CNN), else ``(None, model)``. A front end such as ``torch.stft`` has no C
+    lowering, so the C takes the backbone's inputs: the device computes the features itself."""
+    front, backbone = getattr(model, "front_end", None), getattr(model, "backbone", None)
+    if isinstance(model, nn.Module) and isinstance(front, nn.Module) and isinstance(backbone, nn.Module):
+        return front, backbone
+    return None, model
 
 
 def _calibration_batches(calib) -> list[torch.Tensor]:
@@ -112,6 +123,14 @@ def export_c(model: nn.Module | torch.export.ExportedProgram, example_input: tor
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} already exists; choose another folder or pass overwrite=True (--force)")
     example_input = example_input.detach().float()
+    front, model = split_front_end(model)
+    if front is not None:
+        with eval_mode(front), torch.no_grad():
+            raw_shape, example_input = list(example_input.shape[1:]), front(example_input)
+            features = lambda b: front(b.detach().float())  # noqa: E731
+            calib = None if calib is None or not int8 else [features(b) for b in _calibration_batches(calib)]
+        say(f"the front end ({type(front).__name__}) has no C lowering: exporting the network after it, which "
+            f"takes its features {tuple(example_input.shape[1:])} (the device computes them)")
     expected = _forward(model, example_input).numpy()
     tol = as_tolerance(atol, rtol)
     rounding = pytorch_rounding(model, example_input, expected)
@@ -134,7 +153,12 @@ def export_c(model: nn.Module | torch.export.ExportedProgram, example_input: tor
                "output_shape": list(graph.output_shape), "nodes": len(graph.nodes), "macs": graph.macs,
                "params": graph.params, "flash_bytes": src.flash_bytes, **plan.summary(),
                "naive_over_arena": round(plan.naive_bytes / max(plan.arena_bytes, 1), 3),
-               "lowering_max_abs_diff": diff, "tolerance": lowering, "layout": LAYOUT}
+               "lowering_max_abs_diff": diff, "tolerance": lowering, "layout": LAYOUT,
+               "front_end": None if front is None else {
+                   "module": type(front).__name__, "input_shape": raw_shape,
+                   "feature_shape": list(example_input.shape[1:]),
+                   "description": (front.describe() if hasattr(front, "describe") else repr(front)),
+                   "note": "not exported: the C library takes these features; compute them on the device"}}
     if qgraph is not None:
         for key, tensor in (("input_quant", graph.input), ("output_quant", graph.output)):
             qp = qgraph.qp(tensor)
@@ -161,7 +185,7 @@ def export_c(model: nn.Module | torch.export.ExportedProgram, example_input: tor
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return CExport(out_dir, name, graph, plan, qgraph, summary)
+    return CExport(out_dir, name, graph, plan, qgraph, summary, front)
 
 
 #: How main.c reads INPUT.bin and writes OUTPUT.bin (recorded in deploy.json).
@@ -214,11 +238,15 @@ def _verify(src_dir: Path, name: str, graph: Graph, qgraph, x: torch.Tensor, exp
 
 
 def evaluate_c(export: CExport, inputs: torch.Tensor, targets, task=None) -> dict[str, float]:
-    """The task's metrics (default: classification, top-1 accuracy in %) of the compiled library on ``inputs``,
-    through its float entry point (int8 builds quantise inside)."""
+    """The task's metrics (default: classification, top-1 accuracy in %) of the compiled library on ``inputs``
+    (the model's inputs: an export without its front end gets the features computed here), through its float
+    entry point (int8 builds quantise inside)."""
     from ...tasks import Classification
 
     task = task or Classification()
+    if export.front_end is not None:        # the C takes the front end's features
+        with eval_mode(export.front_end), torch.no_grad():
+            inputs = export.front_end(inputs.float())
     target = export.summary.get("target", "host")
     exe = compile_library(export.directory, export.name, target=target)
     try:

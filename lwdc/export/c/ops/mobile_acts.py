@@ -1,5 +1,5 @@
 """The activations of mobile CNNs beyond ReLU: hard-swish and hard-sigmoid (MobileNetV3), LeakyReLU (YOLO-style
-detectors) and GELU (ConvNeXt, MobileViT), exact or with the tanh approximation. Each is a ``Unary``: one C
+detectors), GELU (ConvNeXt, MobileViT), exact or with the tanh approximation, and ELU (EEG CNNs). Each is a ``Unary``: one C
 expression in float, a 256-entry table on the input's int8 grid in int8."""
 from __future__ import annotations
 
@@ -70,3 +70,19 @@ class GeluTanh(Unary):
 
     def fn(self, node, x):
         return F.gelu(x, approximate="tanh")
+
+
+@register_op
+class Elu(Unary):
+    """ELU (EEGNet and most EEG CNNs): ``alpha * (exp(v) - 1)`` below zero, with ``expm1f`` as PyTorch uses."""
+    name, supports = "elu", ("ELU",)
+    aten = (A.elu.default, A.elu_.default)
+    c_expr, c_param = "v > 0.0f ? v : p * expm1f(v)", "alpha"
+
+    def lower(self, lw, node, a):
+        if float(a.get("scale", 1.0)) != 1.0 or float(a.get("input_scale", 1.0)) != 1.0:
+            raise lw.fail(node, "ELU with scale or input_scale other than 1 (SELU)")
+        lw.emit(node, self.name, [lw.tensor_of(a["self"], node)], attrs=dict(alpha=float(a["alpha"])))
+
+    def fn(self, node, x):
+        return F.elu(x, node.attrs["alpha"])
