@@ -24,7 +24,7 @@ MODELS = {
     "m5": ((1, 8000), 10, {"conv1", "conv2", "conv3", "conv4"}, set()),
     "logmel_dscnn": ((1, 8000), 10, {f"backbone.blocks.{i}.{k}" for i in range(4) for k in ("dw", "pw")},
                      {"backbone.conv1"}),
-    "eegnet": ((4, 116), 2, {"pointwise"}, {"temporal", "spatial", "depthwise"}),
+    "eegnet": ((4, 116), 2, {"temporal", "depthwise", "pointwise"}, {"spatial"}),
     "farahat1d": ((4, 116), 2, {"branch1", "branch2", "branch3", "conv2"}, set()),
 }
 

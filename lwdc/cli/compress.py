@@ -53,7 +53,8 @@ _TYPES = {"max_batches": click.IntRange(min=1), "checkpoint_every": click.IntRan
 #: Settings that describe the run rather than the compression, with their defaults.
 RUN_DEFAULTS = {"model_name": "resnet20", "width": 1.0, "data": "cifar10-subset", "cache_dir": None, "download": False,
                 "weights": None, "pretrain_epochs": 0, "pretrain_lr": 0.1, "batch_size": 128, "task": "auto",
-                "augment": "auto", "threads": None, "progress": True, "eval_sample": "stratified"}
+                "augment": "auto", "threads": None, "progress": True, "eval_sample": "stratified",
+                "data_options": (), "metrics": "auto", "class_weights": "none"}
 AUGMENTS = ("auto", "none", "crop-flip", "shift")
 
 
@@ -75,6 +76,9 @@ _RUN_OPTIONS = [
     click.option("--data", default=RUN_DEFAULTS["data"], show_default=True,
                  help="A registered data set (cifar10-subset is shipped; cifar10, cifar100...) or a folder / .tar.gz "
                       "of a known layout."),
+    click.option("--data-option", "data_options", multiple=True, metavar="KEY=VALUE",
+                 help="An option of the data's reader (repeatable), e.g. for P300 epochs fold=2, folds=4, subject=1, "
+                      "split=loso; the error lists what a layout accepts."),
     click.option("--cache-dir", default=None, help="Where unpacked and decoded data sets are cached."),
     click.option("--download", is_flag=True, help="Download cifar10/cifar100 if they are not cached (needs network)."),
     click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -86,6 +90,14 @@ _RUN_OPTIONS = [
     click.option("--batch-size", default=RUN_DEFAULTS["batch_size"], show_default=True, type=click.IntRange(min=1)),
     click.option("--task", default=RUN_DEFAULTS["task"], show_default=True,
                  help=f"Task (loss and metrics): auto (the data set's) or one of {', '.join(list_tasks())}."),
+    click.option("--metrics", default=RUN_DEFAULTS["metrics"], show_default=True,
+                 type=click.Choice(["auto", "basic", "clinical"]),
+                 help="Classification metrics: basic (loss, accuracy) or clinical (also ROC AUC, balanced accuracy, "
+                      "sensitivity, specificity, precision, F1, Youden's J and threshold, confusion matrix); auto: "
+                      "clinical for two classes."),
+    click.option("--class-weights", default=RUN_DEFAULTS["class_weights"], show_default=True,
+                 help="Cross-entropy class weights: none, balanced (inverse training frequency) or w0,w1,... (one "
+                      "per class)."),
     click.option("--augment", default=RUN_DEFAULTS["augment"], show_default=True, type=click.Choice(AUGMENTS),
                  help="Training augmentation: auto (the data set's default: crop+flip for images, none for "
                       "signals), none, crop-flip (2-D) or shift (1-D)."),
@@ -141,7 +153,8 @@ def _prepare(settings: dict, log=click.echo):
 
     world = dist.world_size()
     try:
-        bundle = load_data(settings["data"], cache_dir=settings.get("cache_dir"), download=settings.get("download", False))
+        bundle = load_data(settings["data"], cache_dir=settings.get("cache_dir"), download=settings.get("download", False),
+                           options=_data_options(settings.get("data_options") or ()) or None)
     except (ValueError, OSError) as exc:
         fail(f"--data {settings['data']}: {exc}")
     per_rank = settings["batch_size"] // world
@@ -150,7 +163,8 @@ def _prepare(settings: dict, log=click.echo):
              f"{bundle.name}: lower it")
     task_name = settings["task"] if settings["task"] != "auto" else getattr(bundle, "task", "classification")
     try:
-        task = get_task(task_name)
+        task = get_task(task_name, **_classification_options(settings, bundle)) if task_name == "classification" \
+            else get_task(task_name)
     except ValueError as exc:
         fail(f"--task: {exc}")
     augment = _augment(settings["augment"], bundle)
@@ -176,6 +190,55 @@ def _prepare(settings: dict, log=click.echo):
         + (getattr(augment, "__name__", "custom") if augment is not None else "none")
         + (f"; {world} processes, {per_rank} samples each per step" if world > 1 else ""))
     return bundle, train, test, model, task
+
+
+def _data_options(pairs) -> dict:
+    """``KEY=VALUE`` strings -> a dict; values that read as numbers become numbers."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = str(pair).partition("=")
+        if not sep or not key.strip().isidentifier():
+            fail(f"--data-option {pair!r}: use KEY=VALUE, e.g. fold=2")
+        for kind in (int, float):
+            try:
+                value = kind(value)
+                break
+            except ValueError:
+                continue
+        options[key.strip()] = value
+    return options
+
+
+def _class_weights(text: str) -> str | list[float]:
+    """none, balanced, or a list of positive numbers (checked against the classes once the data is read)."""
+    text = str(text).strip()
+    if text in ("none", "balanced"):
+        return text
+    try:
+        weights = [float(v) for v in text.split(",")]
+    except ValueError:
+        fail(f"--class-weights {text!r}: give none, balanced or one positive number per class (w0,w1,...)")
+    if any(not w > 0 for w in weights):
+        fail(f"--class-weights {text!r}: every weight must be positive")
+    return weights
+
+
+def _classification_options(settings: dict, bundle) -> dict:
+    """The metrics and class weights of a classification task (``--metrics``, ``--class-weights``)."""
+    from ..tasks import balanced_class_weights
+
+    metrics = settings.get("metrics", "auto")
+    if metrics == "auto":
+        metrics = "clinical" if bundle.num_classes == 2 else "basic"
+    weights = _class_weights(settings.get("class_weights", "none"))
+    if weights == "balanced":
+        weights = balanced_class_weights(bundle.train.y, bundle.num_classes).tolist()
+    elif weights == "none":
+        weights = None
+    elif len(weights) != bundle.num_classes:
+        fail(f"--class-weights gives {len(weights)} weights for the {bundle.num_classes} classes of {bundle.name}; "
+             "give one per class")
+    return {"metrics": metrics, "class_weights": weights}
 
 
 def _outputs(task, bundle) -> int:
@@ -231,7 +294,8 @@ def _run(settings: dict, run: Run, prepared, log=click.echo) -> dict:
 
 #: Run settings added after run folders existed: left out of the baseline's fingerprint at these values, and
 #: what a config.json that lacks them is read as.
-RUN_LEGACY = {"task": "auto", "augment": "auto", "method": "lwdc", "budgets": (), "eval_sample": "first"}
+RUN_LEGACY = {"task": "auto", "augment": "auto", "method": "lwdc", "budgets": (), "eval_sample": "first",
+              "data_options": (), "metrics": "auto", "class_weights": "none"}
 
 
 def _pretrain_fingerprint(settings: dict) -> str:
@@ -245,6 +309,8 @@ def _validate(settings: dict) -> None:
     from ..models import is_code_reference, list_models
     from ..ops import resolve_ops
 
+    _class_weights(settings.get("class_weights", "none"))
+    _data_options(settings.get("data_options") or ())
     try:
         _config(settings).validate()
         resolve_ops(settings["ops"])

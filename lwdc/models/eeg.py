@@ -1,8 +1,8 @@
 """Compact CNNs for event-related potentials in short multichannel EEG epochs (N, channels, samples).
 
-* ``eegnet``: EEGNet-8,2 (Lawhern et al. 2018, J. Neural Eng. 15:056013): a temporal convolution (kernel half the
-  sampling rate: 64 at 128 Hz) -> a depthwise spatial convolution over all electrodes (depth multiplier 2) ->
-  BN, ELU, average pool /4, dropout -> a separable convolution (depthwise 1x16 + pointwise) -> BN, ELU, pool /8,
+* ``eegnet``: EEGNet-8,2 (Lawhern et al. 2018, J. Neural Eng. 15:056013): a temporal convolution (kernel about half
+  the sampling rate: 65 at 128 Hz, odd so that 'same' padding keeps the length and lighter operators fit) -> a depthwise spatial convolution over all electrodes (depth multiplier 2) ->
+  BN, ELU, average pool /4, dropout -> a separable convolution (depthwise 1x17 + pointwise) -> BN, ELU, pool /8,
   dropout -> linear. The epoch enters as an image (1, channels, samples) through ``nn.Unflatten``.
 * ``farahat1d``: in the style of Farahat et al. 2019 (J. Neural Eng. 16:066010): parallel temporal Conv1d
   branches of different lengths (short, medium, long) over all electrodes, concatenated on channels, BN, ELU,
@@ -21,7 +21,7 @@ __all__ = ["EEGNet", "Farahat1d"]
 
 class EEGNet(nn.Module):
     def __init__(self, num_classes: int = 2, in_channels: int = 4, width: float = 1.0, samples: int = 116,
-                 kernel: int = 64, dropout: float = 0.25):
+                 kernel: int = 65, dropout: float = 0.25):
         super().__init__()
         f1 = scaled(8, width)
         f2 = 2 * f1
@@ -31,12 +31,12 @@ class EEGNet(nn.Module):
         self.spatial = nn.Conv2d(f1, f2, (in_channels, 1), groups=f1, bias=False)
         self.bn2, self.elu2 = nn.BatchNorm2d(f2), nn.ELU()
         self.pool2, self.drop2 = nn.AvgPool2d((1, 4)), nn.Dropout(dropout)
-        self.depthwise = nn.Conv2d(f2, f2, (1, 16), padding=(0, 8), groups=f2, bias=False)
+        self.depthwise = nn.Conv2d(f2, f2, (1, 17), padding=(0, 8), groups=f2, bias=False)
         self.pointwise = nn.Conv2d(f2, f2, 1, bias=False)
         self.bn3, self.elu3 = nn.BatchNorm2d(f2), nn.ELU()
         self.pool3, self.drop3 = nn.AvgPool2d((1, 8)), nn.Dropout(dropout)
         self.flatten = nn.Flatten(1)
-        t = ((samples + 1) // 4 + 1) // 8          # time steps left after both pools
+        t = samples // 4 // 8                       # time steps left after both pools
         self.fc = nn.Linear(f2 * t, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,8 +70,8 @@ class Farahat1d(nn.Module):
 
 @register_model
 def eegnet(num_classes: int = 2, in_channels: int = 4, width: float = 1.0, samples: int = 116,
-           kernel: int = 64, dropout: float = 0.25) -> nn.Module:
-    """EEGNet-8,2 for (N, electrodes, samples) epochs (kernel 64 = half of 128 Hz)."""
+           kernel: int = 65, dropout: float = 0.25) -> nn.Module:
+    """EEGNet-8,2 for (N, electrodes, samples) epochs (temporal kernel 65, about half of 128 Hz)."""
     return EEGNet(num_classes, in_channels, width, samples, kernel, dropout)
 
 

@@ -1,0 +1,274 @@
+"""Signals benchmark (issue 16): spoken digits (FSDD) and P300 EEG, baseline CNNs against LWDC, to int8 C.
+
+    python -m bench.signals --set fsdd [--models m5 logmel_dscnn] [--splits 0 1 2] [--lams 0.5 2] [--quick]
+    python -m bench.signals --set p300 [--models eegnet farahat1d] [--splits 0 1 ...]   (folds by recording)
+
+Per data set, model and split (a seed for FSDD's official split; a fold by recording of subject 1 for P300), it
+trains the baseline, compresses it with LWDC at each lambda and measures every model the same way: the task's
+metrics on the test split (for P300: AUC, and balanced accuracy, sensitivity and specificity at the Youden
+threshold chosen on the *training* folds' scores, never the test fold's), parameters, MACs, int8 flash and peak
+RAM of the C export, the int8 C's metrics on the whole test split, onnxruntime and C latency (batch 1, one thread)
+and the search's cost in seconds. P300 folds also get the shrinkage-LDA baseline (bench/baselines.py).
+
+Every run folder (checkpoints) lives under ~/.cache/lwdc/bench/signals, so an interrupted command resumes; each
+finished row is one JSON file under bench/results/signals/. ``python -m bench.report_signals`` summarises them.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from lwdc import CompressConfig, compress
+from lwdc.data import BatchLoader, load_data, random_shift
+from lwdc.export import export_c, export_onnx
+from lwdc.export.c import compile_library, run_c
+from lwdc.export.c.build import time_library
+from lwdc.metrics import clinical_metrics, detection_metrics, youden
+from lwdc.models import create_model
+from lwdc.profiling import count_macs, count_params
+from lwdc.runs import Run, write_json
+from lwdc.stages import config_fingerprint, train_stage
+from lwdc.tasks import Classification, balanced_class_weights
+from lwdc.train import TrainConfig
+
+from .baselines import ShrinkageLDA
+from .deploy import ort_latency
+from .measure import git_info, machine_info
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+CACHE = Path.home() / ".cache" / "lwdc" / "bench" / "signals"
+OUT = Path(__file__).resolve().parent / "results" / "signals"
+
+
+@dataclass(frozen=True)
+class SetSpec:
+    """One data set's protocol: where it is, which models, how each trains and compresses."""
+    archive: str
+    models: tuple[str, ...]
+    splits: tuple[int, ...]          # seeds (fsdd) or folds (p300)
+    split_kind: str                  # "seed" or "fold"
+    epochs: int
+    lr: float
+    batch_size: int
+    lams: tuple[float, ...]
+    warmup_epochs: float = 1.0
+    search_epochs: int = 6
+    finetune_epochs: int = 10
+    finetune_lr: float = 0.01
+    clinical: bool = False           # binary detection: class-weighted loss, AUC-first metrics
+    shift: int = 0                   # training augmentation: random time shift of up to this many samples
+    model_kwargs: dict = field(default_factory=dict)
+
+
+SETS = {
+    "fsdd": SetSpec("fsdd.tar.gz", ("m5", "logmel_dscnn"), (0, 1, 2), "seed", epochs=30, lr=0.05, batch_size=64,
+                    lams=(0.5, 2.0), shift=800),     # 0.1 s: words start anywhere in the second
+    "p300": SetSpec("eeg_p300_muse.tar.gz", ("eegnet", "farahat1d"), tuple(range(4)), "fold", epochs=40, lr=0.01,
+                    batch_size=64, lams=(0.5, 2.0), search_epochs=8, finetune_epochs=10, finetune_lr=0.005,
+                    clinical=True),      # no shift: epochs are time-locked to the stimulus
+}
+QUICK = dict(epochs=1, search_epochs=1, finetune_epochs=1, warmup_epochs=0.2)
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')} signals] {msg}", flush=True)
+
+
+def load_split(spec: SetSpec, source: Path, split: int):
+    """The bundle of one split: FSDD's official split (the seed only changes training), or fold ``split``."""
+    options = {"fold": split} if spec.split_kind == "fold" else None
+    return load_data(str(source), options=options)
+
+
+def augment_of(spec: SetSpec):
+    return random_shift(spec.shift) if spec.shift else None
+
+
+def task_for(spec: SetSpec, data) -> Classification:
+    if not spec.clinical:
+        return Classification()
+    return Classification(metrics="clinical",
+                          class_weights=balanced_class_weights(data.train.y, data.num_classes).tolist())
+
+
+@torch.no_grad()
+def logits(model: nn.Module, dataset, batch: int = 256) -> np.ndarray:
+    """Eval-mode outputs on every sample of ``dataset``, in order."""
+    model.eval()
+    loader = BatchLoader(dataset, batch)
+    return torch.cat([model(x) for x, _ in loader]).numpy()
+
+
+def scores_metrics(out: np.ndarray, labels: np.ndarray, threshold: float | None = None) -> dict:
+    """Accuracy and the clinical metrics of outputs; binary: at ``threshold`` (the training folds' Youden)."""
+    m = clinical_metrics(torch.from_numpy(out), torch.from_numpy(labels))
+    if out.shape[1] == 2 and threshold is not None:
+        p = torch.softmax(torch.from_numpy(out).double(), 1)[:, 1].numpy()
+        at = detection_metrics(p, labels, threshold=threshold)
+        m = {**m, **at, "accuracy": m["accuracy"], "accuracy_at_threshold": at["accuracy"]}
+    return {k: v for k, v in m.items() if k != "per_class"}
+
+
+def train_threshold(model: nn.Module, data) -> float | None:
+    """Youden's threshold on the training split's scores (binary tasks), so the test split tunes nothing."""
+    if data.num_classes != 2:
+        return None
+    out = logits(model, data.train)
+    p = torch.softmax(torch.from_numpy(out).double(), 1)[:, 1].numpy()
+    return float(youden(p, data.train.y.numpy())[1])
+
+
+def c_metrics(model: nn.Module, data, example: torch.Tensor, threshold, tmp: Path, runs: int) -> dict:
+    """int8 and float32 C exports: flash, peak RAM, metrics of the int8 C on the whole test split, latency."""
+    calib = data.train.normalize(data.train.x[torch.randperm(len(data.train),
+                                                              generator=torch.Generator().manual_seed(0))[:256]])
+    xs = data.test.normalize(data.test.x)
+    labels = data.test.y.numpy()
+    row = {}
+    for precision in ("float32", "int8"):
+        out_dir = tmp / precision
+        exp = export_c(model, example, out_dir, int8=precision == "int8", calib=calib, log=None)
+        s = exp.summary
+        feats = xs if exp.summary.get("front_end") is None else exp.front_end(xs)
+        exe = compile_library(out_dir, exp.name, opt="-O3")
+        try:
+            per_run = time_library(exe, feats[:1].numpy(), runs)
+        finally:
+            shutil.rmtree(exe.parent, ignore_errors=True)
+        out = run_c(out_dir, feats).outputs
+        row[precision] = {"flash_bytes": s["flash_bytes"], "peak_ram_bytes": s["peak_ram_bytes"],
+                          "latency_ms_c": per_run * 1e3, "front_end": s.get("front_end"),
+                          "metrics": scores_metrics(np.asarray(out).reshape(len(xs), -1), labels, threshold)}
+    return row
+
+
+def measure(label: str, model: nn.Module, data, example: torch.Tensor, quick: bool) -> dict:
+    threshold = train_threshold(model, data)
+    row = {"params": count_params(model), "macs": count_macs(model, example), "threshold": threshold,
+           "metrics": scores_metrics(logits(model, data.test), data.test.y.numpy(), threshold)}
+    runs = 20 if quick else 300
+    with tempfile.TemporaryDirectory(prefix="lwdc-signals-") as tmp:
+        onnx = Path(tmp) / f"{label}.onnx"
+        export_onnx(model, example, onnx)
+        torch.set_num_threads(1)
+        row["latency_ms_onnxruntime"] = ort_latency(onnx, example[:1].numpy(), runs) * 1e3
+        row["c"] = c_metrics(model, data, example, threshold, Path(tmp), runs)
+    return row
+
+
+def baseline(spec: SetSpec, model_name: str, split: int, data, task, folder: Path, quick: bool) -> nn.Module:
+    torch.manual_seed(split if spec.split_kind == "seed" else 0)
+    model = create_model(model_name, num_classes=data.num_classes, in_channels=data.input_shape[0],
+                         **spec.model_kwargs)
+    cfg = TrainConfig(epochs=spec.epochs, lr=spec.lr, progress=False, desc="baseline",
+                      max_batches=3 if quick else None)
+    train = BatchLoader(data.train, spec.batch_size, shuffle=True, augment=augment_of(spec), seed=split,
+                        drop_last=True)
+    t0 = time.perf_counter()
+    history = train_stage("baseline", model, task, train, None, cfg, Run(folder / "baseline"),
+                          config_fingerprint({"spec": repr(spec), "model": model_name, "split": split}), log=_log)
+    model.train_seconds = sum(h.seconds for h in history) or time.perf_counter() - t0
+    return model
+
+
+def lwdc_row(spec: SetSpec, base: nn.Module, lam: float, split: int, data, task, folder: Path,
+             example: torch.Tensor, quick: bool):
+    cfg = CompressConfig(lam=lam, warmup_epochs=spec.warmup_epochs, search_epochs=spec.search_epochs,
+                         finetune_epochs=spec.finetune_epochs, lr=spec.lr, finetune_lr=spec.finetune_lr,
+                         seed=split, progress=False, max_batches=3 if quick else None)
+    train = BatchLoader(data.train, spec.batch_size, shuffle=True, augment=augment_of(spec), seed=split,
+                        drop_last=True)
+    test = BatchLoader(data.test, 256)
+    result = compress(base, train, test, example_input=example, task=task, config=cfg,
+                      run_dir=folder / f"lwdc-lam{lam:g}", log=_log, summary=False)
+    wall = result.report["wall_time_s"]
+    return result.model, {"choices": result.choices, "search_seconds": wall.get("warmup", 0) + wall.get("search", 0),
+                          "finetune_seconds": wall.get("finetune"), "lambda": lam}
+
+
+def lda_row(data) -> dict:
+    lda = ShrinkageLDA().fit(data.train.x.numpy(), data.train.y.numpy())
+    train_scores = lda.score(data.train.x.numpy())
+    threshold = float(youden(train_scores, data.train.y.numpy())[1])
+    scores = lda.score(data.test.x.numpy())
+    m = detection_metrics(scores, data.test.y.numpy(), threshold=threshold)
+    return {"metrics": m, "threshold": threshold, "features": "4 channels x 29 window means (decimate 4)"}
+
+
+def run_unit(spec_name: str, spec: SetSpec, model_name: str, split: int, source: Path, quick: bool,
+             out_dir: Path) -> list[dict]:
+    """Baseline, LWDC points (and LDA on P300) of one (model, split); rows already written are kept."""
+    data = load_split(spec, source, split)
+    task = task_for(spec, data)
+    folder = CACHE / spec_name / f"{model_name}_{spec.split_kind}{split}{'_quick' if quick else ''}"
+    example = data.test.normalize(data.test.x[:1])
+    common = {"set": spec_name, "model": model_name, spec.split_kind: split, "split": split, "quick": quick,
+              "train": len(data.train), "test": len(data.test), "test_positives": int(data.test.y.sum())
+              if data.num_classes == 2 else None, "settings": {**spec.__dict__, "model_kwargs": spec.model_kwargs}}
+    rows = []
+
+    def path_of(method: str) -> Path:
+        return out_dir / spec_name / f"{model_name}_{spec.split_kind}{split}_{method}{'_quick' if quick else ''}.json"
+
+    def done(method: str) -> bool:
+        if path_of(method).exists():
+            _log(f"{path_of(method).name}: finished earlier")
+            return True
+        return False
+
+    def emit(method: str, row: dict) -> None:
+        path = path_of(method)
+        full = {**common, "method": method, **row, "machine": machine_info(), "git": git_info()}
+        write_json(path, full)
+        rows.append(full)
+        _log(f"{spec_name} {model_name} {spec.split_kind} {split} {method}: "
+             + ", ".join(f"{k} {v:.4g}" for k, v in full["metrics"].items() if isinstance(v, float)))
+
+    base = baseline(spec, model_name, split, data, task, folder, quick)
+    if not done("baseline"):
+        emit("baseline", {**measure("baseline", base, data, example, quick), "train_seconds": base.train_seconds})
+    for lam in spec.lams:
+        if done(f"lwdc-lam{lam:g}"):
+            continue
+        model, extra = lwdc_row(spec, base, lam, split, data, task, folder, example, quick)
+        emit(f"lwdc-lam{lam:g}", {**measure(f"lwdc{lam:g}", model, data, example, quick), **extra})
+    if spec.clinical and model_name == spec.models[0] and not done("lda"):
+        emit("lda", lda_row(data))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--set", choices=list(SETS), required=True)
+    p.add_argument("--models", nargs="+")
+    p.add_argument("--splits", nargs="+", type=int, help="seeds (fsdd) or folds (p300); default: the set's")
+    p.add_argument("--lams", nargs="+", type=float)
+    p.add_argument("--data", help="the archive or folder (default: ../shared/data/<the set's archive>)")
+    p.add_argument("--out-dir", default=str(OUT))
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quick", action="store_true", help="a smoke run: 3 batches per epoch, 1 epoch per stage")
+    a = p.parse_args(argv)
+    spec = SETS[a.set]
+    if a.lams:
+        spec = replace(spec, lams=tuple(a.lams))
+    if a.quick:
+        spec = replace(spec, **QUICK)
+    source = Path(a.data) if a.data else SHARED / spec.archive
+    if not source.exists():
+        raise SystemExit(f"{source} does not exist: pass --data PATH (the {spec.archive} of ../shared/data)")
+    torch.set_num_threads(a.threads)
+    for model_name in a.models or spec.models:
+        for split in a.splits if a.splits is not None else spec.splits:
+            run_unit(a.set, spec, model_name, split, source, a.quick, Path(a.out_dir))
+
+
+if __name__ == "__main__":
+    main()
