@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 __all__ = ["op_colours", "layer_costs", "gate_evolution", "training_curves", "tradeoff", "saliency_images",
-           "saliency_traces", "similarity"]
+           "saliency_traces", "similarity", "roc_curves", "confusion_matrices", "signal_saliency"]
 
 DPI = 90
 _PALETTE = plt.get_cmap("tab10").colors
@@ -226,5 +226,65 @@ def similarity(layers: Sequence[str], matrix: torch.Tensor | None, probes: Mappi
         ax.set(ylabel=f"{metric_name} (%)", title="linear probe on each layer's features")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def roc_curves(curves: Mapping[str, Mapping]) -> bytes:
+    """ROC curves of several models (``{label: {fpr, tpr, auc, youden_fpr, youden_tpr}}``), Youden points marked."""
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.plot([0, 1], [0, 1], color="#bbbbbb", lw=1, ls="--", label="chance")
+    for i, (label, c) in enumerate(curves.items()):
+        colour = _PALETTE[i % len(_PALETTE)]
+        ax.step(c["fpr"], c["tpr"], where="post", color=colour, lw=1.6, label=f"{label} (AUC {c['auc']:.3f})")
+        ax.plot([c["youden_fpr"]], [c["youden_tpr"]], "o", color=colour, ms=6, mec="black",
+                label=f"{label}: Youden point")
+    ax.set_xlabel("1 - specificity (false-positive rate)")
+    ax.set_ylabel("sensitivity (true-positive rate)")
+    ax.set_xlim(0, 1), ax.set_ylim(0, 1.01)
+    ax.legend(fontsize=7.5, loc="lower right")
+    return _png(fig)
+
+
+def confusion_matrices(matrices: Mapping[str, Sequence[Sequence[int]]], class_names: Sequence[str]) -> bytes:
+    """Side by side: counts written in each cell, shading by the row's share (recall per true class)."""
+    fig, axes = plt.subplots(1, len(matrices), figsize=(3.4 * len(matrices) + 0.6, 3.2), squeeze=False)
+    for ax, (label, m) in zip(axes[0], matrices.items()):
+        counts = torch.as_tensor(m, dtype=torch.float64)
+        share = counts / counts.sum(1, keepdim=True).clamp_min(1)
+        ax.imshow(share.numpy(), cmap="Blues", vmin=0, vmax=1)
+        k = counts.shape[0]
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=7 if k > 6 else 9,
+                        color="white" if share[i, j] > 0.6 else "black")
+        names = [str(n) for n in class_names] if len(class_names) == k else [str(i) for i in range(k)]
+        ax.set_xticks(range(k), names, rotation=45 if max(map(len, names)) > 3 else 0, fontsize=7.5)
+        ax.set_yticks(range(k), names, fontsize=7.5)
+        ax.set_xlabel("predicted"), ax.set_ylabel("true")
+        ax.set_title(label, fontsize=9)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def signal_saliency(maps: Mapping[str, Mapping[str, torch.Tensor]], times: Sequence[float], channels: Sequence[str],
+                    time_label: str) -> bytes:
+    """Rows: models; columns: named (channels x time) maps, e.g. target, non-target and their difference."""
+    rows, cols = len(maps), max(len(m) for m in maps.values())
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols + 0.5, 1.1 + 0.35 * len(channels) * rows + 0.6 * rows),
+                             squeeze=False)
+    extent = [float(times[0]), float(times[-1]), len(channels) - 0.5, -0.5]
+    for r, (model, named) in enumerate(maps.items()):
+        for c, (name, m) in enumerate(named.items()):
+            ax = axes[r][c]
+            m = torch.as_tensor(m, dtype=torch.float32)
+            diff = name.startswith("difference")
+            limit = float(m.abs().max()) or 1.0
+            ax.imshow(m.numpy(), aspect="auto", extent=extent, cmap="RdBu_r" if diff else "magma",
+                      vmin=-limit if diff else 0, vmax=limit, interpolation="nearest")
+            ax.set_yticks(range(len(channels)), [str(ch) for ch in channels], fontsize=7)
+            ax.set_title(f"{model}: {name}", fontsize=8.5)
+            if r == rows - 1:
+                ax.set_xlabel(time_label, fontsize=8)
     fig.tight_layout()
     return _png(fig)

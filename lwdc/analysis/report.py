@@ -7,7 +7,6 @@ image embedded as a data URI, inline CSS, no script, nothing fetched) beside the
 """
 from __future__ import annotations
 
-import base64
 import html
 import json
 import time
@@ -21,6 +20,8 @@ from . import plots
 from ..runs import Run, RunError
 from ..summary import changed_nothing
 from .compare import Comparison, compare_models
+from .detection import detection_section, signal_saliency_section
+from .markup import fmt as _fmt, img as _img, table as _table
 
 __all__ = ["ReportError", "build_report", "find_runs"]
 
@@ -101,25 +102,6 @@ td,th{border:1px solid #d6dbe3;padding:3px 8px;text-align:right}th{background:#f
 tr.changed td.op{background:#fff4d6;font-weight:600}tr.current td{background:#eef6ff}img{max-width:100%;
 border:1px solid #e6e9ef;margin:6px 0}.note{background:#fff8e1;border-left:4px solid #f0b429;padding:6px 12px;
 margin:8px 0}.probs{color:#5b6475;font-size:11.5px}nav a{margin-right:14px}code{background:#f1f4f8;padding:0 3px}"""
-
-
-def _fmt(v, digits: int = 2) -> str:
-    return f"{v:,}" if isinstance(v, int) else f"{v:,.{digits}f}" if isinstance(v, float) else html.escape(str(v))
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence], left: int = 1, classes: Sequence[str] = ()) -> str:
-    head = "".join(f'<th class="{"l" if i < left else ""}">{html.escape(h)}</th>' for i, h in enumerate(header))
-    body = []
-    for r, row in enumerate(rows):
-        cls = f' class="{classes[r]}"' if r < len(classes) and classes[r] else ""
-        body.append(f"<tr{cls}>" + "".join(
-            f'<td class="{"l" if i < left else ""}{" op" if header[i].startswith("chosen") else ""}">{c}</td>'
-            for i, c in enumerate(row)) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
-
-
-def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
 def _ratio(before: float, after: float) -> str:
@@ -288,14 +270,15 @@ def _bundle(data, config: dict, notes: list[str]):
     else the one config.json names; None (with a note saying why) where there is none."""
     if data is not None and not isinstance(data, (str, Path)):
         return data
-    from ..data import load_data
+    from ..data import load_data, parse_options
     source = data if data is not None else config.get("data")
     if source is None:
         notes.append("no data: the run folder has no config.json naming its data set (runs made with the Python "
                      "API have none); pass data= or --data to get saliency and similarity")
         return None
     try:
-        return load_data(str(source), cache_dir=config.get("cache_dir"))
+        options = parse_options(config.get("data_options") or ()) if data is None else None
+        return load_data(str(source), cache_dir=config.get("cache_dir"), options=options or None)
     except (ValueError, OSError) as exc:
         if data is not None:
             raise ReportError(f"data {source!r}: {exc}") from None
@@ -355,6 +338,16 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, runs: I
             _saliency(cmp, sal_x, sal_y, names) if cmp.saliency else '<p class="note">Skipped: samples=0.</p>')
         add("similarity", "Representation similarity",
             _similarity(cmp, len(cka_x), (len(probe_data[0]), len(probe_data[2]))))
+        pair = {"original": original, "compressed": compressed}
+        if report.get("task", "classification") == "classification" and bundle.num_classes:
+            log("detection: ROC curves and confusion matrices on the whole test split")
+            body, figs, numbers["detection"] = detection_section(pair, bundle.test, names)
+            add("detection", "Detection: confusion matrices and ROC", (body, figs))
+        if len(bundle.input_shape) == 2 and bundle.num_classes:
+            log("signal saliency per class")
+            body, figs, numbers["signal_saliency"] = signal_saliency_section(pair, bundle.test, names,
+                                                                             getattr(bundle, "info", {}) or {})
+            add("signal-saliency", "Signal saliency: channels x time per class", (body, figs))
     else:
         skipped = '<p class="note">Skipped: ' + html.escape(" ".join(notes)) + "</p>"
         add("saliency", "Saliency: where each model looks", skipped)

@@ -193,20 +193,11 @@ def _prepare(settings: dict, log=click.echo):
 
 
 def _data_options(pairs) -> dict:
-    """``KEY=VALUE`` strings -> a dict; values that read as numbers become numbers."""
-    options = {}
-    for pair in pairs:
-        key, sep, value = str(pair).partition("=")
-        if not sep or not key.strip().isidentifier():
-            fail(f"--data-option {pair!r}: use KEY=VALUE, e.g. fold=2")
-        for kind in (int, float):
-            try:
-                value = kind(value)
-                break
-            except ValueError:
-                continue
-        options[key.strip()] = value
-    return options
+    from ..data import DataLayoutError, parse_options
+    try:
+        return parse_options(pairs)
+    except DataLayoutError as exc:
+        fail(f"--data-option: {exc}")
 
 
 def _class_weights(text: str) -> str | list[float]:

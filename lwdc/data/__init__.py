@@ -12,12 +12,12 @@ from .cifar import SUBSET_PATH
 from .datasets import ArrayDataset, DataBundle, make_bundle
 from .errors import DataLayoutError, UnsafeArchiveError
 from .loader import BatchLoader
-from .registry import (default_cache_dir, describe_layouts, list_datasets, list_layouts, load_data, register_dataset,
-                       register_layout)
+from .registry import (default_cache_dir, describe_layouts, list_datasets, list_layouts, load_data, parse_options,
+                       register_dataset, register_layout)
 
 LAYOUTS = describe_layouts()   # the built-in layouts' descriptions; describe_layouts() includes later registrations
 
 __all__ = ["ArrayDataset", "DataBundle", "DataLayoutError", "UnsafeArchiveError", "load_data", "BatchLoader",
            "random_crop_flip", "random_shift", "Augment", "Target", "AUTO", "as_augment", "default_augment",
            "make_bundle", "register_dataset", "register_layout", "list_datasets", "list_layouts", "describe_layouts",
-           "LAYOUTS", "SUBSET_PATH", "DEFAULT_MAX_UNPACK_BYTES", "default_cache_dir"]
+           "LAYOUTS", "SUBSET_PATH", "DEFAULT_MAX_UNPACK_BYTES", "default_cache_dir", "parse_options"]

@@ -17,7 +17,7 @@ from .datasets import DataBundle, make_bundle
 from .errors import DataLayoutError
 
 __all__ = ["Arrays", "register_dataset", "register_layout", "list_datasets", "list_layouts", "describe_layouts",
-           "find_layout", "load_data", "default_cache_dir"]
+           "find_layout", "load_data", "default_cache_dir", "parse_options"]
 
 # (x_train, y_train, x_test, y_test, class_names or None[, info dict]); y may be an array or a dict of arrays;
 # info (optional) describes the samples: sample_rate, time_offset, per-sample groups... (DataBundle.info)
@@ -122,6 +122,23 @@ def find_layout(root: Path, depth: int = 2) -> Optional[tuple[str, Path]]:
             return found[0]
         level = [c for p in level for c in sorted(p.iterdir()) if c.is_dir() and not c.name.startswith(".")]
     return None
+
+
+def parse_options(pairs) -> dict:
+    """``KEY=VALUE`` strings (``--data-option``) -> reader options; values that read as numbers become numbers."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = str(pair).partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise DataLayoutError(f"data option {pair!r}: use KEY=VALUE, e.g. fold=2")
+        for kind in (int, float):
+            try:
+                value = kind(value)
+                break
+            except ValueError:
+                continue
+        options[key.strip()] = value
+    return options
 
 
 def default_cache_dir() -> Path:
