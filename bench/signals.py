@@ -1,10 +1,11 @@
 """Signals benchmark (issue 16): spoken digits (FSDD) and P300 EEG, baseline CNNs against LWDC, to int8 C.
 
-    python -m bench.signals --set fsdd [--models m5 logmel_dscnn] [--splits 0 1 2] [--lams 0.5 2] [--quick]
+    python -m bench.signals --set fsdd [--models m5 logmel_dscnn] [--splits 0 1 2] [--points macs=0.5x lam=2] [--quick]
     python -m bench.signals --set p300 [--models eegnet farahat1d] [--splits 0 1 ...]   (folds by recording)
 
 Per data set, model and split (a seed for FSDD's official split; a fold by recording of subject 1 for P300), it
-trains the baseline, compresses it with LWDC at each lambda and measures every model the same way: the task's
+trains the baseline, compresses it with LWDC at each point (a MACs target, the way lwdc is meant to be driven, or
+a fixed lambda) and measures every model the same way: the task's
 metrics on the test split (for P300: AUC, and balanced accuracy, sensitivity and specificity at the Youden
 threshold chosen on the *training* folds' scores, never the test fold's), parameters, MACs, int8 flash and peak
 RAM of the C export, the int8 C's metrics on the whole test split, onnxruntime and C latency (batch 1, one thread)
@@ -58,7 +59,7 @@ class SetSpec:
     epochs: int
     lr: float
     batch_size: int
-    lams: tuple[float, ...]
+    points: tuple[str, ...]          # LWDC runs: "macs=0.5x" (a target, lambda 0) or "lam=2" (a fixed lambda)
     warmup_epochs: float = 1.0
     search_epochs: int = 6
     finetune_epochs: int = 10
@@ -70,9 +71,9 @@ class SetSpec:
 
 SETS = {
     "fsdd": SetSpec("fsdd.tar.gz", ("m5", "logmel_dscnn"), (0, 1, 2), "seed", epochs=30, lr=0.05, batch_size=64,
-                    lams=(0.5, 2.0), shift=800),     # 0.1 s: words start anywhere in the second
+                    points=("macs=0.5x", "macs=0.3x"), shift=800),     # 0.1 s: words start anywhere in the second
     "p300": SetSpec("eeg_p300_muse.tar.gz", ("eegnet", "farahat1d"), tuple(range(4)), "fold", epochs=40, lr=0.01,
-                    batch_size=64, lams=(0.5, 2.0), search_epochs=8, finetune_epochs=10, finetune_lr=0.005,
+                    batch_size=64, points=("macs=0.5x", "macs=0.3x"), search_epochs=8, finetune_epochs=10, finetune_lr=0.005,
                     clinical=True),      # no shift: epochs are time-locked to the stimulus
 }
 QUICK = dict(epochs=1, search_epochs=1, finetune_epochs=1, warmup_epochs=0.2)
@@ -164,6 +165,13 @@ def measure(label: str, model: nn.Module, data, example: torch.Tensor, quick: bo
     return row
 
 
+def baseline_fingerprint(spec: SetSpec, model_name: str, split: int) -> str:
+    """What a baseline checkpoint depends on (not the LWDC points, so adding a point reuses the baseline)."""
+    return config_fingerprint({"model": model_name, "split": split, "archive": spec.archive, "epochs": spec.epochs,
+                               "lr": spec.lr, "batch_size": spec.batch_size, "shift": spec.shift,
+                               "clinical": spec.clinical, "model_kwargs": spec.model_kwargs})
+
+
 def baseline(spec: SetSpec, model_name: str, split: int, data, task, folder: Path, quick: bool) -> nn.Module:
     torch.manual_seed(split if spec.split_kind == "seed" else 0)
     model = create_model(model_name, num_classes=data.num_classes, in_channels=data.input_shape[0],
@@ -174,24 +182,33 @@ def baseline(spec: SetSpec, model_name: str, split: int, data, task, folder: Pat
                         drop_last=True)
     t0 = time.perf_counter()
     history = train_stage("baseline", model, task, train, None, cfg, Run(folder / "baseline"),
-                          config_fingerprint({"spec": repr(spec), "model": model_name, "split": split}), log=_log)
+                          baseline_fingerprint(spec, model_name, split), log=_log)
     model.train_seconds = sum(h.seconds for h in history) or time.perf_counter() - t0
     return model
 
 
-def lwdc_row(spec: SetSpec, base: nn.Module, lam: float, split: int, data, task, folder: Path,
+def point_name(point: str) -> str:
+    """``lam=2`` -> ``lwdc-lam2``; ``macs=0.5x`` -> ``lwdc-macs0.5x`` (file and folder names)."""
+    return "lwdc-" + point.replace("=", "").replace(":", "_")
+
+
+def lwdc_row(spec: SetSpec, base: nn.Module, point: str, split: int, data, task, folder: Path,
              example: torch.Tensor, quick: bool):
-    cfg = CompressConfig(lam=lam, warmup_epochs=spec.warmup_epochs, search_epochs=spec.search_epochs,
-                         finetune_epochs=spec.finetune_epochs, lr=spec.lr, finetune_lr=spec.finetune_lr,
-                         seed=split, progress=False, max_batches=3 if quick else None)
+    key, _, value = point.partition("=")
+    lam, budgets = (float(value), None) if key == "lam" else (None, {key: value})
+    cfg = CompressConfig(lam=lam, budgets=budgets, warmup_epochs=spec.warmup_epochs,
+                         search_epochs=spec.search_epochs, finetune_epochs=spec.finetune_epochs, lr=spec.lr,
+                         finetune_lr=spec.finetune_lr, seed=split, progress=False, max_batches=3 if quick else None)
     train = BatchLoader(data.train, spec.batch_size, shuffle=True, augment=augment_of(spec), seed=split,
                         drop_last=True)
     test = BatchLoader(data.test, 256)
     result = compress(base, train, test, example_input=example, task=task, config=cfg,
-                      run_dir=folder / f"lwdc-lam{lam:g}", log=_log, summary=False)
-    wall = result.report["wall_time_s"]
+                      run_dir=folder / point_name(point), log=_log, summary=False)
+    r = result.report
+    wall = r["wall_time_s"]
     return result.model, {"choices": result.choices, "search_seconds": wall.get("warmup", 0) + wall.get("search", 0),
-                          "finetune_seconds": wall.get("finetune"), "lambda": lam}
+                          "finetune_seconds": wall.get("finetune"), "point": point, "lambda": cfg.effective_lam,
+                          "budgets": r.get("budgets") or [], "macs_ratio": r["ratios"].get("macs")}
 
 
 def lda_row(data) -> dict:
@@ -235,11 +252,11 @@ def run_unit(spec_name: str, spec: SetSpec, model_name: str, split: int, source:
     base = baseline(spec, model_name, split, data, task, folder, quick)
     if not done("baseline"):
         emit("baseline", {**measure("baseline", base, data, example, quick), "train_seconds": base.train_seconds})
-    for lam in spec.lams:
-        if done(f"lwdc-lam{lam:g}"):
+    for point in spec.points:
+        if done(point_name(point)):
             continue
-        model, extra = lwdc_row(spec, base, lam, split, data, task, folder, example, quick)
-        emit(f"lwdc-lam{lam:g}", {**measure(f"lwdc{lam:g}", model, data, example, quick), **extra})
+        model, extra = lwdc_row(spec, base, point, split, data, task, folder, example, quick)
+        emit(point_name(point), {**measure(point_name(point), model, data, example, quick), **extra})
     if spec.clinical and model_name == spec.models[0] and not done("lda"):
         emit("lda", lda_row(data))
     return rows
@@ -250,15 +267,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--set", choices=list(SETS), required=True)
     p.add_argument("--models", nargs="+")
     p.add_argument("--splits", nargs="+", type=int, help="seeds (fsdd) or folds (p300); default: the set's")
-    p.add_argument("--lams", nargs="+", type=float)
+    p.add_argument("--points", nargs="+", help="LWDC runs: targets (macs=0.5x) or lambdas (lam=2)")
     p.add_argument("--data", help="the archive or folder (default: ../shared/data/<the set's archive>)")
     p.add_argument("--out-dir", default=str(OUT))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="a smoke run: 3 batches per epoch, 1 epoch per stage")
     a = p.parse_args(argv)
     spec = SETS[a.set]
-    if a.lams:
-        spec = replace(spec, lams=tuple(a.lams))
+    if a.points:
+        spec = replace(spec, points=tuple(a.points))
     if a.quick:
         spec = replace(spec, **QUICK)
     source = Path(a.data) if a.data else SHARED / spec.archive

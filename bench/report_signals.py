@@ -1,0 +1,91 @@
+"""The signals section of docs/RESULTS.md, from ``bench/results/signals/<set>/*.json`` (``bench.signals``).
+
+One row per (data set, model, method): the headline metric as mean +- sd over the splits with every split's
+value (FSDD: accuracy over seeds on the official split; P300: AUC over folds by recording), the detection figures
+for P300, and what the model costs: MACs against its baseline, parameters, int8 flash and peak RAM of the C export,
+the int8 C's own metric on the whole test split, latency (onnxruntime and int8 C, batch 1, one thread) and the
+search's seconds.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+MARKERS = ("<!-- bench:signals:start -->", "<!-- bench:signals:end -->")
+HEADLINE = {"fsdd": ("accuracy", "accuracy (%)", 2), "p300": ("auc", "AUC", 3)}
+
+
+def _stats(values: list[float], digits: int) -> str:
+    if not values:
+        return "-"
+    sd = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.{digits}f}{sd} ({', '.join(f'{v:.{digits}f}' for v in values)})"
+
+
+def _mean(values: list[float], fmt: str) -> str:
+    return format(statistics.mean(values), fmt) if values else "-"
+
+
+def load(results: Path) -> dict[str, list[dict]]:
+    rows = defaultdict(list)
+    for f in sorted((results / "signals").glob("*/*.json")):
+        r = json.loads(f.read_text())
+        if not r.get("quick"):
+            rows[r["set"]].append(r)
+    return rows
+
+
+def _table(name: str, rows: list[dict]) -> list[str]:
+    key, label, digits = HEADLINE[name]
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["model"], r["method"])].append(r)
+    base_macs = {(r["model"], r["split"]): r["macs"] for r in rows if r["method"] == "baseline"}
+    clinical = name == "p300"
+    head = ["model", "method", "splits", label]
+    if clinical:
+        head += ["balanced acc. (%)", "sensitivity", "specificity"]
+    head += ["MACs", "params", "int8 flash (B)", "int8 peak RAM (B)", f"int8 C {label}", "ORT ms", "C int8 ms",
+             "search s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    order = sorted(groups, key=lambda g: (g[0], g[1] != "lda", g[1] != "baseline", g[1]))
+    for model, method in order:
+        g = sorted(groups[(model, method)], key=lambda r: r["split"])
+        m = [r["metrics"] for r in g]
+        cells = [model if method != "lda" else "shrinkage LDA", method, str(len(g)), _stats([x[key] for x in m], digits)]
+        if clinical:
+            cells += [_mean([x["balanced_accuracy"] for x in m], ".1f"), _mean([x["sensitivity"] for x in m], ".3f"),
+                      _mean([x["specificity"] for x in m], ".3f")]
+        if method == "lda":
+            cells += ["-"] * 8
+        else:
+            ratios = [r["macs"] / base_macs[(r["model"], r["split"])] for r in g if (r["model"], r["split"]) in base_macs]
+            c8 = [r["c"]["int8"] for r in g]
+            cells += [f"{g[0]['macs']:,} ({_mean(ratios, '.3f')}x)" if ratios else f"{g[0]['macs']:,}",
+                      f"{g[0]['params']:,}", f"{c8[0]['flash_bytes']:,}", f"{c8[0]['peak_ram_bytes']:,}",
+                      _stats([c["metrics"][key] for c in c8], digits),
+                      _mean([r["latency_ms_onnxruntime"] for r in g], ".3f"), _mean([c["latency_ms_c"] for c in c8], ".3f"),
+                      _mean([r["search_seconds"] for r in g if r.get("search_seconds") is not None], ".0f")
+                      if method.startswith("lwdc") else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def section(results: Path) -> str:
+    rows = load(results)
+    if not rows:
+        return ""
+    out = ["## Signals: spoken digits and P300 EEG (issue 16, measured here)", "",
+           "`python -m bench.signals --set fsdd|p300` (see its docstring). FSDD: official split (2,700 train / 300 "
+           "test), one second at 8 kHz, splits are training seeds. P300: subject 1, 4 folds by recording (never by "
+           "epoch), epochs with |x| >= 100 uV rejected; AUC, and balanced accuracy, sensitivity and specificity at "
+           "the Youden threshold chosen on the training folds' scores. LWDC points are MACs targets (lambda 0); "
+           "MACs by the independent counter against the same split's baseline. Mean ± sd (each split's value). "
+           "Latency: median ms of one sample, one thread; the int8 C figure is the generated C compiled with -O3.",
+           ""]
+    for name in ("fsdd", "p300"):
+        if rows.get(name):
+            out += [f"### {name.upper()}", ""] + _table(name, rows[name]) + [""]
+    return "\n".join(out)
