@@ -221,11 +221,11 @@ def lda_row(data) -> dict:
 
 
 def run_unit(spec_name: str, spec: SetSpec, model_name: str, split: int, source: Path, quick: bool,
-             out_dir: Path) -> list[dict]:
+             out_dir: Path, cache: Path = CACHE) -> list[dict]:
     """Baseline, LWDC points (and LDA on P300) of one (model, split); rows already written are kept."""
     data = load_split(spec, source, split)
     task = task_for(spec, data)
-    folder = CACHE / spec_name / f"{model_name}_{spec.split_kind}{split}{'_quick' if quick else ''}"
+    folder = cache / spec_name / f"{model_name}_{spec.split_kind}{split}{'_quick' if quick else ''}"
     example = data.test.normalize(data.test.x[:1])
     common = {"set": spec_name, "model": model_name, spec.split_kind: split, "split": split, "quick": quick,
               "train": len(data.train), "test": len(data.test), "test_positives": int(data.test.y.sum())
@@ -270,6 +270,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--points", nargs="+", help="LWDC runs: targets (macs=0.5x) or lambdas (lam=2)")
     p.add_argument("--data", help="the archive or folder (default: ../shared/data/<the set's archive>)")
     p.add_argument("--out-dir", default=str(OUT))
+    p.add_argument("--cache-dir", default=str(CACHE), help="run folders (checkpoints)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="a smoke run: 3 batches per epoch, 1 epoch per stage")
     a = p.parse_args(argv)
@@ -284,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(a.threads)
     for model_name in a.models or spec.models:
         for split in a.splits if a.splits is not None else spec.splits:
-            run_unit(a.set, spec, model_name, split, source, a.quick, Path(a.out_dir))
+            run_unit(a.set, spec, model_name, split, source, a.quick, Path(a.out_dir), Path(a.cache_dir))
 
 
 if __name__ == "__main__":
