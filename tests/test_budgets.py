@@ -102,3 +102,29 @@ def test_multipliers_rise_over_a_limit_and_targets_pull_back_from_below(quadrant
         for term in (target, budget):
             term.update(supernet, expected=0.1, rate=1.0)   # far under: a target pulls back, a budget only relaxes
     assert target.multiplier < 0 and budget.multiplier == 0.0
+
+
+def test_repair_takes_the_switch_the_gate_prefers_among_those_that_meet_the_budget():
+    """EEGNet's temporal convolution holds 91% of the MACs: its conv1x1 and skip candidates both meet a 0.5x
+    target (and overshoot it far: the space has nothing in between); the gate's preference decides."""
+    from lwdc import expand
+    from lwdc.budgets import BudgetTerm, repair
+    from lwdc.costs import build_cost_table, get_cost_model
+    from lwdc.models import create_model
+
+    model = create_model("eegnet", num_classes=2, in_channels=4)
+    x = torch.randn(1, 4, 116)
+    supernet = expand(model, x)
+    layers = supernet.choice_layers()
+    with torch.no_grad():
+        for layer in layers.values():
+            layer.alpha.zero_()
+            layer.alpha[0] = 3.0                              # every layer prefers its original
+        temporal = layers["temporal"]
+        temporal.alpha[temporal.op_names.index("conv1x1")] = 2.0    # ... then conv1x1, then skip
+        temporal.alpha[temporal.op_names.index("skip")] = 1.0
+    budget = parse_budget("macs=0.5x")
+    table = build_cost_table(get_cost_model("macs"), supernet, model, x)
+    changed = repair(supernet, [BudgetTerm(budget, table, budget.limit_ratio(table), 0.05)])
+    assert changed == {"temporal": "conv1x1"}
+    assert 0.05 < table.chosen_ratio(supernet) <= 0.5
