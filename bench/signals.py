@@ -66,15 +66,17 @@ class SetSpec:
     finetune_lr: float = 0.01
     clinical: bool = False           # binary detection: class-weighted loss, AUC-first metrics
     shift: int = 0                   # training augmentation: random time shift of up to this many samples
+    ops: dict = field(default_factory=dict)   # LWDC operator set per model (default: "default")
     model_kwargs: dict = field(default_factory=dict)
 
 
 SETS = {
     "fsdd": SetSpec("fsdd.tar.gz", ("m5", "logmel_dscnn"), (0, 1, 2), "seed", epochs=30, lr=0.05, batch_size=64,
-                    points=("macs=0.5x", "macs=0.3x"), shift=800),     # 0.1 s: words start anywhere in the second
+                    points=("macs=0.5x", "macs=0.3x"), shift=800,      # 0.1 s: words start anywhere in the second
+                    ops={"m5": "signal"}),   # its first conv (80 taps) holds 66% of the MACs
     "p300": SetSpec("eeg_p300_muse.tar.gz", ("eegnet", "farahat1d"), tuple(range(4)), "fold", epochs=40, lr=0.01,
                     batch_size=64, points=("macs=0.5x", "macs=0.3x"), search_epochs=8, finetune_epochs=10, finetune_lr=0.005,
-                    clinical=True),      # no shift: epochs are time-locked to the stimulus
+                    clinical=True, ops={"farahat1d": "signal"}),  # no shift: epochs are time-locked to the stimulus
 }
 QUICK = dict(epochs=1, search_epochs=1, finetune_epochs=1, warmup_epochs=0.2)
 
@@ -187,27 +189,29 @@ def baseline(spec: SetSpec, model_name: str, split: int, data, task, folder: Pat
     return model
 
 
-def point_name(point: str) -> str:
-    """``lam=2`` -> ``lwdc-lam2``; ``macs=0.5x`` -> ``lwdc-macs0.5x`` (file and folder names)."""
-    return "lwdc-" + point.replace("=", "").replace(":", "_")
+def point_name(point: str, ops: str = "default") -> str:
+    """``lam=2`` -> ``lwdc-lam2``; ``macs=0.5x`` -> ``lwdc-macs0.5x``; another operator set than the default is
+    named too (``lwdc-signal-macs0.5x``) (file and folder names)."""
+    return "lwdc-" + ("" if ops == "default" else f"{ops}-") + point.replace("=", "").replace(":", "_")
 
 
 def lwdc_row(spec: SetSpec, base: nn.Module, point: str, split: int, data, task, folder: Path,
-             example: torch.Tensor, quick: bool):
+             example: torch.Tensor, quick: bool, ops: str = "default"):
     key, _, value = point.partition("=")
     lam, budgets = (float(value), None) if key == "lam" else (None, {key: value})
-    cfg = CompressConfig(lam=lam, budgets=budgets, warmup_epochs=spec.warmup_epochs,
+    cfg = CompressConfig(ops=ops, lam=lam, budgets=budgets, warmup_epochs=spec.warmup_epochs,
                          search_epochs=spec.search_epochs, finetune_epochs=spec.finetune_epochs, lr=spec.lr,
                          finetune_lr=spec.finetune_lr, seed=split, progress=False, max_batches=3 if quick else None)
     train = BatchLoader(data.train, spec.batch_size, shuffle=True, augment=augment_of(spec), seed=split,
                         drop_last=True)
     test = BatchLoader(data.test, 256)
     result = compress(base, train, test, example_input=example, task=task, config=cfg,
-                      run_dir=folder / point_name(point), log=_log, summary=False)
+                      run_dir=folder / point_name(point, ops), log=_log, summary=False)
     r = result.report
     wall = r["wall_time_s"]
     return result.model, {"choices": result.choices, "search_seconds": wall.get("warmup", 0) + wall.get("search", 0),
-                          "finetune_seconds": wall.get("finetune"), "point": point, "lambda": cfg.effective_lam,
+                          "finetune_seconds": wall.get("finetune"), "point": point, "ops": ops,
+                          "lambda": cfg.effective_lam,
                           "budgets": r.get("budgets") or [], "macs_ratio": r["ratios"].get("macs")}
 
 
@@ -252,11 +256,13 @@ def run_unit(spec_name: str, spec: SetSpec, model_name: str, split: int, source:
     base = baseline(spec, model_name, split, data, task, folder, quick)
     if not done("baseline"):
         emit("baseline", {**measure("baseline", base, data, example, quick), "train_seconds": base.train_seconds})
+    ops = spec.ops.get(model_name, "default")
     for point in spec.points:
-        if done(point_name(point)):
+        name = point_name(point, ops)
+        if done(name):
             continue
-        model, extra = lwdc_row(spec, base, point, split, data, task, folder, example, quick)
-        emit(point_name(point), {**measure(point_name(point), model, data, example, quick), **extra})
+        model, extra = lwdc_row(spec, base, point, split, data, task, folder, example, quick, ops)
+        emit(name, {**measure(name, model, data, example, quick), **extra})
     if spec.clinical and model_name == spec.models[0] and not done("lda"):
         emit("lda", lda_row(data))
     return rows

@@ -210,6 +210,10 @@ OP_SETS: dict[str, tuple[str, ...]] = {
     "wide": ("original", "conv3x3_g2", "conv3x3_g4", "conv3x3_g8", "conv1x1", "conv1x1_g2", "sep3x3", "sep5x5",
              "dilsep3x3", "avgpool3x3", "maxpool3x3", "skip"),
     "minimal": ("original", "sep3x3", "skip"),
+    # 1-D signal networks open with long kernels (80 samples of raw audio, 49 of EEG) that hold most of the
+    # MACs; 3-tap or 1-tap replacements are all the default set offers them, so add shorter long kernels
+    "signal": ("original", "conv41x41", "conv21x21", "conv9x9", "conv3x3_g2", "conv3x3_g4", "conv1x1", "sep9x9",
+               "sep3x3", "skip"),
 }
 
 
