@@ -5,11 +5,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from lwdc.data import DataLayoutError, load_data
-from lwdc.data.audio import CLIP_SAMPLES, read_wav
+from lwdc.data import DataLayoutError, eeg_folds, load_data
+from lwdc.data.audio import CLIP_SAMPLES, SHIFT_SAMPLES, read_wav
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def pcm(samples: np.ndarray, width: int) -> bytes:
+    """Little-endian PCM of ``width`` bytes (8-bit WAV is unsigned)."""
+    s = np.clip(samples, -1, 1)
+    if width == 1:
+        return (s * 127 + 128).astype(np.uint8).tobytes()
+    if width == 3:
+        v = (s * (2 ** 23 - 1)).astype("<i4")
+        return np.stack([v & 0xFF, (v >> 8) & 0xFF, (v >> 16) & 0xFF], 1).astype(np.uint8).tobytes()
+    return (s * (2 ** (8 * width - 1) - 1)).astype({2: "<i2", 4: "<i4"}[width]).tobytes()
 
 
 def write_wav(path: Path, samples: np.ndarray, rate: int = 8000, channels: int = 1, width: int = 2) -> Path:
@@ -17,7 +29,7 @@ def write_wav(path: Path, samples: np.ndarray, rate: int = 8000, channels: int =
         w.setnchannels(channels)
         w.setsampwidth(width)
         w.setframerate(rate)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+        w.writeframes(pcm(samples, width))
     return path
 
 
@@ -36,7 +48,34 @@ def test_fsdd_official_split_and_fixed_length(tmp_path):
     b = load_data(str(tmp_path), cache_dir=tmp_path / "cache")
     assert b.train.x.shape == (9, 1, CLIP_SAMPLES) and b.test.x.shape == (15, 1, CLIP_SAMPLES)  # index 0-4 test
     assert b.class_names == [str(d) for d in range(10)] and sorted(b.test.y.tolist()) == [0] * 5 + [1] * 5 + [2] * 5
-    assert b.info["sample_rate"] == 8000 and not (tmp_path / "cache").exists()    # nothing cached
+    assert b.info["sample_rate"] == 8000 and b.info["cropped"] == 24         # 9,000-10,000 samples: centre second
+    cached = list((tmp_path / "cache").glob("fsdd-*.npz"))
+    assert len(cached) == 1 and not list((tmp_path / "cache").glob(".*tmp*"))   # written atomically, once
+    again = load_data(str(tmp_path), cache_dir=tmp_path / "cache")
+    assert torch.equal(again.train.x, b.train.x) and torch.equal(again.test.y, b.test.y)
+    (tmp_path / "fsdd" / "recordings" / "0_alice_9.wav").write_bytes(
+        (tmp_path / "fsdd" / "recordings" / "0_alice_7.wav").read_bytes())       # a new file: decoded again
+    assert len(load_data(str(tmp_path), cache_dir=tmp_path / "cache").train) == 10
+    assert len(list((tmp_path / "cache").glob("fsdd-*.npz"))) == 1             # the stale cache is dropped
+
+
+def test_fsdd_default_augment_is_a_time_shift(tmp_path):
+    make_fsdd(tmp_path, indices=range(6), digits=range(2))
+    b = load_data(str(tmp_path), cache_dir=tmp_path / "cache")
+    x = torch.ones(8, 1, CLIP_SAMPLES)
+    g = torch.Generator().manual_seed(0)
+    shifted, y = b.augment(x, torch.arange(8), g)
+    zeros = (shifted == 0).sum(dim=(1, 2))
+    assert shifted.shape == x.shape and torch.equal(y, torch.arange(8)) and int(zeros.max()) <= SHIFT_SAMPLES
+    assert zeros.unique().numel() > 1                                          # shifts differ per sample
+    assert torch.equal(b.augment(x, y, torch.Generator().manual_seed(0))[0], shifted)   # the generator decides
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 4])
+def test_pcm_widths_read_to_the_same_scale(tmp_path, width):
+    x = 0.5 * np.sin(np.linspace(0, 20, 400))
+    got = read_wav(write_wav(tmp_path / "w.wav", x, width=width))
+    assert got.dtype == np.float32 and np.abs(got - x).max() < (0.02 if width == 1 else 1e-4)
 
 
 def test_fsdd_pads_and_centre_crops(tmp_path):
@@ -52,10 +91,20 @@ def test_another_rate_is_resampled_with_a_warning(tmp_path):
     pytest.importorskip("scipy")
     t = np.arange(16000) / 16000
     path = write_wav(tmp_path / "sine.wav", 0.5 * np.sin(2 * np.pi * 440 * t), rate=16000)
-    with pytest.warns(UserWarning, match="16000 Hz; resampled to 8000 Hz"):
+    with pytest.warns(UserWarning, match="sine.wav: sampled at 16000 Hz; resampled to 8000 Hz"):
         x = read_wav(path)
     assert len(x) == 8000
     assert np.argmax(np.abs(np.fft.rfft(x))) == 440        # 1 s at 8 kHz: bin k is k Hz
+
+
+def test_resampled_recordings_warn_from_the_cache_too(tmp_path):
+    pytest.importorskip("scipy")
+    rec = make_fsdd(tmp_path, indices=range(6), digits=range(2))
+    write_wav(rec / "1_alice_5.wav", 0.1 * np.ones(11025), rate=11025)
+    for _ in range(2):                                      # decoded, then read from the cache
+        with pytest.warns(UserWarning, match="1_alice_5.wav: sampled at 11025 Hz; resampled to 8000 Hz"):
+            b = load_data(str(tmp_path), cache_dir=tmp_path / "cache")
+        assert b.train.x.shape[1:] == (1, CLIP_SAMPLES)
 
 
 @pytest.mark.parametrize("kind", ["stereo", "empty", "truncated", "not-wav"])
@@ -109,7 +158,10 @@ def test_eeg_folds_by_recording_never_leak(tmp_path):
         assert not train & test and train | test == {0, 1, 2, 3}      # subject 1 only
         seen |= test
         assert b.input_shape == (4, 116) and b.class_names == ["non-target", "target"]
-    assert seen == {0, 1, 2, 3}
+    assert seen == {0, 1, 2, 3} and eeg_folds(folder) == 4 and b.info["folds"] == 4
+    assert set(b.info["subjects"]["train"]) == set(b.info["subjects"]["test"]) == {1}
+    assert len(b.info["groups"]["train"]) == len(b.train) and len(b.info["groups"]["test"]) == len(b.test)
+    assert b.augment is None                  # epochs are time-locked to the stimulus: no shift
     assert b.info["sample_rate"] == 128 and b.info["time_offset"] == pytest.approx(-0.1)
 
 
@@ -123,6 +175,21 @@ def test_eeg_rejection_and_loso(tmp_path):
     assert len(b.train) + len(b.test) == 119
     loso = load_data(str(folder), options={"split": "loso", "subject": 2})
     assert set(loso.info["groups"]["test"]) == {4, 5, 6, 7} and set(loso.info["groups"]["train"]) == {0, 1, 2, 3}
+    assert set(loso.info["subjects"]["test"]) == {2} and set(loso.info["subjects"]["train"]) == {1}
+
+
+def test_eeg_fold_count_follows_the_recordings(tmp_path):
+    folder = make_epochs(tmp_path, subjects=(1, 2, 3), recordings_per_subject=3)
+    z = dict(np.load(folder / "epochs.npz"))
+    keep = ~((z["subject"] == 3) & (z["recording"] != 6))       # subject 3: one recording
+    np.savez(folder / "epochs.npz", **{k: v[keep] if v.ndim and len(v) == len(keep) else v for k, v in z.items()})
+    assert eeg_folds(folder, subject=2) == 3                     # fewer than 4: one fold per recording
+    tests = [set(load_data(str(folder), options={"subject": 2, "fold": k}).info["groups"]["test"]) for k in range(3)]
+    assert tests == [{3}, {4}, {5}]
+    with pytest.raises(DataLayoutError, match="subject 3 has 1 recording"):
+        eeg_folds(folder, subject=3)
+    with pytest.raises(DataLayoutError, match="subject 3 has 1 recording"):
+        load_data(str(folder), options={"subject": 3})
 
 
 @pytest.mark.parametrize("kind", ["nan", "flat"])
@@ -144,6 +211,8 @@ def test_eeg_option_errors(tmp_path):
         load_data(str(folder), options={"fold": 4})
     with pytest.raises(DataLayoutError, match="no subject 7"):
         load_data(str(folder), options={"subject": 7})
+    with pytest.raises(DataLayoutError, match="split must be one of within, loso"):
+        load_data(str(folder), options={"split": "random"})
     make_fsdd(tmp_path / "audio")
     with pytest.raises(DataLayoutError, match="take no option"):
         load_data(str(tmp_path / "audio"), options={"fold": 1})
@@ -155,4 +224,5 @@ def test_real_archives(tmp_path):
     b = load_data(str(SHARED / "fsdd.tar.gz"), cache_dir=tmp_path)
     assert (len(b.train), len(b.test)) == (2700, 300)
     e = load_data(str(SHARED / "eeg_p300_muse.tar.gz"), cache_dir=tmp_path, options={"fold": 0})
-    assert len(e.train) + len(e.test) == 3068
+    assert (len(e.train), len(e.test), e.info["rejected"]["dropped"]) == (2302, 766, 19)
+    assert eeg_folds(SHARED / "eeg_p300_muse.tar.gz", cache_dir=tmp_path) == 4

@@ -51,3 +51,14 @@ def test_clinical_evaluate_over_batches_equals_whole_set():
     assert set(basic) == {"loss", "accuracy"} and basic["accuracy"] == pytest.approx(got["accuracy"])
     assert got["accuracy"] == pytest.approx(100 * float((model(x).argmax(1) == y).float().mean()))
     assert np.isfinite(got["auc"])
+
+
+def test_cli_class_weights_count_must_match_the_classes(tmp_path):
+    """Ten CIFAR classes, three weights: a named error, and no run folder written."""
+    from click.testing import CliRunner
+    from lwdc.cli import main
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["compress", "--model", "resnet8", "--data", "cifar10-subset",
+                                       "--class-weights", "1,2,3", "--no-progress", "--run-dir", str(run)])
+    assert result.exit_code != 0 and "3 weights for the 10 classes" in result.output, result.output
+    assert not run.exists()

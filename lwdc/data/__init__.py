@@ -10,6 +10,7 @@ from .archives import DEFAULT_MAX_UNPACK_BYTES
 from .augment import AUTO, Augment, Target, as_augment, default_augment, random_crop_flip, random_shift
 from .cifar import SUBSET_PATH
 from .datasets import ArrayDataset, DataBundle, make_bundle
+from .eeg import eeg_folds
 from .errors import DataLayoutError, UnsafeArchiveError
 from .loader import BatchLoader
 from .registry import (default_cache_dir, describe_layouts, list_datasets, list_layouts, load_data, parse_options,
@@ -20,4 +21,4 @@ LAYOUTS = describe_layouts()   # the built-in layouts' descriptions; describe_la
 __all__ = ["ArrayDataset", "DataBundle", "DataLayoutError", "UnsafeArchiveError", "load_data", "BatchLoader",
            "random_crop_flip", "random_shift", "Augment", "Target", "AUTO", "as_augment", "default_augment",
            "make_bundle", "register_dataset", "register_layout", "list_datasets", "list_layouts", "describe_layouts",
-           "LAYOUTS", "SUBSET_PATH", "DEFAULT_MAX_UNPACK_BYTES", "default_cache_dir", "parse_options"]
+           "LAYOUTS", "SUBSET_PATH", "DEFAULT_MAX_UNPACK_BYTES", "default_cache_dir", "parse_options", "eeg_folds"]

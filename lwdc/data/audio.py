@@ -3,12 +3,15 @@
 FSDD (Jackson et al., doi:10.5281/zenodo.1342401) is ``recordings/{digit}_{speaker}_{index}.wav``, 8 kHz mono
 16-bit; its official split puts recording indices 0-4 in the test set. Samples become float32 (N, 1, 8000) in
 [-1, 1]: one second, which holds 2,980 of the 3,000 clips whole (measured: median 3,358 samples, 99th percentile
-7,361); shorter clips are zero-padded at the end, the 20 longer ones keep their centre second. Decoding all
-3,000 files takes about a second, so nothing is cached and a failed read leaves nothing behind.
+7,361, longest 18,262); shorter clips are zero-padded at the end, the 20 longer ones keep their centre second.
+Decoded arrays are cached as ``.npz`` in the cache folder (decoding takes about a second, reading the cache a
+tenth of that), written atomically and only after every file was read. The default training augmentation is a
+random time shift of up to 0.1 s (800 samples, zero fill): a word may start anywhere in its second.
 """
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import sys
 import urllib.request
@@ -19,13 +22,16 @@ from pathlib import Path
 import numpy as np
 
 from . import archives
+from .augment import random_shift
 from .errors import DataLayoutError
 from .registry import Arrays, register_dataset, register_layout
 
-__all__ = ["SAMPLE_RATE", "CLIP_SAMPLES", "read_wav", "fit_length", "read_fsdd", "FSDD_URL"]
+__all__ = ["SAMPLE_RATE", "CLIP_SAMPLES", "SHIFT_SAMPLES", "read_wav", "fit_length", "read_fsdd", "FSDD_URL"]
 
 SAMPLE_RATE = 8000
 CLIP_SAMPLES = 8000
+SHIFT_SAMPLES = 800        # default augmentation: random_shift of up to 0.1 s
+_CACHE_VERSION = 1
 FSDD_URL = "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v1.0.10.tar.gz"
 _NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
 
@@ -98,29 +104,77 @@ def _is_fsdd(folder: Path) -> bool:
     return _recordings(folder) is not None and not (folder / "train").is_dir()
 
 
+def _cache_path(rec: Path, files: list[Path], cache_dir: Path) -> tuple[Path, str]:
+    """Keyed on every file's name, size and times, so an edited or added recording is decoded again."""
+    h = hashlib.sha256(f"{_CACHE_VERSION}|{rec.resolve()}|{SAMPLE_RATE}|{CLIP_SAMPLES}".encode())
+    for p in files:
+        st = p.stat()
+        h.update(f"|{p.name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}".encode())
+    prefix = f"fsdd-{hashlib.sha256(str(rec.resolve()).encode()).hexdigest()[:8]}"
+    return Path(cache_dir) / f"{prefix}-{h.hexdigest()[:20]}.npz", prefix
+
+
+def _save(cached: Path, prefix: str, arrays: dict) -> None:
+    """Atomic write (temporary file, then rename); older caches of the same folder are dropped."""
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".{cached.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, cached)
+        for old in cached.parent.glob(f"{prefix}-*.npz"):
+            if old != cached:
+                old.unlink(missing_ok=True)
+    except OSError as exc:   # a read-only cache only costs speed
+        warnings.warn(f"could not cache decoded recordings in {cached.parent}: {exc}")
+
+
+def _decode(files: list[Path]) -> dict:
+    """Every file, or a ``DataLayoutError`` before anything is kept; resampled files are listed."""
+    xs, lengths, ys, speakers, test, resampled = [], [], [], [], [], []
+    for p in files:
+        m = _NAME.match(p.name)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            x = read_wav(p)
+        for w in caught:                 # kept, so that a load from the cache warns again
+            if "resampled to" in str(w.message):
+                resampled.append(str(w.message))
+            else:
+                warnings.warn(w.message, w.category)
+        xs.append(fit_length(x))
+        lengths.append(len(x))
+        ys.append(int(m.group(1)))
+        speakers.append(m.group(2))
+        test.append(int(m.group(3)) <= 4)
+    return {"x": np.stack(xs)[:, None, :], "length": np.array(lengths, np.int64), "y": np.array(ys, np.int64),
+            "speaker": np.array(speakers), "test": np.array(test, bool), "resampled": np.array(resampled, dtype=str)}
+
+
 def read_fsdd(folder: Path, cache_dir: Path | None = None) -> Arrays:
     """FSDD's ``recordings/`` folder (or the folder of WAVs itself) with the official split (index 0-4: test)."""
     rec = _recordings(folder)
     if rec is None:
         raise DataLayoutError(f"{folder} holds no {{digit}}_{{speaker}}_{{index}}.wav recordings")
-    split: dict[str, tuple[list, list, list]] = {"train": ([], [], []), "test": ([], [], [])}
-    for p in sorted(rec.iterdir()):
-        m = _NAME.match(p.name)
-        if m is None:
-            continue
-        xs, ys, who = split["test" if int(m.group(3)) <= 4 else "train"]
-        xs.append(fit_length(read_wav(p)))
-        ys.append(int(m.group(1)))
-        who.append(m.group(2))
-    for name, (xs, _, _) in split.items():
-        if not xs:
+    files = sorted(p for p in rec.iterdir() if _NAME.match(p.name))
+    cached, prefix = _cache_path(rec, files, cache_dir) if cache_dir is not None else (None, "")
+    if cached is not None and cached.is_file():
+        with np.load(cached, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    else:
+        data = _decode(files)
+    for message in data["resampled"]:
+        warnings.warn(str(message), stacklevel=2)
+    test = data["test"]
+    for name, mask in (("train", ~test), ("test", test)):
+        if not mask.any():
             raise DataLayoutError(f"{rec}: no {name} recordings (index {'0-4' if name == 'test' else '5 and up'})")
-    arrays = {k: np.stack(v[0])[:, None, :] for k, v in split.items()}
-    speakers = sorted(set(split["train"][2]) | set(split["test"][2]))
+    if cached is not None and not cached.is_file():
+        _save(cached, prefix, data)
     info = {"sample_rate": SAMPLE_RATE, "time_offset": 0.0, "clip_samples": CLIP_SAMPLES,
-            "speakers": speakers, "source": "Free Spoken Digit Dataset (CC BY-SA 4.0)"}
-    return (arrays["train"], np.array(split["train"][1]), arrays["test"], np.array(split["test"][1]),
-            [str(d) for d in range(10)], info)
+            "speakers": sorted(set(data["speaker"].tolist())), "cropped": int((data["length"] > CLIP_SAMPLES).sum()),
+            "source": "Free Spoken Digit Dataset (CC BY-SA 4.0)"}
+    x, y = data["x"], data["y"]
+    return x[~test], y[~test], x[test], y[test], [str(d) for d in range(10)], info
 
 
 def _load_fsdd(cache_dir: Path, download: bool) -> Arrays:
@@ -129,7 +183,7 @@ def _load_fsdd(cache_dir: Path, download: bool) -> Arrays:
     archive = cache_dir / "free-spoken-digit-dataset-1.0.10.tar.gz"
     for candidate in (cache_dir / "fsdd", cache_dir / archives.stem(archive)):
         if candidate.is_dir() and _recordings(candidate) is not None:
-            return read_fsdd(candidate)
+            return read_fsdd(candidate, cache_dir)
     if not archive.is_file():
         if not download:
             raise DataLayoutError(f"fsdd was not found under {cache_dir} (looked for fsdd/recordings/ and "
@@ -145,9 +199,10 @@ def _load_fsdd(cache_dir: Path, download: bool) -> Arrays:
     found = next((p for p in [root, *sorted(root.iterdir())] if p.is_dir() and _recordings(p)), None)
     if found is None:
         raise DataLayoutError(f"{archive} holds no recordings/ folder of WAVs")
-    return read_fsdd(found)
+    return read_fsdd(found, cache_dir)
 
 
-register_layout("fsdd", _is_fsdd, read_fsdd,
+register_layout("fsdd", _is_fsdd, read_fsdd, augment=random_shift(SHIFT_SAMPLES),
                 description="spoken digits: recordings/{digit}_{speaker}_{index}.wav (FSDD; index 0-4 = test)")
-register_dataset("fsdd", _load_fsdd, description="Free Spoken Digit Dataset, 8 kHz, official split")
+register_dataset("fsdd", _load_fsdd, augment=random_shift(SHIFT_SAMPLES),
+                 description="Free Spoken Digit Dataset, 8 kHz, official split")

@@ -9,8 +9,11 @@ the test set into training: folds here are made of whole recordings. Epochs with
 Options (``load_data(path, options={...})``, ``--data-option KEY=VALUE``):
 
 * ``split="within"`` (default): one subject's recordings in ``folds`` folds, recording ``k`` of the subject's
-  sorted recordings in fold ``k % folds``; ``fold`` is the test fold. Subject 1 has 16 recordings, so the default
-  4 folds test on 4 recordings each (about 770 epochs, 120 targets; 19 of its 3,087 epochs are rejected).
+  sorted recordings in fold ``k % folds``; ``fold`` is the test fold. ``folds`` defaults to 4, or one per
+  recording for a subject with fewer (``eeg_folds`` tells how many). Subject 1 has 16 recordings (3 sessions),
+  so its 4 folds test on 4 recordings each (about 770 epochs, 120 targets; 19 of its 3,087 epochs are rejected).
+  4 rather than leave-one-recording-out: a single recording holds only 22-38 clean targets, too few for a
+  stable AUC per fold.
 * ``split="loso"``: leave one subject out: ``subject`` is the test set, every other subject trains.
 """
 from __future__ import annotations
@@ -19,13 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
+from . import archives
 from .errors import DataLayoutError
-from .registry import Arrays, register_layout
+from .registry import Arrays, default_cache_dir, find_layout, register_layout
 
-__all__ = ["read_p300_epochs", "eeg_folds", "EPOCHS_FILE", "SPLITS"]
+__all__ = ["read_p300_epochs", "eeg_folds", "EPOCHS_FILE", "SPLITS", "DEFAULT_FOLDS"]
 
 EPOCHS_FILE = "epochs.npz"
 SPLITS = ("within", "loso")
+DEFAULT_FOLDS = 4
 _KEYS = ("X", "y", "subject", "recording")
 
 
@@ -73,7 +78,7 @@ def _recordings_of(data: dict, subject: int) -> np.ndarray:
 
 
 def read_p300_epochs(folder: Path, cache_dir: Path | None = None, *, subject: int = 1, split: str = "within",
-                     fold: int = 0, folds: int = 4, reject_uv: float = 100.0) -> Arrays:
+                     fold: int = 0, folds: int | None = None, reject_uv: float = 100.0) -> Arrays:
     """Train/test epochs of one split (see the module docstring); float32 microvolts, labels 0/1."""
     path = Path(folder) / EPOCHS_FILE
     if split not in SPLITS:
@@ -84,6 +89,10 @@ def read_p300_epochs(folder: Path, cache_dir: Path | None = None, *, subject: in
         raise DataLayoutError(f"{path} has no subject {subject}; subjects: {subjects}")
     if split == "within":
         recordings = _recordings_of(data, subject)
+        if len(recordings) < 2:
+            raise DataLayoutError(f"{path}: subject {subject} has {len(recordings)} recording(s); a within-subject "
+                                  "split needs 2 or more: choose another subject or split='loso'")
+        folds = min(DEFAULT_FOLDS, len(recordings)) if folds is None else int(folds)
         if not 2 <= folds <= len(recordings):
             raise DataLayoutError(f"folds must be 2..{len(recordings)} (subject {subject} has {len(recordings)} "
                                   f"recordings); got {folds}")
@@ -108,17 +117,33 @@ def read_p300_epochs(folder: Path, cache_dir: Path | None = None, *, subject: in
             "channels": [str(c) for c in data.get("channels", range(x.shape[1]))], "units": "microvolts",
             "split": split, "subject": int(subject), "fold": int(fold) if split == "within" else None,
             "folds": int(folds) if split == "within" else None,
-            "groups": {"train": data["recording"][train].astype(np.int64).tolist(),
+            "groups": {"train": data["recording"][train].astype(np.int64).tolist(),     # recording per epoch
                        "test": data["recording"][test].astype(np.int64).tolist()},
+            "subjects": {"train": data["subject"][train].astype(np.int64).tolist(),
+                         "test": data["subject"][test].astype(np.int64).tolist()},
             "rejected": {"reject_uv": reject_uv, "kept": int((selected & clean).sum()),
                          "dropped": int((selected & ~clean).sum())}}
     y = data["y"].astype(np.int64)
     return x[train], y[train], x[test], y[test], ["non-target", "target"], info
 
 
-def eeg_folds(folder: str | Path, subject: int = 1) -> int:
-    """How many recordings ``subject`` has: the most folds a within-subject split can make."""
-    return len(_recordings_of(_load(Path(folder)), subject))
+def eeg_folds(source: str | Path, subject: int = 1, cache_dir: str | Path | None = None) -> int:
+    """How many folds the default within-subject split of ``subject`` makes (``fold`` runs over ``range`` of it).
+
+    ``source`` is what ``load_data`` takes: a folder holding ``epochs.npz`` (or its parent) or a .tar.gz of one.
+    """
+    root = Path(source).expanduser()
+    if root.is_file() and root.name.lower().endswith((".tar.gz", ".tgz")):
+        root = archives.unpack(root, Path(cache_dir).expanduser() if cache_dir else default_cache_dir())
+    found = find_layout(root) if root.is_dir() else None
+    if found is None or found[0] != "p300-epochs":
+        raise DataLayoutError(f"{source} holds no {EPOCHS_FILE}; give the folder or archive of the P300 epochs")
+    data = _load(found[1])
+    n = len(_recordings_of(data, subject))
+    if n < 2:
+        raise DataLayoutError(f"{found[1] / EPOCHS_FILE}: subject {subject} has {n} recording(s); a within-subject"
+                              " split needs 2 or more: choose another subject or split='loso'")
+    return min(DEFAULT_FOLDS, n)
 
 
 register_layout("p300-epochs", _is_epochs, read_p300_epochs,
