@@ -47,8 +47,8 @@ def _table(name: str, rows: list[dict]) -> list[str]:
     head = ["model", "method", "splits", label]
     if clinical:
         head += ["balanced acc. (%)", "sensitivity", "specificity"]
-    head += ["MACs", "params", "int8 flash (B)", "int8 peak RAM (B)", f"int8 C {label}", "ORT ms", "C int8 ms",
-             "search s"]
+    head += ["MACs", "params", "int8 flash (B)", "int8 peak RAM (B)", f"int8 C {label} (min/max; MSE)", "ORT ms",
+             "C int8 ms", "search s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     order = sorted(groups, key=lambda g: (g[0], g[1] != "lda", g[1] != "baseline", g[1]))
     for model, method in order:
@@ -65,7 +65,9 @@ def _table(name: str, rows: list[dict]) -> list[str]:
             c8 = [r["c"]["int8"] for r in g]
             cells += [f"{g[0]['macs']:,} ({_mean(ratios, '.3f')}x)" if ratios else f"{g[0]['macs']:,}",
                       f"{g[0]['params']:,}", f"{c8[0]['flash_bytes']:,}", f"{c8[0]['peak_ram_bytes']:,}",
-                      _stats([c["metrics"][key] for c in c8], digits),
+                      _stats([c["metrics"][key] for c in c8], digits)
+                      + (f"; {_stats([r['c']['int8_mse']['metrics'][key] for r in g], digits)}"
+                         if all("int8_mse" in r["c"] for r in g) else ""),
                       _mean([r["latency_ms_onnxruntime"] for r in g], ".3f"), _mean([c["latency_ms_c"] for c in c8], ".3f"),
                       _mean([r["search_seconds"] for r in g if r.get("search_seconds") is not None], ".0f")
                       if method.startswith("lwdc") else "-"]

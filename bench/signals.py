@@ -130,15 +130,18 @@ def train_threshold(model: nn.Module, data) -> float | None:
 
 
 def c_metrics(model: nn.Module, data, example: torch.Tensor, threshold, tmp: Path, runs: int) -> dict:
-    """int8 and float32 C exports: flash, peak RAM, metrics of the int8 C on the whole test split, latency."""
+    """float32 and int8 C exports (activation ranges from min/max, and MSE-optimal clipping: on raw audio a few
+    loud clips stretch min/max, measured 87.0% int8 against 99.0% float for M5, 97.3% with MSE): flash, peak
+    RAM, metrics of each C program on the whole test split, latency."""
     calib = data.train.normalize(data.train.x[torch.randperm(len(data.train),
                                                               generator=torch.Generator().manual_seed(0))[:256]])
     xs = data.test.normalize(data.test.x)
     labels = data.test.y.numpy()
     row = {}
-    for precision in ("float32", "int8"):
+    for precision, calibration in (("float32", "minmax"), ("int8", "minmax"), ("int8_mse", "mse")):
         out_dir = tmp / precision
-        exp = export_c(model, example, out_dir, int8=precision == "int8", calib=calib, log=None)
+        exp = export_c(model, example, out_dir, int8=precision != "float32", calib=calib, calibration=calibration,
+                       log=None)
         s = exp.summary
         feats = xs if exp.summary.get("front_end") is None else exp.front_end(xs)
         exe = compile_library(out_dir, exp.name, opt="-O3")
