@@ -62,3 +62,16 @@ def test_cli_class_weights_count_must_match_the_classes(tmp_path):
                                        "--class-weights", "1,2,3", "--no-progress", "--run-dir", str(run)])
     assert result.exit_code != 0 and "3 weights for the 10 classes" in result.output, result.output
     assert not run.exists()
+
+
+def test_cli_clinical_metrics_with_balanced_weights(tmp_path):
+    """A quick run with clinical metrics and balanced weights finishes and reports them for both models."""
+    from click.testing import CliRunner
+    from lwdc.cli import main
+    from test_cli import QUICK
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["compress", *QUICK, "--metrics", "clinical", "--class-weights", "balanced",
+                                       "--run-dir", str(run)])
+    assert result.exit_code == 0, result.output
+    text = (run / "report.json").read_text()
+    assert text.count('"balanced_accuracy"') >= 2 and text.count('"macro_f1"') >= 2, text[:2000]
