@@ -2,8 +2,8 @@
 
 Every builder takes ``num_classes`` and ``in_channels`` (plus ``width`` where it makes sense), so the CLI and the
 benchmarks can build any of them by name. The models obey the rules the compressor relies on: each layer is its
-own module attribute, called once per forward pass, and forward passes use only module calls, ``+`` and
-flatten. This package imports nothing else from lwdc.
+own module attribute, called once per forward pass, and forward passes use only module calls, ``+``,
+flatten and ``torch.cat`` on channels. This package imports nothing else from lwdc.
 """
 from __future__ import annotations
 
