@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from lwdc import CompressConfig, compress
+from lwdc.analysis.detection import model_outputs
 from lwdc.data import BatchLoader, load_data, random_shift
 from lwdc.export import export_c, export_onnx
 from lwdc.export.c import compile_library, run_c
@@ -102,14 +103,6 @@ def task_for(spec: SetSpec, data) -> Classification:
                           class_weights=balanced_class_weights(data.train.y, data.num_classes).tolist())
 
 
-@torch.no_grad()
-def logits(model: nn.Module, dataset, batch: int = 256) -> np.ndarray:
-    """Eval-mode outputs on every sample of ``dataset``, in order."""
-    model.eval()
-    loader = BatchLoader(dataset, batch)
-    return torch.cat([model(x) for x, _ in loader]).numpy()
-
-
 def scores_metrics(out: np.ndarray, labels: np.ndarray, threshold: float | None = None) -> dict:
     """Accuracy and the clinical metrics of outputs; binary: at ``threshold`` (the training folds' Youden)."""
     m = clinical_metrics(torch.from_numpy(out), torch.from_numpy(labels))
@@ -124,7 +117,7 @@ def train_threshold(model: nn.Module, data) -> float | None:
     """Youden's threshold on the training split's scores (binary tasks), so the test split tunes nothing."""
     if data.num_classes != 2:
         return None
-    out = logits(model, data.train)
+    out = model_outputs(model, data.train).numpy()
     p = torch.softmax(torch.from_numpy(out).double(), 1)[:, 1].numpy()
     return float(youden(p, data.train.y.numpy())[1])
 
@@ -159,7 +152,7 @@ def c_metrics(model: nn.Module, data, example: torch.Tensor, threshold, tmp: Pat
 def measure(label: str, model: nn.Module, data, example: torch.Tensor, quick: bool) -> dict:
     threshold = train_threshold(model, data)
     row = {"params": count_params(model), "macs": count_macs(model, example), "threshold": threshold,
-           "metrics": scores_metrics(logits(model, data.test), data.test.y.numpy(), threshold)}
+           "metrics": scores_metrics(model_outputs(model, data.test).numpy(), data.test.y.numpy(), threshold)}
     runs = 20 if quick else 300
     with tempfile.TemporaryDirectory(prefix="lwdc-signals-") as tmp:
         onnx = Path(tmp) / f"{label}.onnx"

@@ -20,6 +20,7 @@ from . import plots
 from ..metrics import clinical_metrics, roc_curve
 from ..modes import eval_mode
 from .markup import fmt, img, table
+from .saliency import _input_gradient, _inspecting
 
 __all__ = ["model_outputs", "detection_numbers", "detection_section", "class_saliency", "signal_saliency_section"]
 
@@ -81,18 +82,9 @@ def detection_section(models: Mapping[str, nn.Module], dataset, class_names: Seq
 
 def class_saliency(model: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: int) -> dict[int, torch.Tensor]:
     """Mean |d logit_y / d x * x| per class: ``{class: (C, L)}`` over the samples of that class."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
+    with _inspecting(model):
+        grad = _input_gradient(model, x, y)
     maps = {}
-    with eval_mode(model), torch.enable_grad():
-        try:
-            for p, _ in flags:
-                p.requires_grad_(False)
-            xg = x.detach().clone().requires_grad_(True)
-            logits = model(xg)
-            (grad,) = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), xg)
-        finally:
-            for p, flag in flags:
-                p.requires_grad_(flag)
     attribution = (grad * x).abs()
     for c in range(classes):
         if (y == c).any():

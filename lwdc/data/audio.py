@@ -11,7 +11,6 @@ random time shift of up to 0.1 s (800 samples, zero fill): a word may start anyw
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import sys
 import urllib.request
@@ -23,6 +22,7 @@ import numpy as np
 
 from . import archives
 from .augment import random_shift
+from .cache import save_npz
 from .errors import DataLayoutError
 from .registry import Arrays, register_dataset, register_layout
 
@@ -114,20 +114,6 @@ def _cache_path(rec: Path, files: list[Path], cache_dir: Path) -> tuple[Path, st
     return Path(cache_dir) / f"{prefix}-{h.hexdigest()[:20]}.npz", prefix
 
 
-def _save(cached: Path, prefix: str, arrays: dict) -> None:
-    """Atomic write (temporary file, then rename); older caches of the same folder are dropped."""
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f".{cached.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, cached)
-        for old in cached.parent.glob(f"{prefix}-*.npz"):
-            if old != cached:
-                old.unlink(missing_ok=True)
-    except OSError as exc:   # a read-only cache only costs speed
-        warnings.warn(f"could not cache decoded recordings in {cached.parent}: {exc}")
-
-
 def _decode(files: list[Path]) -> dict:
     """Every file, or a ``DataLayoutError`` before anything is kept; resampled files are listed."""
     xs, lengths, ys, speakers, test, resampled = [], [], [], [], [], []
@@ -169,7 +155,7 @@ def read_fsdd(folder: Path, cache_dir: Path | None = None) -> Arrays:
         if not mask.any():
             raise DataLayoutError(f"{rec}: no {name} recordings (index {'0-4' if name == 'test' else '5 and up'})")
     if cached is not None and not cached.is_file():
-        _save(cached, prefix, data)
+        save_npz(cached, prefix, data, "decoded recordings")
     info = {"sample_rate": SAMPLE_RATE, "time_offset": 0.0, "clip_samples": CLIP_SAMPLES,
             "speakers": sorted(set(data["speaker"].tolist())), "cropped": int((data["length"] > CLIP_SAMPLES).sum()),
             "source": "Free Spoken Digit Dataset (CC BY-SA 4.0)"}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cache import save_npz
 from .errors import DataLayoutError
 from .registry import Arrays, register_layout
 
@@ -98,20 +99,6 @@ def _cache_key(folder: Path, classes: list[str], files: list[tuple[str, int, str
     return h.hexdigest()[:20]
 
 
-def _save(cached: Path, prefix: str, arrays: dict) -> None:
-    """Write the cache atomically, then drop older caches of the same folder (each is the data set's size)."""
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f".{cached.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, cached)
-        for old in cached.parent.glob(f"{prefix}-*.npz"):
-            if old != cached:
-                old.unlink(missing_ok=True)
-    except OSError as exc:   # a read-only cache only costs speed
-        warnings.warn(f"could not cache decoded images in {cached.parent}: {exc}")
-
-
 def _is_image_folder(path: Path) -> bool:
     return (path / "train").is_dir() and (path / "test").is_dir()
 
@@ -136,7 +123,8 @@ def read_image_folder(folder: Path, cache_dir: Path) -> Arrays:
             return z["xtr"], z["ytr"], z["xte"], z["yte"], [str(c) for c in z["classes"]]
     x, y = _decode_all(files["train"] + files["test"])
     n = len(files["train"])
-    _save(cached, prefix, dict(xtr=x[:n], ytr=y[:n], xte=x[n:], yte=y[n:], classes=np.array(classes)))
+    save_npz(cached, prefix, dict(xtr=x[:n], ytr=y[:n], xte=x[n:], yte=y[n:], classes=np.array(classes)),
+             "decoded images")
     return x[:n], y[:n], x[n:], y[n:], classes
 
 
