@@ -99,8 +99,8 @@ _RUN_OPTIONS = [
                  help="Cross-entropy class weights: none, balanced (inverse training frequency) or w0,w1,... (one "
                       "per class)."),
     click.option("--augment", default=RUN_DEFAULTS["augment"], show_default=True, type=click.Choice(AUGMENTS),
-                 help="Training augmentation: auto (the data set's default: crop+flip for images, a time shift for spoken "
-                      "digits, none for other signals), none, crop-flip (2-D) or shift (1-D)."),
+                 help="Training augmentation: auto (the data set's default: crop+flip for images, a time shift for "
+                      "spoken digits, none for other signals), none, crop-flip (2-D) or shift (1-D)."),
     click.option("--eval-sample", default=RUN_DEFAULTS["eval_sample"], show_default=True,
                  type=click.Choice(["stratified", "first"]),
                  help="With --max-batches: the before/after evaluation takes a seeded class-stratified sample of "
