@@ -3,7 +3,8 @@
 * ``eegnet``: EEGNet-8,2 (Lawhern et al. 2018, J. Neural Eng. 15:056013): a temporal convolution (kernel about half
   the sampling rate: 65 at 128 Hz, odd so that 'same' padding keeps the length and lighter operators fit) ->
   a depthwise spatial convolution over all electrodes (depth multiplier 2) -> BN, ELU, average pool /4, dropout
-  -> a separable convolution (depthwise 1x17 + pointwise) -> BN, ELU, pool /8, dropout -> linear. The epoch enters as an image (1, channels, samples) through ``nn.Unflatten``.
+  -> a separable convolution (depthwise 1x17 + pointwise) -> BN, ELU, pool /8, dropout -> linear. The epoch
+  enters as an image (1, channels, samples) through ``nn.Unflatten``.
 * ``farahat1d``: in the style of Farahat et al. 2019 (J. Neural Eng. 16:066010): parallel temporal Conv1d
   branches of different lengths (short, medium, long) over all electrodes, concatenated on channels, BN, ELU,
   pooling and dropout, then a second temporal convolution and a linear read-out.
