@@ -74,7 +74,8 @@ class SetSpec:
 SETS = {
     "fsdd": SetSpec("fsdd.tar.gz", ("m5", "logmel_dscnn"), (0, 1, 2), "seed", epochs=30, lr=0.05, batch_size=64,
                     points=("macs=0.5x", "macs=0.3x"), shift=800,      # 0.1 s: words start anywhere in the second
-                    ops={"m5": "signal"}),   # its first conv (80 taps) holds 66% of the MACs
+                    ops={"m5": "signal", "logmel_dscnn": "signal"}),   # m5's first conv (80 taps) holds 66% of
+                                                                    # the MACs; DS-CNN's pointwise layers 75%
     "p300": SetSpec("eeg_p300_muse.tar.gz", ("eegnet", "farahat1d"), tuple(range(4)), "fold", epochs=40, lr=0.01,
                     batch_size=64, points=("macs=0.5x", "macs=0.3x"), search_epochs=8, finetune_epochs=10, finetune_lr=0.005,
                     clinical=True, ops={"farahat1d": "signal"}),  # no shift: epochs are time-locked to the stimulus
@@ -163,11 +164,13 @@ def measure(label: str, model: nn.Module, data, example: torch.Tensor, quick: bo
     return row
 
 
-def baseline_fingerprint(spec: SetSpec, model_name: str, split: int) -> str:
-    """What a baseline checkpoint depends on (not the LWDC points, so adding a point reuses the baseline)."""
+def baseline_fingerprint(spec: SetSpec, model_name: str, split: int, data=None) -> str:
+    """What a baseline checkpoint depends on (not the LWDC points, so adding a point reuses the baseline), and
+    the data's normalisation where the reader has one (FSDD clips are peak-normalised since it was added)."""
+    norm = {"normalization": data.info["normalization"]} if data is not None and "normalization" in data.info else {}
     return config_fingerprint({"model": model_name, "split": split, "archive": spec.archive, "epochs": spec.epochs,
                                "lr": spec.lr, "batch_size": spec.batch_size, "shift": spec.shift,
-                               "clinical": spec.clinical, "model_kwargs": spec.model_kwargs})
+                               "clinical": spec.clinical, "model_kwargs": spec.model_kwargs, **norm})
 
 
 def baseline(spec: SetSpec, model_name: str, split: int, data, task, folder: Path, quick: bool) -> nn.Module:
@@ -180,7 +183,7 @@ def baseline(spec: SetSpec, model_name: str, split: int, data, task, folder: Pat
                         drop_last=True)
     t0 = time.perf_counter()
     history = train_stage("baseline", model, task, train, None, cfg, Run(folder / "baseline"),
-                          baseline_fingerprint(spec, model_name, split), log=_log)
+                          baseline_fingerprint(spec, model_name, split, data), log=_log)
     model.train_seconds = sum(h.seconds for h in history) or time.perf_counter() - t0
     return model
 

@@ -51,6 +51,7 @@ class CompressConfig:
     finetune_lr: float = 0.02
     weight_decay: float = 5e-4
     arch_lr: float = 0.01
+    gate_travel: float | None = 10.0  # gates' rate at least gate_travel / search steps (short searches; None: off)
     tau_start: float = 5.0
     tau_end: float = 0.5
     noise_end: float = 0.25        # sampling noise at the search's end (from 1): < 1 trains the argmax network more
@@ -66,7 +67,7 @@ class CompressConfig:
         resolve_device(self.device)
         get_method(self.method)
         for name in ("lam", "lr", "finetune_lr", "weight_decay", "arch_lr", "tau_start", "tau_end", "noise_end",
-                     "warmup_epochs", "budget_rate", "budget_tolerance", "budget_stiffness"):
+                     "warmup_epochs", "budget_rate", "budget_tolerance", "budget_stiffness", "gate_travel"):
             if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         from .budgets import parse_budgets
@@ -108,7 +109,7 @@ FINETUNE_ONLY = ("finetune_epochs", "finetune_lr")
 #: fingerprint at that value, so older checkpoints still resume under it, and what a run folder's record that
 #: lacks the setting is read as.
 LEGACY_DEFAULTS = {"noise_end": 1.0, "method": "lwdc", "budgets": None, "budget_rate": 2.0, "budget_tolerance": 0.05,
-                   "budget_stiffness": 20.0}
+                   "budget_stiffness": 20.0, "gate_travel": None}
 
 
 def compress_fingerprint(cfg: CompressConfig, stage: str = "finetune") -> str:

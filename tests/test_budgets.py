@@ -128,3 +128,67 @@ def test_repair_takes_the_switch_the_gate_prefers_among_those_that_meet_the_budg
     changed = repair(supernet, [BudgetTerm(budget, table, budget.limit_ratio(table), 0.05)])
     assert changed == {"temporal": "conv1x1"}
     assert 0.05 < table.chosen_ratio(supernet) <= 0.5
+
+
+def _m5_space():
+    from lwdc import expand
+    from lwdc.costs import build_cost_table, get_cost_model
+    from lwdc.models import create_model
+
+    model = create_model("m5", num_classes=10, in_channels=1)
+    x = torch.randn(1, 1, 8000)
+    supernet = expand(model, x, "signal")
+    layers = supernet.choice_layers()
+    with torch.no_grad():
+        for layer in layers.values():
+            layer.alpha.zero_()
+            layer.alpha[0] = 3.0                              # every layer prefers its original ...
+        conv1 = layers["conv1"]
+        conv1.alpha[conv1.op_names.index("sep9x9")] = 5.0     # ... but the first: sep9x9, then conv21x21
+        conv1.alpha[conv1.op_names.index("conv21x21")] = 4.0
+    return model, x, supernet, lambda cost: build_cost_table(get_cost_model(cost), supernet, model, x)
+
+
+def test_fill_lifts_a_network_far_under_its_ratio_target_back_to_it():
+    """M5's argmax lands at 0.355x for a 0.5x target (its first conv holds 66% of the MACs); fill takes the
+    costlier operator the gate ranks next, conv21x21, which reaches 0.516x (within the 5% tolerance)."""
+    from lwdc.budgets import BudgetTerm, fill
+
+    model, x, supernet, table_of = _m5_space()
+    macs = table_of("macs")
+    assert macs.chosen_ratio(supernet) == pytest.approx(0.355, abs=0.002)
+    term = BudgetTerm(parse_budget("macs=0.5x"), macs, 0.5, 0.05)
+    assert fill(supernet, [term]) == {"conv1": "conv21x21"}
+    assert 0.475 <= macs.chosen_ratio(supernet) <= 0.525
+    assert fill(supernet, [term]) == {}                      # within tolerance: nothing more to do
+
+
+def test_fill_keeps_every_other_budget_and_leaves_limits_alone():
+    from lwdc.budgets import BudgetTerm, fill
+
+    model, x, supernet, table_of = _m5_space()
+    macs, params = table_of("macs"), table_of("params")
+    target = BudgetTerm(parse_budget("macs=0.5x"), macs, 0.5, 0.05)
+    limit = parse_budget("params=23000")                     # with conv21x21 M5 has 23,210 parameters, conv9x9 22,826
+    cap = BudgetTerm(limit, params, limit.limit_ratio(params), 0.0)
+    assert fill(supernet, [target, cap]) == {"conv1": "conv9x9"}
+    assert params.chosen_ratio(supernet) * params.reference <= 23000
+    _, _, fresh, table_of = _m5_space()
+    only_limit = BudgetTerm(parse_budget("macs=2M"), table_of("macs"), 2e6 / table_of("macs").reference, 0.0)
+    assert fill(fresh, [only_limit]) == {}                   # an absolute budget is a limit, not a target
+
+
+@pytest.mark.parametrize("steps, lr", [(100_000, 0.01), (288, 10 / 288), (20, 0.1)])
+def test_short_searches_raise_the_gate_rate_to_travel_far_enough(steps, lr):
+    """Adam moves a logit by about its rate per step: 288 steps at 0.01 cannot cross the 4.4-logit gap that
+    P(original) = 0.9 opens among ten operators; the rate is raised to gate_travel / steps, capped at 0.1."""
+    from lwdc import expand
+    from lwdc.methods.search import Search, SearchSettings
+
+    assert SearchSettings(gate_travel=10.0).gate_lr(steps) == pytest.approx(lr)
+    assert SearchSettings(gate_travel=None).gate_lr(steps) == 0.01
+    search = Search(SearchSettings(gate_travel=10.0))
+    search.setup(expand(TinyNet(), torch.randn(1, 3, 8, 8)), steps)
+    assert search.arch_optimizer.param_groups[0]["lr"] == pytest.approx(lr)
+    with pytest.raises(ValueError, match="gate_travel must be a positive number"):
+        Search(SearchSettings(gate_travel=-1.0))

@@ -71,6 +71,20 @@ def test_fsdd_default_augment_is_a_time_shift(tmp_path):
     assert torch.equal(b.augment(x, y, torch.Generator().manual_seed(0))[0], shifted)   # the generator decides
 
 
+def test_fsdd_clips_are_peak_normalised_by_default(tmp_path):
+    rec = make_fsdd(tmp_path, indices=range(6), digits=range(2))
+    write_wav(rec / "1_bob_5.wav", np.zeros(2000))                             # silence stays silence
+    b = load_data(str(tmp_path), cache_dir=tmp_path / "cache")
+    raw = load_data(str(tmp_path), cache_dir=tmp_path / "cache", options={"normalize": "none"})
+    peaks = b.train.x.abs().amax(dim=(1, 2))
+    assert b.info["normalization"] == "peak" and raw.info["normalization"] == "none"
+    assert sorted(peaks.tolist()).count(0.0) == 1 and torch.allclose(peaks[peaks > 0], torch.ones(2))
+    loud = peaks > 0
+    raw_peaks = raw.train.x.abs().amax(dim=(1, 2), keepdim=True)
+    assert 0.2 < float(raw_peaks.max()) < 0.6                                  # the files were recorded quietly
+    assert torch.allclose(b.train.x[loud], raw.train.x[loud] / raw_peaks[loud])  # the same clips, rescaled
+
+
 @pytest.mark.parametrize("width", [1, 2, 3, 4])
 def test_pcm_widths_read_to_the_same_scale(tmp_path, width):
     x = 0.5 * np.sin(np.linspace(0, 20, 400))
@@ -214,8 +228,10 @@ def test_eeg_option_errors(tmp_path):
     with pytest.raises(DataLayoutError, match="split must be one of within, loso"):
         load_data(str(folder), options={"split": "random"})
     make_fsdd(tmp_path / "audio")
-    with pytest.raises(DataLayoutError, match="take no option"):
+    with pytest.raises(DataLayoutError, match="take no option.*fold; accepted: normalize"):
         load_data(str(tmp_path / "audio"), options={"fold": 1})
+    with pytest.raises(DataLayoutError, match="normalize must be one of peak, none, got 'rms'"):
+        load_data(str(tmp_path / "audio"), options={"normalize": "rms"})
 
 
 @pytest.mark.skipif(not (SHARED / "fsdd.tar.gz").exists(), reason="../shared/data is absent")

@@ -40,7 +40,9 @@ CONFIG_HELP = {
             "flash[:int8|float32], ram[:int8|float32][:inplace|plain].",
     "lr": "Weight learning rate during the search.",
     "finetune_lr": "Learning rate of fine-tuning.",
-    "arch_lr": "Gate learning rate (Adam).",
+    "arch_lr": "Gate learning rate (Adam); a short search raises it to gate-travel / search steps.",
+    "gate_travel": "How far (in logits) a gate can move over the search: its rate is at least this / search steps, "
+                   "so short searches on small data sets still move the gates (0: arch-lr only).",
     "seed": "Random seed of everything (data order, augmentation, gates).",
     "max_batches": "Cap batches per epoch (quick looks; evaluation then uses a class-balanced sample).",
     "checkpoint_every": "Also checkpoint every N batches mid-epoch (0: after each epoch only).",
@@ -48,7 +50,7 @@ CONFIG_HELP = {
               "cuda:LOCAL_RANK. Profiling, export and checkpoints stay on the CPU.",
 }
 _TYPES = {"max_batches": click.IntRange(min=1), "checkpoint_every": click.IntRange(min=0), "lam": float,
-          "original_prob": float, "ops": str}
+          "original_prob": float, "gate_travel": float, "ops": str}
 
 #: Settings that describe the run rather than the compression, with their defaults.
 RUN_DEFAULTS = {"model_name": "resnet20", "width": 1.0, "data": "cifar10-subset", "cache_dir": None, "download": False,
@@ -62,7 +64,7 @@ def _config_option(name: str):
     f = next(f for f in fields(CompressConfig) if f.name == name)
     default = f.default if f.default is not MISSING else None
     kind = _TYPES.get(name, type(default) if default is not None else str)
-    extra = {"callback": lambda ctx, param, value: value or None} if name == "original_prob" else {}
+    extra = {"callback": lambda ctx, param, value: value or None} if name in ("original_prob", "gate_travel") else {}
     return click.option(f"--{name.replace('_', '-')}", name, default=default, type=kind, show_default=True,
                         help=CONFIG_HELP[name], **extra)
 

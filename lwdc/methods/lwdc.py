@@ -8,7 +8,7 @@ from dataclasses import asdict
 import torch
 from torch import nn
 
-from ..budgets import BudgetError, BudgetTerm, budget_report, parse_budgets, repair
+from ..budgets import BudgetError, BudgetTerm, budget_report, fill, parse_budgets, repair
 from ..costs import build_cost_table, get_cost_model
 from ..derivation import derive, max_output_difference
 from ..ops import get_op
@@ -72,18 +72,23 @@ class LWDC:
             terms.append(BudgetTerm(budget, table, limit, tolerance))
         return terms
 
-    def keep_budgets(self, supernet: Supernet, terms: list[BudgetTerm], ctx) -> dict[str, str]:
-        """After the search: repair (or refuse) a derivable network that misses a budget, and say which binds."""
+    def keep_budgets(self, supernet: Supernet, terms: list[BudgetTerm], ctx) -> tuple[dict, dict]:
+        """After the search: repair (or refuse) a derivable network that misses a budget, fill one far under a
+        ratio target, and say which binds. Returns the layers repaired and filled."""
         if not terms:
-            return {}
+            return {}, {}
         repaired = repair(supernet, terms)
         if repaired:
             ctx.log(f"budgets: {len(repaired)} layer(s) switched to cheaper operators after the search "
                     f"({', '.join(f'{n}->{op}' for n, op in repaired.items())})")
+        filled = fill(supernet, terms)
+        if filled:
+            ctx.log(f"budgets: {len(filled)} layer(s) switched to costlier operators to reach the target "
+                    f"({', '.join(f'{n}->{op}' for n, op in filled.items())})")
         for t in terms:
             ctx.log(f"target {t.budget}: derived {t.chosen(supernet):.3f}x (limit {t.limit:.3f}x, multiplier "
                     f"{t.multiplier:.3g})")
-        return repaired
+        return repaired, filled
 
     def check_derived(self, supernet: Supernet, derived: nn.Module, terms: list[BudgetTerm], ctx) -> None:
         """Costs the search could only estimate (peak RAM) are measured on the derived network by the real
@@ -124,14 +129,14 @@ class LWDC:
         search_cfg = TrainConfig(epochs=cfg.search_epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                  max_batches=cfg.max_batches, checkpoint_every=cfg.checkpoint_every,
                                  progress=cfg.progress, desc="search", device=cfg.device)
-        search = Search(SearchSettings(lam=cfg.effective_lam, arch_lr=cfg.arch_lr, tau_start=cfg.tau_start,
+        search = Search(SearchSettings(lam=cfg.effective_lam, arch_lr=cfg.arch_lr, gate_travel=cfg.gate_travel, tau_start=cfg.tau_start,
                                        tau_end=cfg.tau_end, noise_end=cfg.noise_end, budget_rate=cfg.budget_rate,
                                        budget_stiffness=cfg.budget_stiffness),
                         objective, report_tables, budgets)
         search_log = ctx.train("search", supernet, search_cfg, ctx.fingerprint("search"), method=search)
         search_time = time.perf_counter() - t0
 
-        repaired = self.keep_budgets(supernet, budgets, ctx)
+        repaired, filled = self.keep_budgets(supernet, budgets, ctx)
         choices = supernet.choices()
         if all(op == "original" for op in choices.values()):
             ctx.log("warning: the search kept every layer's original operator, so nothing was compressed; give a "
@@ -141,7 +146,7 @@ class LWDC:
         return MethodResult(
             model=derived, choices=choices, supernet=supernet,
             report={"lambda": cfg.effective_lam, "cost": objective.name,
-                    "budgets": budget_report(budgets, supernet, repaired),
+                    "budgets": budget_report(budgets, supernet, repaired, filled),
                     "expected_cost_ratio": {t.name: t.chosen_ratio(supernet) for t in (objective, *report_tables)},
                     "layers": layer_rows(supernet, choices), "skipped": [asdict(s) for s in supernet.skipped],
                     "derive_max_abs_diff": max_output_difference(supernet, derived, ctx.example),

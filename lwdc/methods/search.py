@@ -4,7 +4,11 @@ Search is plain training plus four things, each a hook of :class:`lwdc.methods.b
 optimiser for the gates' alpha vectors, an annealed gate temperature and sampling noise, the resource term
 ``lam * expected cost ratio`` added to the task loss, and BatchNorm re-estimation before every evaluation.
 Weights and gates are updated together on the same batch (single-level, "in one go"), as the LWDC paper trains
-them. Gates: Adam (betas 0.5, 0.999, no weight decay); temperature: exponential decay from ``tau_start`` to
+them. Gates: Adam (betas 0.5, 0.999, no weight decay) at ``arch_lr``, raised to ``gate_travel / search steps``
+where the search is short: Adam moves a gate's logit by at most about its learning rate per step, so 300 steps at
+0.01 cannot carry a gate from P(original) = 0.9 past its alternatives (a logit gap of ln(0.9 (N-1) / 0.1) = 4.4 for
+ten operators); measured on P300 (288 steps): 0.01 left every gate where it started and the budget repair did the
+compressing, 0.03 moved them to the target. Temperature: exponential decay from ``tau_start`` to
 ``tau_end`` over the search, and of the noise scale from 1 to ``noise_end`` (see lwdc.gate, docs/DESIGN.md).
 """
 from __future__ import annotations
@@ -21,13 +25,16 @@ from ..modes import module_mode
 from ..space import Supernet
 from .base import TrainingMethod
 
-__all__ = ["SearchSettings", "Search", "recalibrate_batchnorm"]
+__all__ = ["SearchSettings", "Search", "recalibrate_batchnorm", "MAX_RAISED_LR"]
+
+MAX_RAISED_LR = 0.1     # measured on P300 (288 steps): 0.1 already overshot a 0.5x target to 0.30x
 
 
 @dataclass
 class SearchSettings:
     lam: float = 0.0
     arch_lr: float = 0.01
+    gate_travel: float | None = None    # the gates' Adam rate is at least gate_travel / steps (None: arch_lr only)
     tau_start: float = 5.0
     tau_end: float = 0.5
     noise_end: float = 0.25             # Gumbel noise scale at the end of the search (from 1 at its start)
@@ -38,6 +45,16 @@ class SearchSettings:
     def validate(self) -> None:
         if not self.lam >= 0 or self.lam == float("inf"):
             raise ValueError(f"lambda must be a finite number >= 0 (it weighs the resource cost), got {self.lam}")
+        if self.gate_travel is not None and not 0 < self.gate_travel < float("inf"):
+            raise ValueError(f"gate_travel must be a positive number (logit units over the search), got "
+                             f"{self.gate_travel}")
+
+    def gate_lr(self, steps: int) -> float:
+        """The gates' learning rate for a search of ``steps`` steps: raised for short searches, to at most
+        ``MAX_RAISED_LR`` (a few dozen steps are a quick look, where fast gates would follow batch noise)."""
+        if self.gate_travel is None:
+            return self.arch_lr
+        return max(self.arch_lr, min(self.gate_travel / max(steps, 1), MAX_RAISED_LR))
 
 
 class Search(TrainingMethod):
@@ -61,7 +78,8 @@ class Search(TrainingMethod):
         if not isinstance(model, Supernet):
             raise TypeError(f"the search trains a Supernet (lwdc.expand), got {type(model).__name__}")
         self.supernet, self.total_steps = model, max(total_steps, 1)
-        self.arch_optimizer = torch.optim.Adam(model.arch_parameters(), lr=self.settings.arch_lr, betas=(0.5, 0.999))
+        self.arch_optimizer = torch.optim.Adam(model.arch_parameters(), lr=self.settings.gate_lr(self.total_steps),
+                                               betas=(0.5, 0.999))
 
     def weight_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         return model.weight_parameters()
@@ -88,7 +106,8 @@ class Search(TrainingMethod):
 
     def epoch_fields(self, model: nn.Module) -> dict:
         return {"cost_ratios": {t.name: t.chosen_ratio(model) for t in self.tables}, "tau": model.gate.tau,
-                "extra": {f"mu_{b.table.name}": round(b.multiplier, 4) for b in self.budgets},
+                "extra": {"arch_lr": round(self.arch_optimizer.param_groups[0]["lr"], 5),
+                          **{f"mu_{b.table.name}": round(b.multiplier, 4) for b in self.budgets}},
                 "probabilities": {n: [round(float(p), 5) for p in layer.probabilities().detach()]
                                   for n, layer in model.choice_layers().items()}}
 
