@@ -90,8 +90,7 @@ def lwdc_config(ctx: Context) -> CompressConfig:
                     warmup_epochs=s.warmup_epochs, search_epochs=s.search_epochs,
                     finetune_epochs=a.finetune_epochs or s.finetune_epochs, lr=s.search_lr,
                     finetune_lr=s.finetune_lr, noise_end=a.noise_end, seed=a.seed, max_batches=a.max_batches,
-                    progress=False, device=a.device,
-                    gate_travel=None)   # as these runs began (at their ~4,000 search steps it would not act anyway)
+                    progress=False, device=a.device)
     for ablation in getattr(a, "ablate", ()):
         settings.update(ABLATIONS[ablation])
     return CompressConfig(**settings)

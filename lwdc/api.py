@@ -42,6 +42,7 @@ class CompressConfig:
     budgets: dict | list | None = None  # targets the search keeps, {"macs": "0.5x", "flash": "200KiB"} (lwdc.budgets)
     budget_rate: float = 2.0       # dual-ascent rate of the budgets' multipliers over the whole search
     budget_stiffness: float = 20.0  # quadratic pull of each budget toward its limit (augmented Lagrangian)
+    budget_ramp: float = 0.0       # each limit falls from 1.0x to its value over this fraction of the search
     budget_tolerance: float = 0.05  # a ratio target (0.5x) is met within this; absolute budgets exactly
     original_prob: float | None = 0.9  # initial P(original) of every gate (None: uniform)
     warmup_epochs: float = 1.0     # branch warm-up by local distillation, in epochs of the training data
@@ -51,7 +52,8 @@ class CompressConfig:
     finetune_lr: float = 0.02
     weight_decay: float = 5e-4
     arch_lr: float = 0.01
-    gate_travel: float | None = 10.0  # gates' rate at least gate_travel / search steps (short searches; None: off)
+    gate_optimizer: str = "adam"   # "shared-adam": one second moment for all gates (lwdc.methods.search)
+    gate_travel: float | None = None  # gates' rate at least gate_travel / search steps (short searches; None: off)
     tau_start: float = 5.0
     tau_end: float = 0.5
     noise_end: float = 0.25        # sampling noise at the search's end (from 1): < 1 trains the argmax network more
@@ -67,7 +69,7 @@ class CompressConfig:
         resolve_device(self.device)
         get_method(self.method)
         for name in ("lam", "lr", "finetune_lr", "weight_decay", "arch_lr", "tau_start", "tau_end", "noise_end",
-                     "warmup_epochs", "budget_rate", "budget_tolerance", "budget_stiffness", "gate_travel"):
+                     "warmup_epochs", "budget_rate", "budget_tolerance", "budget_stiffness", "gate_travel", "budget_ramp"):
             if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         from .budgets import parse_budgets
@@ -75,8 +77,8 @@ class CompressConfig:
             get_cost_model(budget.cost)
         if self.effective_lam < 0:
             raise ValueError(f"lambda must be >= 0 (it weighs the resource cost), got {self.lam}")
-        if not 0 <= self.budget_tolerance < 1 or self.budget_rate < 0:
-            raise ValueError("budget_tolerance must be in [0, 1) and budget_rate >= 0")
+        if not 0 <= self.budget_tolerance < 1 or self.budget_rate < 0 or not 0 <= self.budget_ramp <= 1:
+            raise ValueError("budget_tolerance must be in [0, 1), budget_rate >= 0 and budget_ramp in [0, 1]")
         if self.max_batches is not None and self.max_batches < 1:
             raise ValueError(f"max_batches must be >= 1 (or unset for whole epochs), got {self.max_batches}")
         for name in ("warmup_epochs", "search_epochs", "finetune_epochs", "checkpoint_every"):
@@ -109,7 +111,8 @@ FINETUNE_ONLY = ("finetune_epochs", "finetune_lr")
 #: fingerprint at that value, so older checkpoints still resume under it, and what a run folder's record that
 #: lacks the setting is read as.
 LEGACY_DEFAULTS = {"noise_end": 1.0, "method": "lwdc", "budgets": None, "budget_rate": 2.0, "budget_tolerance": 0.05,
-                   "budget_stiffness": 20.0, "gate_travel": None}
+                   "budget_stiffness": 20.0, "gate_travel": None,
+                   "gate_optimizer": "adam", "budget_ramp": 0.0}
 
 
 def compress_fingerprint(cfg: CompressConfig, stage: str = "finetune") -> str:

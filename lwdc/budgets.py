@@ -92,6 +92,16 @@ class BudgetTerm:
     tolerance: float = 0.0      # how far over its limit the derived network may end (ratio targets: 5%)
     multiplier: float = 0.0
     measured: float | None = None   # the derived network's real ratio, where the table only estimates it (RAM)
+    active: float | None = None     # the limit the search aims at now (ramped toward ``limit``); None: ``limit``
+
+    def ramp(self, progress: float, length: float) -> None:
+        """Aim the search at a limit lowered linearly from the original (1.0x, or the limit if higher) at the
+        search's start to ``limit`` at ``length`` of it (0: at once). Aimed at at once, a far target made the
+        quadratic pull outweigh the task on the first steps: on spoken digits every DS-CNN gate jumped to its
+        cheapest operator in the first epoch and the supernet fell from 100% to 11% (bench notes, issue 24)."""
+        start = max(1.0, self.limit)
+        left = max(0.0, 1.0 - progress / length) if length > 0 else 0.0
+        self.active = self.limit + (start - self.limit) * left
 
     def chosen(self, supernet) -> float:
         return self.table.chosen_ratio(supernet)
@@ -100,7 +110,7 @@ class BudgetTerm:
         """``mu * r + stiffness / 2 * d**2`` with ``r`` the expected cost over the limit and ``d = r - 1`` (for a
         budget only when over it): the quadratic part pushes back in proportion to the miss at once, so the
         multiplier, which integrates the miss, need not wind up and overshoot (measured: bench/results/targets.json)."""
-        r = self.table.expected_ratio(supernet) / self.limit
+        r = self.table.expected_ratio(supernet) / (self.active or self.limit)
         miss = r - 1.0 if self.equality else torch.relu(r - 1.0)
         return self.multiplier * r + 0.5 * stiffness * miss * miss
 
@@ -114,11 +124,11 @@ class BudgetTerm:
         """Dual ascent. A budget: on the violation of the derivable network (argmax) or the expectation, whichever
         is larger, with the multiplier kept >= 0. A target: on the mean of the two, with a multiplier of either
         sign (negative: the cost term rewards keeping more)."""
-        chosen = self.chosen(supernet)
+        chosen, limit = self.chosen(supernet), self.active or self.limit
         if self.equality:
-            self.multiplier += rate * (0.5 * (expected + chosen) / self.limit - 1.0)
+            self.multiplier += rate * (0.5 * (expected + chosen) / limit - 1.0)
         else:
-            self.multiplier = max(0.0, self.multiplier + rate * (max(expected, chosen) / self.limit - 1.0))
+            self.multiplier = max(0.0, self.multiplier + rate * (max(expected, chosen) / limit - 1.0))
 
 
 def repair(supernet, terms: list[BudgetTerm]) -> dict[str, str]:

@@ -1,6 +1,8 @@
 """Targets and budgets: parsed clearly, kept by the search without lambda, checked after derivation."""
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -192,3 +194,75 @@ def test_short_searches_raise_the_gate_rate_to_travel_far_enough(steps, lr):
     assert search.arch_optimizer.param_groups[0]["lr"] == pytest.approx(lr)
     with pytest.raises(ValueError, match="gate_travel must be a positive number"):
         Search(SearchSettings(gate_travel=-1.0))
+
+
+def test_shared_scale_adam_keeps_the_gradients_relative_sizes():
+    """Per-logit Adam moves a logit with a 10x smaller steady gradient as fast as the other; the shared scale
+    moves it 10x less, and neither depends on the loss's scale."""
+    from lwdc.methods.search import SharedScaleAdam
+
+    def travel(kind, scale):
+        a, b = torch.zeros(3, requires_grad=True), torch.zeros(3, requires_grad=True)
+        opt = kind([a, b], lr=0.01, betas=(0.5, 0.999))
+        for _ in range(50):
+            opt.zero_grad()
+            (scale * (a.sum() + 0.1 * b.sum())).backward()
+            opt.step()
+        return float(a.detach().abs().mean()), float(b.detach().abs().mean())
+
+    (a1, b1), (a2, b2) = travel(SharedScaleAdam, 1.0), travel(SharedScaleAdam, 1000.0)
+    assert a1 / b1 == pytest.approx(10.0, rel=1e-4) and (a2, b2) == pytest.approx((a1, b1), rel=1e-4)
+    adam_a, adam_b = travel(torch.optim.Adam, 1.0)
+    assert adam_a / adam_b == pytest.approx(1.0, rel=1e-3)
+
+
+def test_shared_scale_adam_resumes_exactly_from_its_state_dict():
+    from lwdc.methods.search import SharedScaleAdam
+
+    def run(steps, p, opt):
+        for k in range(steps):
+            opt.zero_grad()
+            (p * torch.tensor([1.0, -2.0, 0.5]) * (1 + k % 3)).sum().backward()
+            opt.step()
+
+    p = torch.zeros(3, requires_grad=True)
+    opt = SharedScaleAdam([p], lr=0.05)
+    run(7, p, opt)
+    q = p.detach().clone().requires_grad_(True)
+    resumed = SharedScaleAdam([q], lr=0.05)
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)                     # as a checkpoint holds it
+    buffer.seek(0)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    run(5, p, opt)
+    run(5, q, resumed)
+    assert torch.equal(p, q)
+
+
+def test_a_limit_is_approached_gradually_over_the_ramp():
+    from lwdc.budgets import BudgetTerm
+
+    term = BudgetTerm(parse_budget("macs=0.5x"), table=None, limit=0.5)
+    for progress, active in [(0.0, 1.0), (0.25, 0.75), (0.5, 0.5), (0.9, 0.5)]:
+        term.ramp(progress, 0.5)
+        assert term.active == pytest.approx(active)
+    term.ramp(0.0, 0.0)
+    assert term.active == 0.5                                # no ramp: the limit at once
+    loose = BudgetTerm(parse_budget("flash=900KiB"), table=None, limit=1.3)
+    loose.ramp(0.1, 0.5)
+    assert loose.active == 1.3                               # a limit above the original needs no ramp
+
+
+def test_the_search_options_reach_the_search_and_a_target_is_still_met(quadrants):
+    train, val = quadrants
+    torch.manual_seed(0)
+    net = TinyNet(width=16)
+    settings = {**QUICK, "arch_lr": 0.01, "search_epochs": 1}
+    result = compress(net, train, val, budgets={"macs": "0.5x"}, gate_travel=10.0, gate_optimizer="shared-adam",
+                      budget_ramp=0.5, **settings)
+    steps = sum(1 for _ in train)
+    (epoch,) = result.report["history"]["search"]
+    assert epoch["extra"]["arch_lr"] == pytest.approx(max(0.01, min(10.0 / steps, 0.1)), abs=1e-5)
+    assert result.report["budgets"][0]["met"]
+    with pytest.raises(ValueError, match="gate_optimizer must be one of shared-adam, adam"):
+        compress(net, train, val, budgets={"macs": "0.5x"}, gate_optimizer="sgd", **settings)

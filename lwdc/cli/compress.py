@@ -40,9 +40,11 @@ CONFIG_HELP = {
             "flash[:int8|float32], ram[:int8|float32][:inplace|plain].",
     "lr": "Weight learning rate during the search.",
     "finetune_lr": "Learning rate of fine-tuning.",
-    "arch_lr": "Gate learning rate (Adam); a short search raises it to gate-travel / search steps.",
-    "gate_travel": "How far (in logits) a gate can move over the search: its rate is at least this / search steps, "
-                   "so short searches on small data sets still move the gates (0: arch-lr only).",
+    "arch_lr": "Gate learning rate (Adam).",
+    "gate_optimizer": "Gates' optimiser: shared-adam (one second moment for all gates, so a gate moves in "
+                      "proportion to what it changes) or adam (per-logit, as before this setting existed).",
+    "gate_travel": "Raise the gates' rate to at least this / search steps (at most 0.1), so a short search (a few "
+                   "hundred steps) can move them; e.g. 10 logits (unset or 0: arch-lr only).",
     "seed": "Random seed of everything (data order, augmentation, gates).",
     "max_batches": "Cap batches per epoch (quick looks; evaluation then uses a class-balanced sample).",
     "checkpoint_every": "Also checkpoint every N batches mid-epoch (0: after each epoch only).",
@@ -50,7 +52,8 @@ CONFIG_HELP = {
               "cuda:LOCAL_RANK. Profiling, export and checkpoints stay on the CPU.",
 }
 _TYPES = {"max_batches": click.IntRange(min=1), "checkpoint_every": click.IntRange(min=0), "lam": float,
-          "original_prob": float, "gate_travel": float, "ops": str}
+          "original_prob": float, "gate_travel": float, "ops": str,
+          "gate_optimizer": click.Choice(["adam", "shared-adam"])}
 
 #: Settings that describe the run rather than the compression, with their defaults.
 RUN_DEFAULTS = {"model_name": "resnet20", "width": 1.0, "data": "cifar10-subset", "cache_dir": None, "download": False,

@@ -129,9 +129,10 @@ class LWDC:
         search_cfg = TrainConfig(epochs=cfg.search_epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                  max_batches=cfg.max_batches, checkpoint_every=cfg.checkpoint_every,
                                  progress=cfg.progress, desc="search", device=cfg.device)
-        search = Search(SearchSettings(lam=cfg.effective_lam, arch_lr=cfg.arch_lr, gate_travel=cfg.gate_travel, tau_start=cfg.tau_start,
+        search = Search(SearchSettings(lam=cfg.effective_lam, arch_lr=cfg.arch_lr, gate_travel=cfg.gate_travel,
+                                       gate_optimizer=cfg.gate_optimizer, tau_start=cfg.tau_start,
                                        tau_end=cfg.tau_end, noise_end=cfg.noise_end, budget_rate=cfg.budget_rate,
-                                       budget_stiffness=cfg.budget_stiffness),
+                                       budget_stiffness=cfg.budget_stiffness, budget_ramp=cfg.budget_ramp),
                         objective, report_tables, budgets)
         search_log = ctx.train("search", supernet, search_cfg, ctx.fingerprint("search"), method=search)
         search_time = time.perf_counter() - t0
@@ -140,7 +141,8 @@ class LWDC:
         choices = supernet.choices()
         if all(op == "original" for op in choices.values()):
             ctx.log("warning: the search kept every layer's original operator, so nothing was compressed; give a "
-                    "target (--target macs=0.5x), raise lambda (--lam), or search longer (--search-epochs)")
+                    "target (--target macs=0.5x), raise lambda (--lam), search longer (--search-epochs), or, for a "
+                    "short search, let the gates move farther (--gate-travel 10)")
         derived = derive(supernet)
         self.check_derived(supernet, derived, budgets, ctx)
         return MethodResult(

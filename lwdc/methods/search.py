@@ -25,9 +25,57 @@ from ..modes import module_mode
 from ..space import Supernet
 from .base import TrainingMethod
 
-__all__ = ["SearchSettings", "Search", "recalibrate_batchnorm", "MAX_RAISED_LR"]
+__all__ = ["SearchSettings", "Search", "recalibrate_batchnorm", "MAX_RAISED_LR", "GATE_OPTIMIZERS", "SharedScaleAdam"]
 
 MAX_RAISED_LR = 0.1     # measured on P300 (288 steps): 0.1 already overshot a 0.5x target to 0.30x
+GATE_OPTIMIZERS = ("shared-adam", "adam")
+
+
+class SharedScaleAdam(torch.optim.Optimizer):
+    """Adam whose second moment is one scalar shared by every gate logit, instead of one per logit.
+
+    Plain Adam divides each logit's gradient by its own RMS, so every gate whose cost gradient points one way
+    moves at about ``lr`` per step, whatever the cost it saves: on a network whose layers cost alike (ResNet-20's
+    convolutions) that is harmless; on a depthwise-separable one it is not (a DS-CNN's depthwise layers hold 2.6%
+    of the MACs each, its pointwise ones 19%), and the search dropped every depthwise layer as fast as every
+    pointwise one. A shared scale keeps the step invariant to the loss's scale, as Adam does, and keeps the
+    gradients' relative sizes across layers, so a logit moves in proportion to what it changes.
+    """
+
+    def __init__(self, params, lr: float = 0.01, betas: tuple[float, float] = (0.5, 0.999), eps: float = 1e-8):
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+        self.state["shared"] = {"step": 0, "v": 0.0}
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["state"] = {**state["state"], "shared": dict(self.state["shared"])}    # a copy, not the live dict
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self.state["shared"] = dict(self.state.get("shared") or {"step": 0, "v": 0.0})
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        loss = closure() if closure is not None else None
+        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if not params:
+            return loss
+        shared = self.state["shared"]
+        beta1, beta2 = self.param_groups[0]["betas"]
+        shared["step"] += 1
+        t = shared["step"]
+        mean_square = float(sum(float(p.grad.pow(2).sum()) for p in params) / sum(p.numel() for p in params))
+        shared["v"] = beta2 * shared["v"] + (1 - beta2) * mean_square
+        scale = (shared["v"] / (1 - beta2 ** t)) ** 0.5
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                m = self.state[p].setdefault("m", torch.zeros_like(p))
+                m.mul_(beta1).add_(p.grad, alpha=1 - beta1)
+                p.add_(m / (1 - beta1 ** t), alpha=-group["lr"] / (scale + group["eps"]))
+        return loss
 
 
 @dataclass
@@ -35,16 +83,20 @@ class SearchSettings:
     lam: float = 0.0
     arch_lr: float = 0.01
     gate_travel: float | None = None    # the gates' Adam rate is at least gate_travel / steps (None: arch_lr only)
+    gate_optimizer: str = "adam"        # "shared-adam": one second moment for all gates (SharedScaleAdam)
     tau_start: float = 5.0
     tau_end: float = 0.5
     noise_end: float = 0.25             # Gumbel noise scale at the end of the search (from 1 at its start)
     bn_batches: int = 20                # BatchNorm re-estimation before the supernet is evaluated
     budget_rate: float = 2.0            # dual ascent: a budget missed by 1x over the whole search adds this to mu
     budget_stiffness: float = 20.0      # quadratic pull toward a target (augmented Lagrangian), see lwdc.budgets
+    budget_ramp: float = 0.0            # fraction of the search over which each limit falls from 1.0x to its value
 
     def validate(self) -> None:
         if not self.lam >= 0 or self.lam == float("inf"):
             raise ValueError(f"lambda must be a finite number >= 0 (it weighs the resource cost), got {self.lam}")
+        if self.gate_optimizer not in GATE_OPTIMIZERS:
+            raise ValueError(f"gate_optimizer must be one of {', '.join(GATE_OPTIMIZERS)}, got {self.gate_optimizer!r}")
         if self.gate_travel is not None and not 0 < self.gate_travel < float("inf"):
             raise ValueError(f"gate_travel must be a positive number (logit units over the search), got "
                              f"{self.gate_travel}")
@@ -78,8 +130,9 @@ class Search(TrainingMethod):
         if not isinstance(model, Supernet):
             raise TypeError(f"the search trains a Supernet (lwdc.expand), got {type(model).__name__}")
         self.supernet, self.total_steps = model, max(total_steps, 1)
-        self.arch_optimizer = torch.optim.Adam(model.arch_parameters(), lr=self.settings.gate_lr(self.total_steps),
-                                               betas=(0.5, 0.999))
+        kind = SharedScaleAdam if self.settings.gate_optimizer == "shared-adam" else torch.optim.Adam
+        self.arch_optimizer = kind(model.arch_parameters(), lr=self.settings.gate_lr(self.total_steps),
+                                   betas=(0.5, 0.999))
 
     def weight_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         return model.weight_parameters()
@@ -93,6 +146,7 @@ class Search(TrainingMethod):
         model.gate.noise = anneal_temperature(global_step / total_steps, 1.0, s.noise_end)
         with torch.no_grad():
             for term in self.budgets:
+                term.ramp(global_step / total_steps, s.budget_ramp)
                 term.update(model, float(term.table.expected_ratio(model)), s.budget_rate / self.total_steps)
 
     def extra_loss(self, model: nn.Module) -> torch.Tensor | None:
