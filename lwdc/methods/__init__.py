@@ -6,7 +6,9 @@ checkpointed ``ctx.train``. The pipeline (:func:`lwdc.compress`) measures the mo
 named by ``CompressConfig.method``, fine-tunes what it returns, measures it after and writes the report, so a
 method holds only what is its own. A new method is one module and one ``register_method`` call.
 
-Built in: ``lwdc`` (layer-wise differentiable compression: expand, warm up, search, derive).
+Built in: ``lwdc`` (layer-wise differentiable compression: expand, warm up, search, derive). The second method's
+parts (issue 20, not yet registered here): ``codebook`` (pruning and weight sharing as parametrisations, storage)
+and ``share`` (the greedy accuracy-driven loop over layers).
 """
 from __future__ import annotations
 

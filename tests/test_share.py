@@ -1,0 +1,63 @@
+"""The greedy layer-wise sharing loop (issue 20): the smallest codebook within the budget, layers that cannot
+meet it left as they were, significance ranks, storage accounting."""
+import pytest
+import torch
+from torch.nn.utils import parametrize
+
+from lwdc.methods.codebook import MaskedWeight, SharedWeight, prunable_layers
+from lwdc.methods.share import ShareSettings, layer_significance, share_greedy
+from lwdc.tasks import Classification
+
+from conftest import TinyNet
+
+FAST = dict(prune_epochs=1, retrain_epochs=1, lr=0.01)
+
+
+def _trained(quadrants):
+    from lwdc.train import TrainConfig, fit
+    train, _ = quadrants
+    torch.manual_seed(0)
+    net = TinyNet(width=8)
+    fit(net, Classification(), train, None, TrainConfig(epochs=3, lr=0.05, progress=False), log=lambda m: None)
+    return net
+
+
+def test_a_loose_budget_takes_the_smallest_codebook_everywhere(quadrants):
+    train, val = quadrants
+    net = _trained(quadrants)
+    r = share_greedy(net, Classification(), train, val, ShareSettings(budget=100.0, **FAST), log=lambda m: None)
+    assert [row["codebook"] for row in r.layers] == [2] * len(prunable_layers(net))
+    for m in prunable_layers(r.model).values():
+        (p,) = m.parametrizations.weight
+        assert isinstance(p, SharedWeight) and p.codebook.numel() == 2
+        assert torch.unique(m.weight[p.mask]).numel() <= 2 and not m.weight[~p.mask].any()   # pruned stay zero
+    assert r.stored_bits == sum(row["bits"] for row in r.layers) and r.compression > 10
+
+
+def test_an_unreachable_budget_leaves_every_layer_as_it_was(quadrants):
+    train, val = quadrants
+    net = _trained(quadrants)
+    lines = []
+    r = share_greedy(net, Classification(), train, val, ShareSettings(budget=-101.0, **FAST), log=lines.append)
+    assert all(row["codebook"] is None for row in r.layers)
+    assert all(isinstance(m.parametrizations.weight[0], MaskedWeight) for m in prunable_layers(r.model).values())
+    assert r.final == pytest.approx(r.pruned)               # every failed attempt was rolled back
+    assert r.stored_bits == r.original_bits                 # float32, dense: nothing saved
+    assert sum("kept as it was" in line for line in lines) == len(r.layers)
+
+
+def test_significance_rules(quadrants):
+    train, val = quadrants
+    net = _trained(quadrants)
+    from lwdc.methods.codebook import global_magnitude_masks, prune
+    prune(net, global_magnitude_masks(net, 0.5))
+    density = layer_significance(net, "sparsity")
+    for name, m in prunable_layers(net).items():
+        assert density[name] == pytest.approx(float(m.parametrizations.weight[0].mask.float().mean()))
+    drop = layer_significance(net, "sensitivity", Classification(), val, k=1)
+    assert set(drop) == set(density) and all(v <= 100 for v in drop.values())
+    assert min(drop.values()) < 0                           # one value per layer costs accuracy somewhere
+    with pytest.raises(ValueError, match="significance must be one of sparsity, sensitivity"):
+        ShareSettings(significance="random").validate()
+    with pytest.raises(ValueError, match="ladder must be increasing"):
+        ShareSettings(ladder=(4, 2)).validate()
