@@ -17,6 +17,7 @@ finished row is one JSON file under bench/results/signals/. ``python -m bench.re
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 import time
@@ -77,8 +78,12 @@ SETS = {
                     points=("macs=0.5x", "macs=0.3x"), shift=800,      # 0.1 s: words start anywhere in the second
                     # searched at lr 0.01 (0.05 took the converged baseline's supernet from 100% to 11-50% in one
                     # epoch), gates moving 10 logits over the 252 steps, one shared second moment, and the target
-                    # ramped over half the search: the best of 8 settings tried on seed 0 (bench notes, issue 16)
-                    search={"lr": 0.01, "gate_travel": 10.0, "gate_optimizer": "shared-adam", "budget_ramp": 0.5},
+                    # ramped over half the search: the best of 8 settings tried on seed 0 (bench notes, issue 16).
+                    # The target is met exactly (no 5% tolerance: "at least 50% fewer MACs"), and the derived
+                    # network is fine-tuned as long and as fast as the baseline trained: 10 epochs at 0.01 gave
+                    # M5 96.7%, 30 at 0.05 gave 99.7% (same search, seed 0)
+                    search={"lr": 0.01, "gate_travel": 10.0, "gate_optimizer": "shared-adam", "budget_ramp": 0.5,
+                            "budget_tolerance": 0.0}, finetune_epochs=30, finetune_lr=0.05,
                     ops={"m5": "signal", "logmel_dscnn": "signal"}),   # m5's first conv (80 taps) holds 66% of
                                                                     # the MACs; DS-CNN's pointwise layers 75%
     "p300": SetSpec("eeg_p300_muse.tar.gz", ("eegnet", "farahat1d"), tuple(range(4)), "fold", epochs=40, lr=0.01,
@@ -229,6 +234,14 @@ def lda_row(data) -> dict:
     return {"metrics": m, "threshold": threshold, "features": "4 channels x 29 window means (decimate 4)"}
 
 
+#: Settings a baseline or LDA row does not depend on (only the LWDC points read them).
+_POINT_ONLY = ("points", "warmup_epochs", "search_epochs", "finetune_epochs", "finetune_lr", "ops", "search")
+
+
+def _relevant(settings: dict, method: str) -> dict:
+    return settings if method.startswith("lwdc") else {k: v for k, v in settings.items() if k not in _POINT_ONLY}
+
+
 def run_unit(spec_name: str, spec: SetSpec, model_name: str, split: int, source: Path, quick: bool,
              out_dir: Path, cache: Path = CACHE) -> list[dict]:
     """Baseline, LWDC points (and LDA on P300) of one (model, split); rows already written are kept."""
@@ -245,9 +258,19 @@ def run_unit(spec_name: str, spec: SetSpec, model_name: str, split: int, source:
         return out_dir / spec_name / f"{model_name}_{spec.split_kind}{split}_{method}{'_quick' if quick else ''}.json"
 
     def done(method: str) -> bool:
-        if path_of(method).exists():
-            _log(f"{path_of(method).name}: finished earlier")
+        """A row written under the same settings; one written under others is measured again (its run folder,
+        whose checkpoints would be refused, is moved aside)."""
+        path = path_of(method)
+        if not path.exists():
+            return False
+        if _relevant(json.loads(path.read_text()).get("settings") or {}, method) == \
+                _relevant(json.loads(json.dumps(common["settings"])), method):
+            _log(f"{path.name}: finished earlier")
             return True
+        _log(f"{path.name}: written under other settings; measuring it again")
+        stale = folder / method
+        if stale.exists():
+            stale.rename(stale.with_name(f"{stale.name}.stale-{int(time.time())}"))
         return False
 
     def emit(method: str, row: dict) -> None:

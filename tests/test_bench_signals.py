@@ -29,3 +29,26 @@ def test_quick_p300_rows_and_section(tmp_path):
         (out / "p300" / f"{r['method']}.json").write_text(json.dumps(r))
     text = report_signals.section(tmp_path / "results")
     assert "shrinkage LDA" in text and "lwdc-macs0.5x" in text and "| eegnet | baseline | 1 |" in text
+
+
+@pytest.mark.skipif(find_compiler() is None, reason="no C compiler")
+def test_rows_of_other_settings_are_measured_again_and_the_baseline_kept(tmp_path, monkeypatch):
+    """A row is 'finished' only under the settings it was written with: an LWDC row from other search settings
+    is measured again (its run folder moved aside, as its checkpoints would be refused); the baseline, which
+    does not depend on them, is kept."""
+    data = make_epochs(tmp_path, recordings_per_subject=4, per_recording=40)
+    out, cache = tmp_path / "results" / "signals", tmp_path / "cache"
+    argv = ["--set", "p300", "--quick", "--data", str(data), "--splits", "0", "--models", "eegnet", "--points",
+            "lam=1", "--out-dir", str(out), "--cache-dir", str(cache)]
+    signals.main(argv)
+    rows = {p.name: p.stat().st_mtime_ns for p in (out / "p300").glob("*.json")}
+    signals.main(argv)                                         # same settings: nothing measured again
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "p300").glob("*.json")} == rows
+    monkeypatch.setitem(signals.SETS, "p300", signals.replace(signals.SETS["p300"], search={"noise_end": 0.5}))
+    signals.main(argv)
+    again = {p.name: p.stat().st_mtime_ns for p in (out / "p300").glob("*.json")}
+    assert again["eegnet_fold0_baseline_quick.json"] == rows["eegnet_fold0_baseline_quick.json"]
+    assert again["eegnet_fold0_lwdc-lam1_quick.json"] != rows["eegnet_fold0_lwdc-lam1_quick.json"]
+    row = json.loads((out / "p300" / "eegnet_fold0_lwdc-lam1_quick.json").read_text())
+    assert row["settings"]["search"] == {"noise_end": 0.5}
+    assert len(list((cache / "p300" / "eegnet_fold0_quick").glob("lwdc-lam1.stale-*"))) == 1
