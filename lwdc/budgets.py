@@ -163,10 +163,15 @@ def repair(supernet, terms: list[BudgetTerm]) -> dict[str, str]:
     raise BudgetError(f"no choice of operators meets the budget ({figures}); relax it or widen the operator set")
 
 
+#: A fill switch must add at least this share of the target: smaller ones only override the gates' ranking
+#: (measured: on P300 fill swapped two sep3x3 for conv3x3_g2, 0.315x -> 0.318x, and AUC fell 0.781 -> 0.777).
+FILL_MIN_STEP = 0.02
+
+
 def fill(supernet, terms: list[BudgetTerm]) -> dict[str, str]:
     """After :func:`repair`: while a ratio target is undershot by more than its tolerance, switch one layer to the
-    costlier operator its gate ranks highest per unit of cost added, keeping every budget within its limit (and
-    tolerance); returns the layers changed (name -> new op)."""
+    costlier operator its gate ranks highest per unit of cost added (at least ``FILL_MIN_STEP`` of the target),
+    keeping every budget within its limit (and tolerance); returns the layers changed (name -> new op)."""
     changed: dict[str, str] = {}
     layers = supernet.choice_layers()
     targets = [t for t in terms if t.equality]
@@ -186,7 +191,7 @@ def fill(supernet, terms: list[BudgetTerm]) -> dict[str, str]:
             logp = torch.log_softmax(layer.alpha.detach(), 0)
             for i in range(len(layer.op_names)):
                 added = term.table.ratio_if(supernet, name, i) - now
-                if added <= 1e-12:
+                if added < FILL_MIN_STEP * term.limit:
                     continue
                 saved, layer.fixed = layer.fixed, i
                 ok = fits()

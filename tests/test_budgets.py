@@ -266,3 +266,26 @@ def test_the_search_options_reach_the_search_and_a_target_is_still_met(quadrants
     assert result.report["budgets"][0]["met"]
     with pytest.raises(ValueError, match="gate_optimizer must be one of shared-adam, adam"):
         compress(net, train, val, budgets={"macs": "0.5x"}, gate_optimizer="sgd", **settings)
+
+
+def test_fill_leaves_the_gates_choice_when_a_switch_adds_next_to_nothing():
+    """The README's P300 run: Farahat's two long branches on sep3x3 land at 0.315x for a 0.5x target; the only
+    costlier switches that fit add 0.1% (conv3x3_g2) and would only override the gates (AUC fell 0.781 ->
+    0.777 when fill took them); restoring a branch overshoots. Fill leaves the network as it is."""
+    from lwdc import expand
+    from lwdc.budgets import BudgetTerm, fill
+    from lwdc.costs import build_cost_table, get_cost_model
+    from lwdc.models import create_model
+
+    model = create_model("farahat1d", num_classes=2, in_channels=4)
+    x = torch.randn(1, 4, 116)
+    supernet = expand(model, x, "default")
+    macs = build_cost_table(get_cost_model("macs"), supernet, model, x)
+    with torch.no_grad():
+        for name, layer in supernet.choice_layers().items():
+            layer.alpha.zero_()
+            layer.alpha[layer.op_names.index("sep3x3" if name in ("branch2", "branch3") else "original")] = 3.0
+    before = macs.chosen_ratio(supernet)
+    assert before == pytest.approx(0.315, abs=0.002)
+    assert fill(supernet, [BudgetTerm(parse_budget("macs=0.5x"), macs, 0.5, 0.05)]) == {}
+    assert macs.chosen_ratio(supernet) == before
