@@ -61,3 +61,22 @@ def test_significance_rules(quadrants):
         ShareSettings(significance="random").validate()
     with pytest.raises(ValueError, match="ladder must be increasing"):
         ShareSettings(ladder=(4, 2)).validate()
+
+
+def test_stored_bits_are_what_the_encoder_writes_and_decode_gives_the_trained_weights(quadrants):
+    from lwdc.methods.codebook import decode, encode
+
+    train, val = quadrants
+    net = _trained(quadrants)
+    r = share_greedy(net, Classification(), train, val, ShareSettings(budget=100.0, ladder=(2, 4), **FAST),
+                     log=lambda m: None)
+    written = 0
+    for m in prunable_layers(r.model).values():
+        p = m.parametrizations.weight[0]
+        if isinstance(p, SharedWeight):
+            stored = encode(p)
+            assert torch.equal(decode(stored), m.weight.detach())       # bit for bit, after retraining
+            written += stored["bits"]
+        else:
+            written += 32 * m.weight.numel()
+    assert written == r.stored_bits
