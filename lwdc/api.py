@@ -52,6 +52,7 @@ class CompressConfig:
     finetune_lr: float = 0.02
     weight_decay: float = 5e-4
     arch_lr: float = 0.01
+    share: dict | None = None      # method "share": lwdc.methods.share.ShareSettings fields (sparsity, budget...)
     gate_optimizer: str = "adam"   # "shared-adam": one second moment for all gates (lwdc.methods.search)
     gate_travel: float | None = None  # gates' rate at least gate_travel / search steps (short searches; None: off)
     tau_start: float = 5.0
@@ -112,7 +113,7 @@ FINETUNE_ONLY = ("finetune_epochs", "finetune_lr")
 #: lacks the setting is read as.
 LEGACY_DEFAULTS = {"noise_end": 1.0, "method": "lwdc", "budgets": None, "budget_rate": 2.0, "budget_tolerance": 0.05,
                    "budget_stiffness": 20.0, "gate_travel": None,
-                   "gate_optimizer": "adam", "budget_ramp": 0.0}
+                   "gate_optimizer": "adam", "budget_ramp": 0.0, "share": None}
 
 
 def compress_fingerprint(cfg: CompressConfig, stage: str = "finetune") -> str:
@@ -171,7 +172,8 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
 
     ctx = StageContext(task, train_data, val_data, example, cfg, run, log,
                        fingerprint=lambda stage: compress_fingerprint(cfg, stage))
-    result = get_method(cfg.method)().apply(model, ctx)
+    method = get_method(cfg.method)()
+    result = method.apply(model, ctx)
     derived = result.model
 
     t0 = time.perf_counter()
@@ -179,6 +181,8 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
                            max_batches=cfg.max_batches, checkpoint_every=cfg.checkpoint_every,
                            progress=cfg.progress, desc="finetune", device=cfg.device)
     tune_log = ctx.train("finetune", derived, tune_cfg, ctx.fingerprint("finetune"))
+    if hasattr(method, "finish"):
+        derived = method.finish(derived)
     tune_time = time.perf_counter() - t0
 
     after = profile(derived, example, latency=False).as_dict()

@@ -75,6 +75,11 @@ def format_summary(report: dict) -> str:
     elif counts:
         lines.append(f"method {report['method']}; choices: "
                      + ", ".join(f"{op} x{n}" for op, n in sorted(counts.items(), key=lambda kv: -kv[1])))
+    share = report.get("share")
+    if share:
+        lines.append(f"weights: {share['original_bits'] / 8:,.0f} B as float32 -> {share['stored_bits'] / 8:,.0f} B "
+                     f"stored ({share['compression']:.1f}x); validation {share['start']:.2f} at the start, "
+                     f"{share['final']:.2f} after sharing (budget {share['settings']['budget']:g} points)")
     for b in report.get("budgets") or []:
         lines.append(f"target {b['budget']}: {b['achieved_ratio']:.3f}x of the original ({b['achieved']:,.0f} "
                      f"{b['unit']}, limit {b['limit']:,.0f}), {'met' if b['met'] else 'MISSED'}"

@@ -80,3 +80,23 @@ def test_stored_bits_are_what_the_encoder_writes_and_decode_gives_the_trained_we
         else:
             written += 32 * m.weight.numel()
     assert written == r.stored_bits
+
+
+def test_share_is_a_compression_method_whose_result_is_a_plain_shared_model(quadrants):
+    from lwdc import compress
+
+    train, val = quadrants
+    net = _trained(quadrants)
+    result = compress(net, train, val, method="share", finetune_epochs=1, progress=False, log=lambda m: None,
+                      share={"budget": 100.0, "ladder": [2], "prune_epochs": 1, "retrain_epochs": 1})
+    report = result.report["share"]
+    assert [row["codebook"] for row in report["layers"]] == [2] * len(prunable_layers(net))
+    for m in prunable_layers(result.model).values():
+        assert not parametrize.is_parametrized(m)                          # plain weights after finish
+        assert torch.unique(m.weight.detach()[m.weight.detach() != 0]).numel() <= 2   # still 2 values after tuning
+    assert report["compression"] > 10 and set(result.choices.values()) == {"2 values"}
+    from lwdc import format_summary
+    line = next(x for x in format_summary(result.report).splitlines() if x.startswith("weights:"))
+    assert f"({report['compression']:.1f}x)" in line and "budget 100 points" in line
+    with pytest.raises(ValueError, match="share settings ladders are unknown"):
+        compress(net, train, val, method="share", progress=False, log=None, share={"ladders": [2]})

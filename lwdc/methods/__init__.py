@@ -6,9 +6,9 @@ checkpointed ``ctx.train``. The pipeline (:func:`lwdc.compress`) measures the mo
 named by ``CompressConfig.method``, fine-tunes what it returns, measures it after and writes the report, so a
 method holds only what is its own. A new method is one module and one ``register_method`` call.
 
-Built in: ``lwdc`` (layer-wise differentiable compression: expand, warm up, search, derive). The second method's
-parts (issue 20, not yet registered here): ``codebook`` (pruning and weight sharing as parametrisations, storage)
-and ``share`` (the greedy accuracy-driven loop over layers).
+Built in: ``lwdc`` (layer-wise differentiable compression: expand, warm up, search, derive) and ``share`` (the
+second method, issue 20: the greedy accuracy-driven weight-sharing loop of ``share`` over the pruning and codebook
+parametrisations of ``codebook``; its model is fine-tuned with the codebooks trainable, then made plain).
 """
 from __future__ import annotations
 
@@ -42,9 +42,11 @@ class CompressionMethod(Protocol):
 
     def apply(self, model: nn.Module, ctx) -> MethodResult: ...
 
+    # optional: ``finish(model) -> model``, called after fine-tuning (e.g. to make shared weights plain ones)
+
 
 _METHODS = Registry("compression method")
-_BUILTIN = {"lwdc": "lwdc.methods.lwdc"}     # imported on first use (they import the pipeline's pieces)
+_BUILTIN = {"lwdc": "lwdc.methods.lwdc", "share": "lwdc.methods.share"}     # imported on first use (they import the pipeline's pieces)
 
 
 def register_method(name: str, cls: type | None = None):

@@ -28,9 +28,11 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..train import TrainConfig, evaluate, fit
-from .codebook import MaskedWeight, global_magnitude_masks, layer_bits, prunable_layers, prune, share_layer
+from . import MethodResult, register_method
+from .codebook import (MaskedWeight, global_magnitude_masks, layer_bits, materialize, prunable_layers, prune,
+                       share_layer)
 
-__all__ = ["ShareSettings", "ShareResult", "SIGNIFICANCE_RULES", "layer_significance", "share_greedy"]
+__all__ = ["ShareSettings", "ShareResult", "SIGNIFICANCE_RULES", "layer_significance", "share_greedy", "Share"]
 
 SIGNIFICANCE_RULES = ("sparsity", "sensitivity")
 
@@ -53,6 +55,17 @@ class ShareSettings:
             raise ValueError(f"ladder must be increasing codebook sizes >= 1, got {self.ladder}")
         if not 0 <= self.sparsity < 1:
             raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
+
+    @classmethod
+    def from_dict(cls, settings: dict | None) -> "ShareSettings":
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(settings or {}) - known)
+        if unknown:
+            raise ValueError(f"share settings {', '.join(unknown)} are unknown; known: {', '.join(sorted(known))}")
+        out = cls(**(settings or {}))
+        out.ladder = tuple(int(k) for k in out.ladder)
+        out.validate()
+        return out
 
 
 @dataclass
@@ -154,3 +167,32 @@ def _unshare(layer: nn.Module, mask: torch.Tensor | None) -> None:
     layer.weight.requires_grad_(True)
     if mask is not None:
         parametrize.register_parametrization(layer, "weight", MaskedWeight(mask))
+
+
+@register_method("share")
+class Share:
+    """The greedy loop as a compression method (``compress(..., method="share", share={...})``): the model it
+    hands back keeps its codebooks trainable through the pipeline's fine-tuning; ``finish`` makes them plain
+    weights (each layer then holds at most its codebook's values, and zeros)."""
+
+    name = "share"
+
+    def apply(self, model: nn.Module, ctx) -> MethodResult:
+        import time
+        settings = ShareSettings.from_dict(ctx.config.share)
+        if ctx.val_data is None:
+            raise ValueError("the share method keeps accuracy within a budget: it needs validation data")
+        work = copy.deepcopy(model)
+        t0 = time.perf_counter()
+        r = share_greedy(work, ctx.task, ctx.train_data, ctx.val_data,
+                         ShareSettings(**{**settings.__dict__, "max_batches": ctx.config.max_batches}), log=ctx.log)
+        choices = {row["layer"]: (f"{row['codebook']} values" if row["codebook"] else "float32")
+                   for row in r.layers}
+        return MethodResult(model=work, choices=choices, wall_time_s={"share": time.perf_counter() - t0},
+                            report={"share": {"start": r.start, "pruned": r.pruned, "final": r.final,
+                                              "original_bits": r.original_bits, "stored_bits": r.stored_bits,
+                                              "compression": r.compression, "layers": r.layers,
+                                              "settings": {**settings.__dict__, "ladder": list(settings.ladder)}}})
+
+    def finish(self, model: nn.Module) -> nn.Module:
+        return materialize(model)
