@@ -95,8 +95,30 @@ def test_share_is_a_compression_method_whose_result_is_a_plain_shared_model(quad
         assert not parametrize.is_parametrized(m)                          # plain weights after finish
         assert torch.unique(m.weight.detach()[m.weight.detach() != 0]).numel() <= 2   # still 2 values after tuning
     assert report["compression"] > 10 and set(result.choices.values()) == {"2 values"}
+    assert report["decided_on"].startswith("the validation data passed")     # a list of batches: val_data
     from lwdc import format_summary
     line = next(x for x in format_summary(result.report).splitlines() if x.startswith("weights:"))
     assert f"({report['compression']:.1f}x)" in line and "budget 100 points" in line
     with pytest.raises(ValueError, match="share settings ladders are unknown"):
         compress(net, train, val, method="share", progress=False, log=None, share={"ladders": [2]})
+
+
+def test_the_pipeline_method_holds_out_training_samples_instead_of_deciding_on_the_test_split():
+    from types import SimpleNamespace
+
+    from lwdc.data import BatchLoader
+    from lwdc.data.datasets import ArrayDataset
+    from lwdc.methods.share import _decision_split
+
+    data = ArrayDataset(torch.randn(100, 1, 16), torch.arange(100) % 2, (0.0,), (1.0,))
+    ctx = SimpleNamespace(train_data=BatchLoader(data, 16, shuffle=True, seed=3, drop_last=True),
+                          val_data=["the test split"], config=SimpleNamespace(seed=0))
+    train, val, where = _decision_split(ctx, 0.1)
+    held, kept = val.data.x, train.data.x
+    assert len(held) == 10 and len(kept) == 90 and "10 training samples held out" in where
+    rows = {tuple(r.tolist()) for r in data.x.reshape(100, -1)}
+    assert {tuple(r.tolist()) for r in held.reshape(10, -1)} | {tuple(r.tolist()) for r in kept.reshape(90, -1)} == rows
+    assert not {tuple(r.tolist()) for r in held.reshape(10, -1)} & {tuple(r.tolist()) for r in kept.reshape(90, -1)}
+    assert (train.batch_size, train.shuffle, train.seed, train.drop_last) == (16, True, 3, True)
+    with pytest.raises(ValueError, match="leaves fewer than one batch"):
+        _decision_split(ctx, 0.9)

@@ -47,6 +47,7 @@ class ShareSettings:
     retrain_epochs: int = 1             # retraining after each codebook attempt
     lr: float = 0.01
     max_batches: int | None = None
+    holdout: float = 0.1                # as a pipeline method: share of the training set held out to decide on
 
     def validate(self) -> None:
         if self.significance not in SIGNIFICANCE_RULES:
@@ -180,11 +181,11 @@ class Share:
     def apply(self, model: nn.Module, ctx) -> MethodResult:
         import time
         settings = ShareSettings.from_dict(ctx.config.share)
-        if ctx.val_data is None:
-            raise ValueError("the share method keeps accuracy within a budget: it needs validation data")
+        train, val, where = _decision_split(ctx, settings.holdout)
+        ctx.log(f"share: decisions on {where}")
         work = copy.deepcopy(model)
         t0 = time.perf_counter()
-        r = share_greedy(work, ctx.task, ctx.train_data, ctx.val_data,
+        r = share_greedy(work, ctx.task, train, val,
                          ShareSettings(**{**settings.__dict__, "max_batches": ctx.config.max_batches}), log=ctx.log)
         choices = {row["layer"]: (f"{row['codebook']} values" if row["codebook"] else "float32")
                    for row in r.layers}
@@ -192,7 +193,33 @@ class Share:
                             report={"share": {"start": r.start, "pruned": r.pruned, "final": r.final,
                                               "original_bits": r.original_bits, "stored_bits": r.stored_bits,
                                               "compression": r.compression, "layers": r.layers,
-                                              "settings": {**settings.__dict__, "ladder": list(settings.ladder)}}})
+                                              "settings": {**settings.__dict__, "ladder": list(settings.ladder)},
+                                              "decided_on": where}})
 
     def finish(self, model: nn.Module) -> nn.Module:
         return materialize(model)
+
+
+def _decision_split(ctx, holdout: float):
+    """Training and validation loaders for the greedy decisions. The pipeline's ``val_data`` is often the test
+    split (the command line passes it), and deciding on it would tune on the test set: from a ``BatchLoader``
+    a seeded ``holdout`` share of the training samples is held out instead; other loaders need ``val_data``."""
+    from ..data import BatchLoader
+
+    data = ctx.train_data
+    if isinstance(data, BatchLoader) and 0 < holdout < 1:
+        n = len(data.data)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(ctx.config.seed))
+        cut = max(1, int(round(holdout * n)))
+        if n - cut < data.batch_size:
+            raise ValueError(f"holding out {cut} of {n} training samples leaves fewer than one batch "
+                             f"({data.batch_size}); lower share holdout or the batch size")
+        train = BatchLoader(data.data.subset(order[cut:].tolist()), data.batch_size, shuffle=data.shuffle,
+                            augment=data.augment, seed=data.seed, rank=data.rank, world_size=data.world_size,
+                            drop_last=data.drop_last)
+        return train, BatchLoader(data.data.subset(order[:cut].tolist()), 256), \
+            f"{cut} training samples held out ({holdout:.0%}, seed {ctx.config.seed}); the test split is not used"
+    if ctx.val_data is None:
+        raise ValueError("the share method keeps accuracy within a budget: give validation data, or a BatchLoader "
+                         "of training data to hold a share of it out")
+    return data, ctx.val_data, "the validation data passed to compress (keep the test split out of it)"
