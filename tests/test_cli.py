@@ -98,3 +98,22 @@ def test_run_folder_from_before_the_noise_setting_resumes_under_its_old_behaviou
     result = CliRunner().invoke(main, ["compress", "--resume", str(run)])
     assert result.exit_code == 0, result.output
     assert "search: finished earlier" in result.output and "finetune  epoch   1/1" in result.output
+
+
+def test_share_chains_the_second_method_after_a_finished_run(finished_run, tmp_path):
+    """LWDC then weight sharing: the compressed model of the run, read as data, on the run's own data; the
+    result keeps LWDC's MACs and stores at most its codebook's values per layer."""
+    run, _ = finished_run
+    out = tmp_path / "shared"
+    result = CliRunner().invoke(main, ["share", str(run), "--out", str(out), "--max-batches", "2", "--ladder", "2",
+                                       "--budget", "100", "--finetune-epochs", "1"])
+    assert result.exit_code == 0, result.output
+    first, second = (json.loads((p / "report.json").read_text()) for p in (run, out))
+    assert second["method"] == "share" and second["before"]["macs"] == first["after"]["macs"]
+    assert second["after"]["macs"] == first["after"]["macs"]                  # sharing changes storage, not MACs
+    assert second["share"]["compression"] > 10 and "weights:" in result.output
+    state = torch.load(out / "model_state.pt", weights_only=True)["state_dict"]
+    convs = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 4]
+    assert convs and all(torch.unique(w[w != 0]).numel() <= 2 for w in convs)
+    bad = CliRunner().invoke(main, ["share", str(run), "--out", str(tmp_path / "x"), "--ladder", "two"])
+    assert bad.exit_code != 0 and "--ladder 'two'" in bad.output and not (tmp_path / "x").exists()

@@ -152,8 +152,34 @@ def _augment(choice: str, bundle):
 
 def _prepare(settings: dict, log=click.echo):
     """Data, loaders, model (with --weights) and task, all checked; nothing is written here."""
-    from ..data import BatchLoader, load_data
     from ..models import create_model
+
+    bundle, train, test, task, task_name, augment, world, per_rank = _prepare_data(settings)
+
+    torch.manual_seed(settings["seed"])
+    try:
+        model = create_model(settings["model_name"], num_classes=_outputs(task, bundle),
+                             in_channels=bundle.input_shape[0], width=settings["width"])
+    except (ValueError, TypeError) as exc:
+        fail(f"--model {settings['model_name']}: {exc}")
+    if settings.get("weights"):
+        try:
+            model.load_state_dict(torch.load(settings["weights"], map_location="cpu", weights_only=True))
+        except Exception as exc:
+            fail(f"cannot load --weights {settings['weights']} into {settings['model_name']}: "
+                 f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
+    _check_model(model, bundle, settings["model_name"])
+    log(f"data {bundle.name}: {len(bundle.train)} train / {len(bundle.test)} test"
+        + (f", {bundle.num_classes} classes" if bundle.num_classes else "")
+        + f"; model {settings['model_name']} (width {settings['width']}); task {task_name}; augmentation "
+        + (getattr(augment, "__name__", "custom") if augment is not None else "none")
+        + (f"; {world} processes, {per_rank} samples each per step" if world > 1 else ""))
+    return bundle, train, test, model, task
+
+
+def _prepare_data(settings: dict):
+    """The data, loaders and task the settings name, checked (no model: ``lwdc share`` brings its own)."""
+    from ..data import BatchLoader, load_data
     from ..tasks import get_task
 
     world = dist.world_size()
@@ -176,25 +202,7 @@ def _prepare(settings: dict, log=click.echo):
     train = BatchLoader(bundle.train, per_rank, shuffle=True, augment=augment,
                         seed=settings["seed"], rank=dist.rank(), world_size=world, drop_last=True)
     test = BatchLoader(bundle.test, 256)
-    torch.manual_seed(settings["seed"])
-    try:
-        model = create_model(settings["model_name"], num_classes=_outputs(task, bundle),
-                             in_channels=bundle.input_shape[0], width=settings["width"])
-    except (ValueError, TypeError) as exc:
-        fail(f"--model {settings['model_name']}: {exc}")
-    if settings.get("weights"):
-        try:
-            model.load_state_dict(torch.load(settings["weights"], map_location="cpu", weights_only=True))
-        except Exception as exc:
-            fail(f"cannot load --weights {settings['weights']} into {settings['model_name']}: "
-                 f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
-    _check_model(model, bundle, settings["model_name"])
-    log(f"data {bundle.name}: {len(bundle.train)} train / {len(bundle.test)} test"
-        + (f", {bundle.num_classes} classes" if bundle.num_classes else "")
-        + f"; model {settings['model_name']} (width {settings['width']}); task {task_name}; augmentation "
-        + (getattr(augment, "__name__", "custom") if augment is not None else "none")
-        + (f"; {world} processes, {per_rank} samples each per step" if world > 1 else ""))
-    return bundle, train, test, model, task
+    return bundle, train, test, task, task_name, augment, world, per_rank
 
 
 def _data_options(pairs) -> dict:
@@ -455,3 +463,57 @@ def demo(run_dir, quick) -> None:
     if quick:
         settings.update(pretrain_epochs=1, search_epochs=1, finetune_epochs=1, max_batches=5)
     _start(settings, run_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}", None)
+
+
+@main.command("share")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Run folder of the result (default: RUN_DIR/share).")
+@click.option("--budget", default=1.0, show_default=True, type=float,
+              help="Accuracy points below the start a layer's codebook may cost.")
+@click.option("--sparsity", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Share of all weights pruned by one global magnitude threshold.")
+@click.option("--ladder", default="2,4,8,16", show_default=True, help="Codebook sizes tried per layer, smallest first.")
+@click.option("--significance", default="sparsity", show_default=True,
+              type=click.Choice(["sparsity", "sensitivity"]), help="How layers are ranked (least significant first).")
+@click.option("--finetune-epochs", default=2, show_default=True, type=click.IntRange(min=0))
+@click.option("--max-batches", default=None, type=click.IntRange(min=1), help="Cap batches per epoch (quick looks).")
+@click.option("--threads", default=None, type=click.IntRange(min=1))
+def share_cmd(run_dir, out_dir, budget, sparsity, ladder, significance, finetune_epochs, max_batches, threads) -> None:
+    """Chain the second method after a finished run: share the weights of RUN_DIR's compressed model layer by
+    layer (issue 20), on the run's own data and task. The model is read as data (weights and the allow-listed
+    layer graph); no code named by the folder is imported."""
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        source = Run.open_finished(run_dir)
+        model = source.load_model("model")
+        raw_model = (source.spec or {}).get("model_name")
+    except RunError as exc:
+        fail(str(exc))
+    try:
+        sizes = tuple(int(k) for k in ladder.split(","))
+    except ValueError:
+        fail(f"--ladder {ladder!r}: write codebook sizes like 2,4,8,16")
+    settings = _resumed_settings(source, settings_defaults(), typed_model=raw_model)   # the model is not rebuilt
+    settings.update(method="share", finetune_epochs=finetune_epochs, max_batches=max_batches, weights=None,
+                    pretrain_epochs=0)
+    _, train, test, task, *_ = _prepare_data(settings)
+    share = {"budget": budget, "sparsity": sparsity, "ladder": sizes, "significance": significance}
+    try:
+        from ..methods.share import ShareSettings
+        ShareSettings.from_dict(share)
+        folder = Path(out_dir) if out_dir else Path(run_dir) / "share"
+        run = Run.create(folder, settings, lock=True)
+    except (ValueError, RunError) as exc:
+        fail(str(exc))
+    click.echo(f"share: {source.folder}'s compressed model -> run folder {run.folder}")
+    try:
+        cfg = CompressConfig(**{**_config(settings).__dict__, "share": share})
+        result = compress(model, train, test, task=task, config=cfg, run_dir=run, log=click.echo, summary=False)
+    except (ValueError, RuntimeError, OSError) as exc:
+        run.discard()
+        fail(f"{type(exc).__name__}: {exc}")
+    finally:
+        run.release()
+    click.echo("\n" + format_summary(result.report))
