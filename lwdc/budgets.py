@@ -131,6 +131,26 @@ class BudgetTerm:
             self.multiplier = max(0.0, self.multiplier + rate * (max(expected, chosen) / limit - 1.0))
 
 
+def _best_switch(supernet, term: BudgetTerm, sign: float, accept, clamp_gap: bool):
+    """The (layer, operator) whose switch moves ``term``'s cost by ``sign`` (-1: saves, +1: adds) the most per
+    unit of the gate's preference given up, ``step / (log p(current) - log p(op) + 1)``, among those ``accept(layer,
+    op, step)`` takes; None if there is none. ``clamp_gap``: a preference gap below 0 counts as 0."""
+    best, best_score = None, -math.inf
+    for name, layer in supernet.choice_layers().items():
+        current = layer.chosen
+        now = term.table.ratio_if(supernet, name, current)
+        logp = torch.log_softmax(layer.alpha.detach(), 0)
+        for i in range(len(layer.op_names)):
+            step = sign * (term.table.ratio_if(supernet, name, i) - now)
+            if not accept(layer, i, step):
+                continue
+            gap = float(logp[current] - logp[i])
+            score = step / ((max(gap, 0.0) if clamp_gap else gap) + 1.0)
+            if score > best_score:
+                best, best_score = (name, i), score
+    return best
+
+
 def repair(supernet, terms: list[BudgetTerm]) -> dict[str, str]:
     """Force the fewest, most-probable switches to cheaper operators until every budget is met; returns the
     layers changed (name -> new op). Raises :class:`BudgetError` with the figures when no switch helps."""
@@ -141,18 +161,7 @@ def repair(supernet, terms: list[BudgetTerm]) -> dict[str, str]:
         if not over:
             return changed
         term = max(over, key=lambda t: t.chosen(supernet) / t.limit)
-        best, best_score = None, -math.inf
-        for name, layer in layers.items():
-            current = layer.chosen
-            now = term.table.ratio_if(supernet, name, current)
-            logp = torch.log_softmax(layer.alpha.detach(), 0)
-            for i in range(len(layer.op_names)):
-                saved = now - term.table.ratio_if(supernet, name, i)
-                if saved <= 1e-12:
-                    continue
-                score = saved / (float(logp[current] - logp[i]) + 1.0)
-                if score > best_score:
-                    best, best_score = (name, i), score
+        best = _best_switch(supernet, term, -1.0, lambda layer, i, saved: saved > 1e-12, clamp_gap=False)
         if best is None:
             break
         name, i = best
@@ -184,22 +193,16 @@ def fill(supernet, terms: list[BudgetTerm]) -> dict[str, str]:
         if not under:
             break
         term = min(under, key=lambda t: t.chosen(supernet) / t.limit)
-        best, best_score = None, -math.inf
-        for name, layer in layers.items():
-            current = layer.chosen
-            now = term.table.ratio_if(supernet, name, current)
-            logp = torch.log_softmax(layer.alpha.detach(), 0)
-            for i in range(len(layer.op_names)):
-                added = term.table.ratio_if(supernet, name, i) - now
-                if added < FILL_MIN_STEP * term.limit:
-                    continue
-                saved, layer.fixed = layer.fixed, i
-                ok = fits()
-                layer.fixed = saved
-                if ok:
-                    score = added / (max(float(logp[current] - logp[i]), 0.0) + 1.0)
-                    if score > best_score:
-                        best, best_score = (name, i), score
+
+        def fits_after(layer, i: int, added: float) -> bool:
+            if added < FILL_MIN_STEP * term.limit:
+                return False
+            saved, layer.fixed = layer.fixed, i
+            ok = fits()
+            layer.fixed = saved
+            return ok
+
+        best = _best_switch(supernet, term, 1.0, fits_after, clamp_gap=True)
         if best is None:
             break
         name, i = best

@@ -20,6 +20,7 @@ what the task needs). Data: ``val`` decides; never pass the test split.
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -179,7 +180,6 @@ class Share:
     name = "share"
 
     def apply(self, model: nn.Module, ctx) -> MethodResult:
-        import time
         settings = ShareSettings.from_dict(ctx.config.share)
         train, val, where = _decision_split(ctx, settings.holdout)
         ctx.log(f"share: decisions on {where}")
