@@ -122,3 +122,34 @@ def test_the_pipeline_method_holds_out_training_samples_instead_of_deciding_on_t
     assert (train.batch_size, train.shuffle, train.seed, train.drop_last) == (16, True, 3, True)
     with pytest.raises(ValueError, match="leaves fewer than one batch"):
         _decision_split(ctx, 0.9)
+
+
+def test_a_killed_loop_resumes_after_its_last_decided_layer_and_ends_as_an_uninterrupted_one(quadrants, tmp_path):
+    from lwdc.runs import CheckpointError, Run
+
+    train, val = quadrants
+    settings = ShareSettings(budget=1.0, ladder=(2, 4), **FAST)
+    whole = share_greedy(_trained(quadrants), Classification(), train, val, settings, log=lambda m: None,
+                         run=Run(tmp_path / "whole"))
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first_layer(line):
+        if line.startswith("share: ") and "accuracy" in line and "start" not in line:
+            raise Killed
+    with pytest.raises(Killed):
+        share_greedy(_trained(quadrants), Classification(), train, val, settings, log=kill_after_first_layer,
+                     run=Run(tmp_path / "killed"))
+    lines = []
+    resumed = share_greedy(_trained(quadrants), Classification(), train, val, settings, log=lines.append,
+                           run=Run(tmp_path / "killed"))
+    assert any("resuming after 1 decided layer" in line for line in lines)
+    assert sum(line.startswith("share: ") and "accuracy" in line and "start" not in line for line in lines) \
+        == len(whole.layers) - 1                                        # the decided layer is not tried again
+    assert resumed.layers == whole.layers and resumed.final == whole.final
+    for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(CheckpointError, match="other share settings"):
+        share_greedy(_trained(quadrants), Classification(), train, val, ShareSettings(budget=2.0, **FAST),
+                     log=lambda m: None, run=Run(tmp_path / "killed"))

@@ -37,8 +37,12 @@ from .base import MODEL_HELP, TRUST_PT2_HELP, fail, load_model_arg, main
 @click.option("--trust-pt2", is_flag=True, help=TRUST_PT2_HELP)
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Compile the C and compare it with PyTorch (needs a C compiler).")
+@click.option("--weight-storage", type=click.Choice(["dense", "startup", "on-the-fly"]), default="dense",
+              show_default=True,
+              help="Float C: store layers of few distinct values (after `lwdc share`) as codebook + packed codes, "
+                   "decoded into RAM at the first run (startup) or before each layer (on-the-fly, less RAM).")
 def export_cmd(model, fmt, out, int8, calib_data, calib_samples, calibration, eval_samples, name, width, weights,
-               input_shape, num_classes, cache_dir, force, trust_pt2, verify) -> None:
+               input_shape, num_classes, cache_dir, force, trust_pt2, verify, weight_storage) -> None:
     """Export MODEL as ONNX or a C99 library (run it with `lwdc run-c OUT`).
 
     MODEL is a run folder (its compressed model), a registered model name (--weights for its state_dict), your own
@@ -56,6 +60,8 @@ def export_cmd(model, fmt, out, int8, calib_data, calib_samples, calibration, ev
 
     if int8 and fmt != "c":
         fail("--int8 applies to --format c only")
+    if weight_storage != "dense" and (int8 or fmt != "c"):
+        fail("--weight-storage codes the weights of a float C build; leave it at dense with --int8 or ONNX")
     arg = load_model_arg(model, width=width, weights=weights, input_shape=input_shape, num_classes=num_classes,
                          trust_pt2=trust_pt2)
     net, shape, run_data, task_name = arg
@@ -96,7 +102,7 @@ def export_cmd(model, fmt, out, int8, calib_data, calib_samples, calibration, ev
             source["normalization"] = {"mean": list(bundle.test.mean), "std": list(bundle.test.std)}
         click.echo(f"exporting {model} to C ({'int8' if int8 else 'float32'}) in {target}")
         result = export_c(net, example, target, int8=int8, calib=calib, calibration=calibration, name=name,
-                          overwrite=force, verify=verify, source=source, log=click.echo)
+                          overwrite=force, verify=verify, source=source, weights=weight_storage, log=click.echo)
     except (UnsupportedLayerError, ExportError, CompilerError, FileExistsError, ValueError) as exc:
         fail(f"{type(exc).__name__}: {exc}")
     s = result.summary
@@ -127,8 +133,13 @@ def format_deploy(s: dict, target: Path) -> str:
     lines = [f"wrote {target}/ ({s['name']}.c, {s['name']}.h, main.c, deploy.json): {s['precision']}, "
              f"{s['nodes']} kernels",
              f"  MACs {s['macs']:,}   params {s['params']:,}   flash {kb(s['flash_bytes'])}",
-             f"  peak RAM {kb(s['peak_ram_bytes'])} (arena {kb(s['arena_bytes'])} + scratch {kb(s['scratch_bytes'])}); "
-             f"lower bound {kb(s['lower_bound_bytes'])}; naive sum of activations {kb(s['naive_bytes'])}"]
+             f"  peak RAM {kb(s['peak_ram_bytes'])} (arena {kb(s['arena_bytes'])} + scratch {kb(s['scratch_bytes'])}"
+             + (f" + decoded weights {kb(s['weights']['ram_bytes'])}" if s.get("weights", {}).get("ram_bytes") else "")
+             + f"); lower bound {kb(s['lower_bound_bytes'])}; naive sum of activations {kb(s['naive_bytes'])}"]
+    w = s.get("weights") or {}
+    if w.get("mode", "dense") != "dense":
+        lines.append(f"  weights: {len(w['coded_layers'])} layer(s) stored as codebook + packed codes, decoded "
+                     + ("at the first run" if w["mode"] == "startup" else "before each layer, every run"))
     v = s.get("verified")
     if v is None:
         lines.append("  not compiled (no C compiler or --no-verify)")

@@ -25,7 +25,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 __all__ = ["prunable_layers", "global_magnitude_masks", "MaskedWeight", "SharedWeight", "kmeans_codebook",
-           "prune", "share_layer", "materialize", "encode", "decode", "layer_bits"]
+           "prune", "share_layer", "materialize", "encode", "encode_values", "encode_arrays", "decode",
+           "layer_bits"]
 
 _PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
@@ -173,20 +174,40 @@ def _unpack(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
 
 def encode(shared: SharedWeight) -> dict:
     """The stored form of a shared layer: codebook, packed codes and the zero encoding chosen by ``layer_bits``."""
-    mask = shared.mask.flatten().numpy()
-    index = shared.index.flatten().numpy()
-    k = shared.codebook.numel()
+    return encode_arrays(shared.codebook.detach().float().numpy(), shared.index.numpy(), shared.mask.numpy())
+
+
+def encode_values(weight: np.ndarray, max_values: int = 256) -> dict | None:
+    """A plain weight array in stored form, its codebook being its own distinct non-zero values (so ``decode``
+    gives it back bit for bit); None when it has more than ``max_values`` of them or storing it coded would not
+    take fewer bits than float32 (an ordinary trained layer: nearly every value distinct)."""
+    w = np.asarray(weight, np.float32)
+    mask = w != 0
+    values, index = np.unique(w[mask], return_inverse=True)
+    if values.size == 0 or values.size > max_values:
+        return None
+    if layer_bits(w.size, int(mask.sum()), values.size)["bits"] >= 32 * w.size:
+        return None
+    full = np.zeros(w.shape, np.int64)
+    full[mask] = index.reshape(-1)
+    return encode_arrays(values, full, mask)
+
+
+def encode_arrays(codebook: np.ndarray, index: np.ndarray, mask: np.ndarray) -> dict:
+    """``encode`` of plain arrays: ``codebook`` (K,), ``index`` and ``mask`` of the weight's shape."""
+    mask, index = np.asarray(mask, bool), np.asarray(index, np.int64)
+    k = int(np.asarray(codebook).size)
     plan = layer_bits(mask.size, int(mask.sum()), k)
+    flat_mask, flat_index = mask.reshape(-1), index.reshape(-1)
     if plan["format"] == "dense":
         bits = max(1, math.ceil(math.log2(k + 1)))
-        codes = np.where(mask, index + 1, 0)
-        payload = {"codes": _pack(codes, bits), "code_bits": bits}
+        payload = {"codes": _pack(np.where(flat_mask, flat_index + 1, 0), bits), "code_bits": bits}
     else:
-        payload = {"bitmap": np.packbits(mask.astype(np.uint8), bitorder="little"),
-                   "codes": _pack(index[mask], plan["index_bits"]), "code_bits": plan["index_bits"]}
-    return {"format": plan["format"], "shape": list(shared.mask.shape), "count": int(mask.size),
-            "nonzero": int(mask.sum()), "codebook": shared.codebook.detach().float().numpy().copy(),
-            "bits": plan["bits"], **payload}
+        payload = {"bitmap": np.packbits(flat_mask.astype(np.uint8), bitorder="little"),
+                   "codes": _pack(flat_index[flat_mask], plan["index_bits"]), "code_bits": plan["index_bits"]}
+    return {"format": plan["format"], "shape": list(mask.shape), "count": int(mask.size),
+            "nonzero": int(mask.sum()), "codebook": np.asarray(codebook, np.float32).copy(), "bits": plan["bits"],
+            **payload}
 
 
 def decode(stored: dict) -> torch.Tensor:

@@ -28,12 +28,15 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..runs import CheckpointError, Run, load_checkpoint
+from ..stages import config_fingerprint
 from ..train import TrainConfig, evaluate, fit
 from . import MethodResult, register_method
 from .codebook import (MaskedWeight, global_magnitude_masks, layer_bits, materialize, prunable_layers, prune,
                        share_layer)
 
-__all__ = ["ShareSettings", "ShareResult", "SIGNIFICANCE_RULES", "layer_significance", "share_greedy", "Share"]
+__all__ = ["ShareSettings", "ShareResult", "SIGNIFICANCE_RULES", "layer_significance", "share_greedy", "holdout_split",
+           "Share"]
 
 SIGNIFICANCE_RULES = ("sparsity", "sensitivity")
 
@@ -116,26 +119,34 @@ def layer_significance(model: nn.Module, rule: str, task=None, val: Iterable | N
 
 
 def share_greedy(model: nn.Module, task, train: Iterable, val: Iterable, settings: ShareSettings | None = None,
-                 log: Callable[[str], None] = print) -> ShareResult:
-    """Prune, rank, and share layer by layer as far as ``settings.budget`` allows; ``model`` is changed in place."""
+                 log: Callable[[str], None] = print, run: Run | None = None) -> ShareResult:
+    """Prune, rank, and share layer by layer as far as ``settings.budget`` allows; ``model`` is changed in place.
+    With ``run``, the loop checkpoints (stage ``share``) after pruning and after each layer's decision, and a
+    second call on the same untouched model resumes after the last decided layer."""
     s = settings or ShareSettings()
     s.validate()
     retrain = TrainConfig(epochs=s.retrain_epochs, lr=s.lr, weight_decay=0.0, progress=False,
                           max_batches=s.max_batches, desc="share")
     quiet = lambda _msg: None  # noqa: E731 - the brief retrains would flood the log
+    fingerprint = config_fingerprint({**s.__dict__, "ladder": list(s.ladder)})
 
-    start = _accuracy(model, task, val, s.max_batches)
-    original_bits = 32 * sum(m.weight.numel() for m in prunable_layers(model).values())
-    prune(model, global_magnitude_masks(model, s.sparsity))
-    if s.prune_epochs > 0:
-        fit(model, task, train, None, TrainConfig(**{**retrain.__dict__, "epochs": s.prune_epochs}), log=quiet)
-    pruned = _accuracy(model, task, val, s.max_batches)
-    log(f"share: start {start:.2f}, pruned to {s.sparsity:.0%} sparsity {pruned:.2f} (budget {s.budget:g} points)")
-
-    significance = layer_significance(model, s.significance, task, val, s.ladder[0], s.max_batches)
+    progress = _resume(run, model, fingerprint, log)
+    if progress is None:
+        progress = {"start": _accuracy(model, task, val, s.max_batches),
+                    "original_bits": 32 * sum(m.weight.numel() for m in prunable_layers(model).values())}
+        prune(model, global_magnitude_masks(model, s.sparsity))
+        if s.prune_epochs > 0:
+            fit(model, task, train, None, TrainConfig(**{**retrain.__dict__, "epochs": s.prune_epochs}), log=quiet)
+        progress["pruned"] = _accuracy(model, task, val, s.max_batches)
+        progress["significance"] = layer_significance(model, s.significance, task, val, s.ladder[0],
+                                                      s.max_batches)
+        progress["rows"] = []
+        _checkpoint(run, model, fingerprint, progress)
+    start, significance, rows = progress["start"], progress["significance"], progress["rows"]
+    log(f"share: start {start:.2f}, pruned to {s.sparsity:.0%} sparsity {progress['pruned']:.2f} "
+        f"(budget {s.budget:g} points)")
     order = sorted(significance, key=lambda n: (significance[n], n))
-    rows = []
-    for name in order:
+    for name in order[len(rows):]:
         layer = prunable_layers(model)[name]
         masked = _masks(model).get(name)
         mask = masked if masked is not None else torch.ones_like(layer.weight, dtype=torch.bool)
@@ -156,11 +167,47 @@ def share_greedy(model: nn.Module, task, train: Iterable, val: Iterable, setting
         rows.append({"layer": name, "significance": significance[name], "sparsity": 1 - float(mask.float().mean()),
                      "codebook": kept, "bits_per_weight": bits["bits"] / mask.numel(), "bits": bits["bits"],
                      "format": bits["format"], "accuracy": acc})
+        _checkpoint(run, model, fingerprint, progress)
         log(f"share: {name}: " + (f"{kept} values, {rows[-1]['bits_per_weight']:.2f} bits/weight" if kept else
                                   "kept as it was (no codebook size met the budget)") + f", accuracy {acc:.2f}")
     stored = sum(r["bits"] for r in rows)
     final = _accuracy(model, task, val, s.max_batches)
-    return ShareResult(model, start, pruned, final, rows, original_bits, stored)
+    return ShareResult(model, start, progress["pruned"], final, rows, progress["original_bits"], stored)
+
+
+_STAGE = "share"
+_MASK = ".parametrizations.weight.0.mask"
+
+
+def _checkpoint(run: Run | None, model: nn.Module, fingerprint: str, progress: dict) -> None:
+    if run is not None:
+        run.save_stage(_STAGE, {"fingerprint": fingerprint, "state": model.state_dict(), **progress})
+
+
+def _resume(run: Run | None, model: nn.Module, fingerprint: str, log) -> dict | None:
+    """The loop's saved progress, with ``model`` rebuilt to it (masks, then codebooks of the decided layers, then
+    every tensor); None when there is nothing to resume."""
+    if run is None or not run.has_checkpoint(_STAGE):
+        return None
+    path = run.checkpoint_path(_STAGE)
+    saved = load_checkpoint(path, _STAGE, required=("fingerprint", "state", "start", "pruned", "original_bits",
+                                                    "significance", "rows"))
+    if saved["fingerprint"] != fingerprint:
+        raise CheckpointError(f"{path} was written with other share settings; use a new run folder or restore "
+                              "the original settings")
+    layers = prunable_layers(model)
+    state, rows = saved.pop("state"), saved["rows"]
+    try:
+        prune(model, {k[:-len(_MASK)]: v for k, v in state.items() if k.endswith(_MASK)})
+        for row in rows:
+            if row["codebook"]:
+                share_layer(layers[row["layer"]], row["codebook"], iters=0)
+        model.load_state_dict(state)
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path} holds another model ({str(exc).splitlines()[0]}); use a new run folder") \
+            from None
+    log(f"share: resuming after {len(rows)} decided layer(s) from {path}")
+    return {k: v for k, v in saved.items() if k not in ("fingerprint", "lwdc_checkpoint", "version")}
 
 
 def _unshare(layer: nn.Module, mask: torch.Tensor | None) -> None:
@@ -186,7 +233,8 @@ class Share:
         work = copy.deepcopy(model)
         t0 = time.perf_counter()
         r = share_greedy(work, ctx.task, train, val,
-                         ShareSettings(**{**settings.__dict__, "max_batches": ctx.config.max_batches}), log=ctx.log)
+                         ShareSettings(**{**settings.__dict__, "max_batches": ctx.config.max_batches}), log=ctx.log,
+                         run=ctx.run)
         choices = {row["layer"]: (f"{row['codebook']} values" if row["codebook"] else "float32")
                    for row in r.layers}
         return MethodResult(model=work, choices=choices, wall_time_s={"share": time.perf_counter() - t0},
@@ -206,20 +254,27 @@ def _decision_split(ctx, holdout: float):
     a seeded ``holdout`` share of the training samples is held out instead; other loaders need ``val_data``."""
     from ..data import BatchLoader
 
-    data = ctx.train_data
-    if isinstance(data, BatchLoader) and 0 < holdout < 1:
-        n = len(data.data)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(ctx.config.seed))
-        cut = max(1, int(round(holdout * n)))
-        if n - cut < data.batch_size:
-            raise ValueError(f"holding out {cut} of {n} training samples leaves fewer than one batch "
-                             f"({data.batch_size}); lower share holdout or the batch size")
-        train = BatchLoader(data.data.subset(order[cut:].tolist()), data.batch_size, shuffle=data.shuffle,
-                            augment=data.augment, seed=data.seed, rank=data.rank, world_size=data.world_size,
-                            drop_last=data.drop_last)
-        return train, BatchLoader(data.data.subset(order[:cut].tolist()), 256), \
-            f"{cut} training samples held out ({holdout:.0%}, seed {ctx.config.seed}); the test split is not used"
+    if isinstance(ctx.train_data, BatchLoader) and 0 < holdout < 1:
+        return holdout_split(ctx.train_data, holdout, ctx.config.seed)
     if ctx.val_data is None:
         raise ValueError("the share method keeps accuracy within a budget: give validation data, or a BatchLoader "
                          "of training data to hold a share of it out")
-    return data, ctx.val_data, "the validation data passed to compress (keep the test split out of it)"
+    return ctx.train_data, ctx.val_data, "the validation data passed to compress (keep the test split out of it)"
+
+
+def holdout_split(data, holdout: float, seed: int):
+    """``(train, held_out, description)``: a ``BatchLoader`` split into a seeded ``holdout`` share of its samples
+    (batches of 256, unshuffled) and the rest (the loader's own settings)."""
+    from ..data import BatchLoader
+
+    n = len(data.data)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    cut = max(1, int(round(holdout * n)))
+    if n - cut < data.batch_size:
+        raise ValueError(f"holding out {cut} of {n} training samples leaves fewer than one batch "
+                         f"({data.batch_size}); lower share holdout or the batch size")
+    train = BatchLoader(data.data.subset(order[cut:].tolist()), data.batch_size, shuffle=data.shuffle,
+                        augment=data.augment, seed=data.seed, rank=data.rank, world_size=data.world_size,
+                        drop_last=data.drop_last)
+    return train, BatchLoader(data.data.subset(order[:cut].tolist()), 256), \
+        f"{cut} training samples held out ({holdout:.0%}, seed {seed}); the test split is not used"

@@ -24,7 +24,7 @@ from ..tolerance import Tolerance, as_tolerance, pytorch_rounding
 from . import ops  # noqa: F401  (fills the op table before anything lowers)
 from ...modes import eval_mode
 from .build import CompilerError, compile_library, find_compiler, run_library
-from .emit import emit_c
+from .emit import WEIGHT_MODES, check_weight_mode, emit_c
 from .graph import Graph, UnsupportedLayerError, lower
 from .plan import MemoryPlan, plan_memory
 from .quant import QuantizedGraph, calibrate, quantize, run_int8, run_quantized
@@ -104,7 +104,8 @@ def export_c(model: nn.Module | torch.export.ExportedProgram, example_input: tor
              int8: bool = False, calib: torch.Tensor | Iterable | None = None, name: str = "model",
              calibration: str = "minmax", overwrite: bool = False, verify: bool = True,
              atol: float | None = None, rtol: float | None = None, target: str = "host",
-             source: dict | None = None, log: Callable[[str], None] | None = None) -> CExport:
+             source: dict | None = None, weights: str = "dense",
+             log: Callable[[str], None] | None = None) -> CExport:
     """Write ``out_dir/{NAME.h, NAME.c, main.c, deploy.json}`` for one-sample inference in C99.
 
     The lowered graph is first checked against PyTorch in Python; with ``verify`` (and a C compiler present) the
@@ -114,10 +115,13 @@ def export_c(model: nn.Module | torch.export.ExportedProgram, example_input: tor
     ``calibration`` chooses activation ranges for int8: ``minmax`` (observed extremes) or ``mse``. ``name`` must
     be a C identifier of at most 32 characters; ``target`` names the registered compiler and runner.
     ``source`` (any JSON-able dict: where the model and its data came from, their normalisation) is recorded in
-    deploy.json for ``run_c``; ``log`` receives one line per step that can take seconds.
+    deploy.json for ``run_c``; ``log`` receives one line per step that can take seconds. ``weights`` (float32
+    only): ``dense``, or ``startup`` / ``on-the-fly`` to store layers of few distinct values (``lwdc share``) as
+    codebooks and packed codes, decoded into RAM once or before each layer (``emit.WEIGHT_MODES``).
     """
     say = _stepper(log)
     check_name(name)
+    check_weight_mode(weights, int8)
     get_target(target)
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
@@ -147,11 +151,12 @@ def export_c(model: nn.Module | torch.export.ExportedProgram, example_input: tor
         say(f"calibrating int8 ranges ({calibration}) on {sum(len(b) for b in batches)} samples")
     qgraph = quantize(graph, calibrate(graph, batches, calibration)) if int8 else None
     plan = plan_memory(graph, 1 if int8 else 4)
-    src = emit_c(graph, plan, qgraph, name)
+    src = emit_c(graph, plan, qgraph, name, weights)
     summary = {"name": name, "target": target, "precision": "int8" if int8 else "float32",
                "calibration": calibration if int8 else None, "input_shape": list(graph.input_shape),
                "output_shape": list(graph.output_shape), "nodes": len(graph.nodes), "macs": graph.macs,
                "params": graph.params, "flash_bytes": src.flash_bytes, **plan.summary(),
+               "peak_ram_bytes": plan.peak_ram_bytes + src.weights["ram_bytes"], "weights": src.weights,
                "naive_over_arena": round(plan.naive_bytes / max(plan.arena_bytes, 1), 3),
                "lowering_max_abs_diff": diff, "tolerance": lowering, "layout": LAYOUT,
                "front_end": None if front is None else {

@@ -10,12 +10,30 @@ from importlib import resources
 
 import numpy as np
 
+from ...methods.codebook import encode_values
 from .fixed import QNode
 from .ir import Graph
 from .plan import MemoryPlan
 from .quant import QuantizedGraph
 from .registry import kernel_sources, op_for
 from .safe import c_comment, check_identifier, check_name
+
+#: How a float32 build stores conv weights. ``dense``: every weight a float in flash. ``startup``: a layer
+#: holding few distinct values (weight sharing, ``lwdc share``) is stored as its codebook, bit-packed codes (and a
+#: bitmap of its zeros where that is smaller) and one float per output channel for a folded BatchNorm; the first
+#: run decodes all such layers into one RAM buffer. ``on-the-fly``: the same storage, each layer decoded into one
+#: shared RAM buffer (the size of the largest) right before its convolution, on every run.
+WEIGHT_MODES = ("dense", "startup", "on-the-fly")
+
+
+
+def check_weight_mode(weights: str, int8: bool) -> None:
+    if weights not in WEIGHT_MODES:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHT_MODES)}, got {weights!r}")
+    if weights != "dense" and int8:
+        raise ValueError(f"weights={weights!r} codes float32 weights; an int8 build stores 8-bit weights already: "
+                         "use weights='dense' with int8")
+
 
 _SECTION = re.compile(r"/\* @kernel (\w+) \*/\n(.*?)/\* @end \*/\n", re.S)
 
@@ -39,11 +57,13 @@ class _Array:
 
     @property
     def nbytes(self) -> int:
-        return self.values.size * np.dtype({"float": np.float32, "int8_t": np.int8, "int32_t": np.int32}
-                                           [self.ctype]).itemsize
+        return max(self.values.size, 1) * np.dtype({"float": np.float32, "int8_t": np.int8, "int32_t": np.int32,
+                                            "uint8_t": np.uint8}[self.ctype]).itemsize
 
     def c(self) -> str:
         flat = self.values.reshape(-1)
+        if flat.size == 0:               # C99 has no empty arrays (a 1-value codebook needs no codes)
+            flat = np.zeros(1, self.values.dtype)
         if self.ctype == "float":
             if not np.all(np.isfinite(flat)):
                 raise ValueError(f"{self.name}: weights contain NaN or inf; nothing to export")
@@ -60,14 +80,20 @@ class CSource:
     source: str
     main: str
     flash_bytes: int
+    weights: dict               # how float conv weights are stored (see WEIGHT_MODES) and the RAM they take
 
 
 class _Emitter:
     """What an op's ``emit`` writes through: kernel sections, constant arrays (named ``n<index>_<suffix>``,
     never after user text), arena addresses and calls into the body of ``lw_body``."""
 
-    def __init__(self, graph: Graph, plan: MemoryPlan, qgraph: QuantizedGraph | None, name: str):
-        self.g, self.plan, self.q, self.name = graph, plan, qgraph, name
+    def __init__(self, graph: Graph, plan: MemoryPlan, qgraph: QuantizedGraph | None, name: str,
+                 weights: str = "dense"):
+        check_weight_mode(weights, qgraph is not None)
+        self.g, self.plan, self.q, self.name, self.weight_mode = graph, plan, qgraph, name, weights
+        self.startup: list[str] = []       # decode calls of the first run (``startup``)
+        self.weight_ram = 0                # floats: all decoded layers (startup) or the largest (on-the-fly)
+        self.coded: list[dict] = []
         self.arrays: list[_Array] = []
         self.used: list[str] = []
         self.body: list[str] = []
@@ -101,6 +127,42 @@ class _Emitter:
         self.arrays.append(_Array(name, ctype, values))
         return name
 
+    def float_weights(self, node) -> str:
+        """The C expression of a float conv's weights: its flash array, or where ``weight_mode`` decodes it."""
+        stored, scale = self._coded(node)
+        if stored is None:
+            return self.array("w", "float", node.weight)
+        args = [stored["count"], node.weight.shape[0], self.array("cb", "float", stored["codebook"]),
+                self.array("sc", "float", scale) if scale is not None else "0",
+                self.array("c", "uint8_t", stored["codes"]), stored["code_bits"],
+                self.array("z", "uint8_t", stored["bitmap"]) if "bitmap" in stored else "0"]
+        self.use("decode_f32")
+        if self.weight_mode == "startup":
+            target = f"lw_wram + {self.weight_ram}"
+            self.startup.append(f"        lw_decode_f32({target}, {', '.join(map(str, args))});")
+            self.weight_ram += stored["count"]
+        else:
+            target = "lw_wram"
+            self.call("decode_f32", target, *args)
+            self.weight_ram = max(self.weight_ram, stored["count"])
+        self.coded.append({"where": node.where, "values": int(stored["codebook"].size), "format": stored["format"],
+                           "code_bits": stored["code_bits"], "count": stored["count"],
+                           "folded_scale": scale is not None})
+        return target
+
+    def _coded(self, node) -> tuple[dict | None, np.ndarray | None]:
+        """The stored form of ``node``'s weights, and its per-output-channel scale, when coding them is smaller;
+        the scale is used only if ``unscaled * channel_scale`` is exactly the weight (it is, by construction)."""
+        if self.weight_mode == "dense":
+            return None, None
+        if node.unscaled is not None:
+            rebuilt = node.unscaled * node.channel_scale.reshape(-1, *([1] * (node.weight.ndim - 1)))
+            if np.array_equal(rebuilt.view(np.uint32), node.weight.view(np.uint32)):
+                stored = encode_values(node.unscaled)
+                if stored is not None and stored["bits"] + 32 * len(node.channel_scale) < 32 * node.weight.size:
+                    return stored, node.channel_scale
+        return encode_values(node.weight), None
+
     def at(self, tensor: str) -> str:
         """The tensor's address in the arena: its buffer's planned offset plus, for a view, where it starts."""
         return f"A + {self.plan.offset(self.g, tensor) // (1 if self.q else 4) + self.g.tensors[tensor].offset}"
@@ -126,6 +188,7 @@ class _Emitter:
         NAME, name, g, q = self.name.upper(), self.name, self.g, self.q
         in_size, out_size = g.tensors[g.input].size, g.tensors[g.output].size
         flash = sum(a.nbytes for a in self.arrays)
+        weight_ram = 4 * self.weight_ram
         ctype = "int8_t" if q else "float"
         elems = self.plan.arena_bytes // (1 if q else 4)
         shape = lambda s: " x ".join(map(str, s))  # noqa: E731
@@ -134,7 +197,8 @@ class _Emitter:
              f"#ifndef {NAME}_H", f"#define {NAME}_H", "#include <stdint.h>", "",
              f"#define {NAME}_INPUT_SIZE {in_size}", f"#define {NAME}_OUTPUT_SIZE {out_size}",
              f"#define {NAME}_ARENA_BYTES {self.plan.arena_bytes}",
-             f"#define {NAME}_PEAK_RAM_BYTES {self.plan.peak_ram_bytes}", f"#define {NAME}_FLASH_BYTES {flash}",
+             f"#define {NAME}_PEAK_RAM_BYTES {self.plan.peak_ram_bytes + weight_ram}",
+             f"#define {NAME}_WEIGHT_RAM_BYTES {weight_ram}", f"#define {NAME}_FLASH_BYTES {flash}",
              f"#define {NAME}_MACS {g.macs}"]
         if q:
             qi, qo = q.qp(g.input), q.qp(g.output)
@@ -157,9 +221,13 @@ class _Emitter:
         c += [f"static {ctype} lw_arena[{max(elems, 1)}];"]
         if q:
             c += [f"static int32_t lw_acc[{max(self.plan.scratch_bytes // 4, 1)}];"]
+        if self.weight_ram:
+            c += [f"static float lw_wram[{self.weight_ram}];  /* decoded weights ({self.weight_mode}) */"]
         ins, outs = self.at(g.input), self.at(g.output)
         in_off, out_off = ins.split(" + ")[1], outs.split(" + ")[1]
-        c += ["", "static void lw_body(void)", "{", f"    {ctype} *A = lw_arena;", *self.body, "}", ""]
+        first_run = (["    static int decoded = 0;", "    if (!decoded) {", *self.startup, "        decoded = 1;", "    }"]
+                     if self.startup else [])
+        c += ["", "static void lw_body(void)", "{", f"    {ctype} *A = lw_arena;", *first_run, *self.body, "}", ""]
         if q:
             c += [f"void {name}_run_int8(const int8_t *input, int8_t *output)", "{", "    int8_t *A = lw_arena;",
                   f"    memcpy({ins}, input, {in_size});", "    lw_body();", f"    memcpy(output, {outs}, {out_size});",
@@ -177,7 +245,8 @@ class _Emitter:
             c += [f"void {name}_run(const float *input, float *output)", "{", "    float *A = lw_arena;",
                   f"    memcpy({ins}, input, {in_size} * sizeof(float));", "    lw_body();",
                   f"    memcpy(output, {outs}, {out_size} * sizeof(float));", "}", ""]
-        return CSource("\n".join(h), "\n".join(c), _main(name, bool(q)), flash)
+        weights = {"mode": self.weight_mode, "ram_bytes": weight_ram, "coded_layers": self.coded}
+        return CSource("\n".join(h), "\n".join(c), _main(name, bool(q)), flash, weights)
 
 
 def _main(name: str, int8: bool) -> str:
@@ -245,5 +314,6 @@ int main(int argc, char **argv)
 """
 
 
-def emit_c(graph: Graph, plan: MemoryPlan, qgraph: QuantizedGraph | None = None, name: str = "model") -> CSource:
-    return _Emitter(graph, plan, qgraph, check_name(name)).emit()
+def emit_c(graph: Graph, plan: MemoryPlan, qgraph: QuantizedGraph | None = None, name: str = "model",
+           weights: str = "dense") -> CSource:
+    return _Emitter(graph, plan, qgraph, check_name(name), weights).emit()

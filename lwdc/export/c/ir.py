@@ -46,6 +46,10 @@ class Node:
     weight: np.ndarray | None = None  # conv: (O, C/groups, KH, KW) float32
     bias: np.ndarray | None = None  # conv: (O,) float32
     act: str = "none"  # ops that fuse an activation: none | relu | relu6; act node: the function
+    # conv with a BatchNorm (or other per-channel scale) folded in: weight == unscaled * channel_scale per output
+    # channel, computed in float32, so a coded export can store the layer's own few values and one scale each
+    unscaled: np.ndarray | None = None
+    channel_scale: np.ndarray | None = None
 
 
 @dataclass

@@ -14,6 +14,39 @@ static void lw_range(int n, int out, int s, int p, int off, int *lo, int *hi)
 }
 /* @end */
 
+/* @kernel decode_f32 */
+/* Weights stored as a codebook (lwdc.methods.codebook.encode_arrays): n weights, O output channels. codes holds `bits`-bit little-endian codes; without a bitmap code 0 is a zero and code c > 0 is
+ * codebook[c - 1]; with one, bit i of the bitmap marks a non-zero weight and the codes list only those. A folded
+ * BatchNorm's per-channel scale (or 0 for none) multiplies every weight afterwards, in float32, as the exporter
+ * computed it, so the result is bit for bit the dense export's weight array. */
+static unsigned lw_code(const uint8_t *p, long i, int bits)
+{
+    unsigned v = 0;
+    long pos = i * bits;
+    int b;
+    for (b = 0; b < bits; ++b, ++pos) v |= (unsigned)((p[pos >> 3] >> (pos & 7)) & 1u) << b;
+    return v;
+}
+
+static void lw_decode_f32(float *w, long n, int O, const float *codebook, const float *scale,
+                          const uint8_t *codes, int bits, const uint8_t *bitmap)
+{
+    long i, j = 0;
+    for (i = 0; i < n; ++i) {
+        if (bitmap) {
+            w[i] = ((bitmap[i >> 3] >> (i & 7)) & 1u) ? codebook[lw_code(codes, j++, bits)] : 0.0f;
+        } else {
+            unsigned c = lw_code(codes, i, bits);
+            w[i] = c ? codebook[c - 1] : 0.0f;
+        }
+    }
+    if (scale) {
+        const long per = n / O;
+        for (i = 0; i < n; ++i) w[i] = w[i] * scale[i / per];
+    }
+}
+/* @end */
+
 /* @kernel window */
 /* The pooling window of output position o, clipped to the input: [*lo, *hi); returns the divisor that
  * PyTorch's avg_pool uses when padding counts (the window clipped to the padded input). */

@@ -41,7 +41,10 @@ class Conv(Op):
         nothing else reads it, else a depthwise 1x1 conv."""
         conv = lw.fusable(src)
         if conv is not None and conv.op == cls.name:
-            conv.weight = (conv.weight * scale.reshape(-1, 1, 1, 1)).astype(np.float32)
+            if conv.unscaled is None:
+                conv.unscaled, conv.channel_scale = conv.weight, np.ones(len(scale), np.float32)
+            conv.channel_scale = (conv.channel_scale * scale).astype(np.float32)
+            conv.weight = conv.unscaled * conv.channel_scale.reshape(-1, 1, 1, 1)   # float32 x float32, as C does
             conv.bias = (conv.bias * scale + shift).astype(np.float32)
             lw.alias(node, src)
         else:
@@ -142,7 +145,8 @@ class Conv(Op):
         tensors = [e.at(src), *e.shape(src), e.at(dst), *e.shape(dst)]
         e.use("range", "fixed" if e.int8 else "act_f32", f"conv_{e.sfx}")
         if not e.int8:
-            e.call("conv_f32", *tensors, e.array("w", "float", node.weight), e.array("b", "float", node.bias),
+            weights = e.float_weights(node)
+            e.call("conv_f32", *tensors, weights, e.array("b", "float", node.bias),
                    *geometry, act_code(node.act))
             return
         q = e.qnode
