@@ -72,7 +72,7 @@ PROTOCOLS = {
     "fsdd": Protocol(dict(sparsity=0.5, ladder=(2, 4, 8, 16), budget=1.0, prune_epochs=5, retrain_epochs=2,
                           lr=0.01), finetune_epochs=10, finetune_lr=0.01, batch_size=64),
 }
-METHODS = ("share", "kmeans-2", "kmeans-4", "ptq-int8", "ptq-int4")
+METHODS = ("share", "kmeans-2", "kmeans-4", "kmeans-16", "kmeans-64", "ptq-int8", "ptq-int4")
 
 
 def _log(msg: str) -> None:
@@ -184,6 +184,7 @@ def run_row(set_name: str, source: str, method: str, out_dir: Path = OUT, thread
            "bits_per_weight": 32 * stored / original_bits, "params": count_params(work),
            "macs": count_macs(work, example), "seconds": seconds, **row, "c": c_storage(work, example),
            "settings": settings, "machine": machine_info(), "git": git_info()}
+    run.save_model("model", work, example, portable=False)     # as data, for later re-measuring or export
     write_json(out, row)
     _log(f"{method}: accuracy {accuracy:.2f} ({row['delta']:+.2f}), compression {row['compression']:.1f}x -> {out}")
     return row

@@ -117,3 +117,23 @@ def test_share_chains_the_second_method_after_a_finished_run(finished_run, tmp_p
     assert convs and all(torch.unique(w[w != 0]).numel() <= 2 for w in convs)
     bad = CliRunner().invoke(main, ["share", str(run), "--out", str(tmp_path / "x"), "--ladder", "two"])
     assert bad.exit_code != 0 and "--ladder 'two'" in bad.output and not (tmp_path / "x").exists()
+    # the report shows the greedy steps, one row per layer with its codebook; no LWDC sections on a share run
+    page_dir = tmp_path / "page"
+    shown = CliRunner().invoke(main, ["report", str(out), "--out", str(page_dir), "--samples", "1", "--cka-samples",
+                                      "0", "--probe-train", "0"])
+    assert shown.exit_code == 0, shown.output
+    page = (page_dir / "report.html").read_text()
+    assert 'id="weights"' in page and 'id="architecture"' not in page and "Method <code>share</code>" in page
+    for row in second["share"]["layers"]:
+        assert f"<td class=\"l\"><code>{row['layer']}</code></td>" in page
+    # the float C stores the shared layers as codebooks: less flash than dense, same answers (checked on export)
+    flash = {}
+    for storage in ("dense", "on-the-fly"):
+        made = CliRunner().invoke(main, ["export", str(out), "--out", str(tmp_path / storage), "--eval-samples", "0",
+                                         "--weight-storage", storage])
+        assert made.exit_code == 0, made.output
+        flash[storage] = json.loads((tmp_path / storage / "deploy.json").read_text())["flash_bytes"]
+    assert "stored as codebook + packed codes" in made.output and flash["on-the-fly"] < flash["dense"] / 4
+    refused = CliRunner().invoke(main, ["export", str(out), "--out", str(tmp_path / "q"), "--int8",
+                                        "--weight-storage", "startup"])
+    assert refused.exit_code != 0 and "--weight-storage" in refused.output

@@ -54,6 +54,29 @@ def layer_costs(rows: Sequence[Mapping], colours: Mapping[str, tuple]) -> bytes:
     return _png(fig)
 
 
+def share_steps(rows: Sequence[Mapping], start: float, pruned: float, budget: float) -> bytes:
+    """The share method's greedy steps: bits per weight each layer ends with (bars, in the order tried) and the
+    held-out accuracy after each step against the budget line."""
+    names = [r["layer"] for r in rows]
+    x = range(len(rows))
+    fig, (bits, acc) = plt.subplots(2, 1, figsize=(max(6.0, 0.45 * len(rows) + 2), 5.2), sharex=True)
+    bits.bar(x, [r["bits_per_weight"] for r in rows],
+             color=[_PALETTE[1] if r["codebook"] else "0.7" for r in rows])
+    bits.axhline(32, color="0.45", lw=0.8, ls=":")
+    bits.set_ylabel("bits per weight")
+    bits.set_yscale("log", base=2)
+    bits.grid(axis="y", alpha=0.3)
+    acc.plot([-1, *x], [pruned, *[r["accuracy"] for r in rows]], marker="o", color=_PALETTE[0])
+    acc.axhline(start, color="0.45", lw=0.8, label="start")
+    acc.axhline(start - budget, color=_PALETTE[3], lw=0.8, ls="--", label=f"budget ({budget:g} points)")
+    acc.set_ylabel("held-out accuracy (%)")
+    acc.set_xticks([-1, *x], ["pruned", *names], rotation=60, ha="right", fontsize=8)
+    acc.legend(fontsize=8, frameon=False)
+    acc.grid(alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def gate_evolution(curves: Mapping[str, Mapping[str, Sequence[float]]], colours: Mapping[str, tuple],
                    chosen: Mapping[str, str], cols: int = 6) -> bytes:
     """Small multiples, one per layer: each candidate operator's gate probability against the search epoch

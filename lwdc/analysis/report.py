@@ -130,6 +130,15 @@ def _summary(report: dict, run_dir: Path, notes: list[str]) -> str:
     for op in report["choices"].values():
         counts[op] = counts.get(op, 0) + 1
     wall = report.get("wall_time_s", {}).get("total")
+    share = report.get("share")
+    if share:
+        shared = sum(1 for r in share["layers"] if r["codebook"])
+        parts = [f"<p>Method <code>share</code>: {shared} of {len(share['layers'])} layers share a codebook, the "
+                 f"weights take {share['compression']:.1f}x fewer bits; {cfg.get('finetune_epochs', '?')} fine-tuning "
+                 "epochs" + (f", {wall / 60:.1f} min in all" if wall else "") + ".</p>",
+                 _table(["", "before", "after", "ratio"], rows)]
+        parts += [f'<p class="note">{html.escape(n)}</p>' for n in notes]
+        return "".join(parts)
     parts = [f"<p>λ = {report['lambda']:g}, cost <code>{html.escape(str(report.get('cost')))}</code>, operators "
              f"<code>{html.escape(ops if isinstance(ops, str) else ','.join(ops))}</code>, "
              f"{cfg.get('search_epochs', '?')} search + {cfg.get('finetune_epochs', '?')} fine-tuning epochs"
@@ -182,6 +191,26 @@ def _architecture(report: dict, colours: dict) -> tuple[str, dict[str, bytes]]:
                       "MACs before", "MACs after", "final gate probabilities"], rows, left=3, classes=classes)
             + _img(png, "per-layer MACs and parameters before and after"))
     return text, {"layers.png": png}
+
+
+def _weights(share: dict) -> tuple[str, dict[str, bytes]]:
+    """The share method's decisions, one row per layer in the order the greedy loop tried them."""
+    s = share.get("settings", {})
+    rows = [[f"<code>{html.escape(r['layer'])}</code>", _fmt(r["significance"], 3), f"{100 * r['sparsity']:.1f}%",
+             str(r["codebook"]) if r["codebook"] else "kept (float32)", _fmt(r["bits_per_weight"]),
+             html.escape(r["format"]), _fmt(r["accuracy"])] for r in share["layers"]]
+    png = plots.share_steps(share["layers"], share["start"], share["pruned"], s.get("budget", 1.0))
+    text = (f"<p>Pruned to {100 * s.get('sparsity', 0):.0f}% sparsity with one global magnitude threshold "
+            f"(held-out accuracy {share['start']:.2f} → {share['pruned']:.2f}), then layers tried least significant "
+            f"first ({html.escape(str(s.get('significance', 'sparsity')))}), each at the smallest codebook of "
+            f"{html.escape(', '.join(map(str, s.get('ladder', []))))} values whose held-out accuracy stayed within "
+            f"{s.get('budget', 1.0):g} points of the start; decided on {html.escape(str(share.get('decided_on', '')))}"
+            f". Weights: {share['original_bits'] / 8192:,.1f} KiB as float32 → {share['stored_bits'] / 8192:,.1f} "
+            f"KiB stored ({share['compression']:.1f}x); accuracy is the held-out accuracy after each step.</p>"
+            + _table(["layer", "significance", "sparsity", "codebook", "bits / weight", "zeros stored as",
+                      "accuracy after"], rows)
+            + _img(png, "bits per weight and accuracy after each greedy step"))
+    return text, {"share.png": png}
 
 
 def _gate_curves(report: dict) -> dict[str, dict[str, list[float]]]:
@@ -310,7 +339,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, runs: I
         raise ReportError(f"data has samples of shape {tuple(bundle.input_shape)}, the run's model takes "
                           f"{tuple(report.get('example_input_shape', [None])[1:])}")
     original, compressed = _load_models(run_dir, notes)
-    colours = plots.op_colours([op for r in report["layers"] for op in r["candidates"]])
+    colours = plots.op_colours([op for r in report.get("layers", []) for op in r["candidates"]])
 
     sections, figures = [], {}
 
@@ -320,8 +349,11 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, runs: I
         figures.update(figs)
 
     log("architecture, gate evolution, trade-off")
-    add("architecture", "Architecture before and after", _architecture(report, colours))
-    add("evolution", "How the choice evolved", _evolution(report, colours))
+    if report.get("layers"):                # an LWDC run (a share run changes weights, not operators)
+        add("architecture", "Architecture before and after", _architecture(report, colours))
+        add("evolution", "How the choice evolved", _evolution(report, colours))
+    if report.get("share"):
+        add("weights", "Weights: layer-wise sharing", _weights(report["share"]))
     add("tradeoff", "Trade-off across runs", _tradeoff(report, run_dir, other_runs))
     numbers: dict = {"run": str(run_dir), "runs": [str(p) for p in other_runs], "notes": notes}
     if bundle is not None and original is not None and compressed is not None:
