@@ -41,8 +41,11 @@ from .base import MODEL_HELP, TRUST_PT2_HELP, fail, load_model_arg, main
               show_default=True,
               help="Float C: store layers of few distinct values (after `lwdc share`) as codebook + packed codes, "
                    "decoded into RAM at the first run (startup) or before each layer (on-the-fly, less RAM).")
+@click.option("--target", "c_target", default="host", show_default=True,
+              help="C: where --verify compiles and runs it: host, cortex-m4 or cortex-m7 (arm-none-eabi-gcc, run "
+                   "on QEMU's MPS2 board; deploy.json then gets the library's flash and RAM from arm-none-eabi-size).")
 def export_cmd(model, fmt, out, int8, calib_data, calib_samples, calibration, eval_samples, name, width, weights,
-               input_shape, num_classes, cache_dir, force, trust_pt2, verify, weight_storage) -> None:
+               input_shape, num_classes, cache_dir, force, trust_pt2, verify, weight_storage, c_target) -> None:
     """Export MODEL as ONNX or a C99 library (run it with `lwdc run-c OUT`).
 
     MODEL is a run folder (its compressed model), a registered model name (--weights for its state_dict), your own
@@ -60,6 +63,9 @@ def export_cmd(model, fmt, out, int8, calib_data, calib_samples, calibration, ev
 
     if int8 and fmt != "c":
         fail("--int8 applies to --format c only")
+    from ..export.c.targets import targets
+    if c_target not in targets():
+        fail(f"--target {c_target!r} is unknown; known: {', '.join(targets())}")
     if weight_storage != "dense" and (int8 or fmt != "c"):
         fail("--weight-storage codes the weights of a float C build; leave it at dense with --int8 or ONNX")
     arg = load_model_arg(model, width=width, weights=weights, input_shape=input_shape, num_classes=num_classes,
@@ -102,11 +108,12 @@ def export_cmd(model, fmt, out, int8, calib_data, calib_samples, calibration, ev
             source["normalization"] = {"mean": list(bundle.test.mean), "std": list(bundle.test.std)}
         click.echo(f"exporting {model} to C ({'int8' if int8 else 'float32'}) in {target}")
         result = export_c(net, example, target, int8=int8, calib=calib, calibration=calibration, name=name,
-                          overwrite=force, verify=verify, source=source, weights=weight_storage, log=click.echo)
+                          overwrite=force, verify=verify, source=source, weights=weight_storage, target=c_target,
+                          log=click.echo)
     except (UnsupportedLayerError, ExportError, CompilerError, FileExistsError, ValueError) as exc:
         fail(f"{type(exc).__name__}: {exc}")
     s = result.summary
-    if bundle is not None and eval_samples > 0 and find_compiler():
+    if bundle is not None and eval_samples > 0 and find_compiler(c_target):
         n = min(eval_samples, len(bundle.test))
         xs = torch.stack([bundle.test[i][0] for i in range(n)])
         ys = bundle.test.targets(torch.arange(n))
@@ -141,13 +148,19 @@ def format_deploy(s: dict, target: Path) -> str:
         lines.append(f"  weights: {len(w['coded_layers'])} layer(s) stored as codebook + packed codes, decoded "
                      + ("at the first run" if w["mode"] == "startup" else "before each layer, every run"))
     v = s.get("verified")
+    where = "" if s.get("target", "host") == "host" else f" for {s['target']}, run in QEMU,"
     if v is None:
-        lines.append("  not compiled (no C compiler or --no-verify)")
+        lines.append("  not compiled (no C compiler" + (" or QEMU" if where else "") + ", or --no-verify)")
     elif "max_abs_diff_vs_pytorch" in v:
-        lines.append(f"  compiled with -Wall -Wextra -Werror; output matches PyTorch to {v['max_abs_diff_vs_pytorch']:.2g}"
-                     f" (limit {v.get('limit', 0):.2g}: {s['tolerance']['rule']})")
+        lines.append(f"  compiled with -Wall -Wextra -Werror{where}; output matches PyTorch to "
+                     f"{v['max_abs_diff_vs_pytorch']:.2g} (limit {v.get('limit', 0):.2g}: {s['tolerance']['rule']})")
     else:
-        lines.append("  compiled with -Wall -Wextra -Werror; int8 output equals the Python integer reference")
+        lines.append(f"  compiled with -Wall -Wextra -Werror{where}; int8 output equals the Python integer reference")
+    linked = s.get("linked")
+    if linked:
+        lines.append(f"  {linked['target']} object ({linked['tool']} -A): flash {kb(linked['flash_bytes'])} (code "
+                     f"{kb(linked['code_bytes'])} + constants {kb(linked['const_bytes'])} + data "
+                     f"{kb(linked['data_bytes'])}), RAM {kb(linked['ram_bytes'])} without the stack")
     m = s.get("metric", "accuracy")
     if f"{m}_c" in s:
         acc = f"  {m} on {s['eval_samples']} test samples: PyTorch {s[f'{m}_pytorch']:.2f}, C {s[f'{m}_c']:.2f}"

@@ -23,7 +23,7 @@ from ..checks import check_float32, single_output
 from ..tolerance import Tolerance, as_tolerance, pytorch_rounding
 from . import ops  # noqa: F401  (fills the op table before anything lowers)
 from ...modes import eval_mode
-from .build import CompilerError, compile_library, find_compiler, run_library
+from .build import CompilerError, compile_library, find_compiler, library_size, run_library
 from .emit import WEIGHT_MODES, check_weight_mode, emit_c
 from .graph import Graph, UnsupportedLayerError, lower
 from .plan import MemoryPlan, plan_memory
@@ -176,13 +176,17 @@ def export_c(model: nn.Module | torch.export.ExportedProgram, example_input: tor
     try:
         for file, text in ((f"{name}.h", src.header), (f"{name}.c", src.source), ("main.c", src.main)):
             _write(tmp / file, text)
-        if verify and find_compiler(target):
+        if verify and get_target(target).can_run():
             say("compiling with strict warnings and checking the program against "
-                + ("the integer reference" if int8 else "PyTorch"))
+                + ("the integer reference" if int8 else "PyTorch")
+                + ("" if target == "host" else f" (on {get_target(target).description})"))
             summary["verified"] = _verify(tmp, name, graph, qgraph, example_input, expected, tol, rounding,
                                           target)
         else:
             summary["verified"] = None
+        if target != "host" and get_target(target).find_compiler():
+            say(f"measuring the library's flash and RAM for {target}")
+            summary["linked"] = library_size(tmp, name, target=target)
         _write(tmp / "deploy.json", json.dumps(summary, indent=2) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)

@@ -12,7 +12,8 @@ import numpy as np
 from .safe import check_name
 from .targets import STRICT_FLAGS, Target, get_target
 
-__all__ = ["CompilerError", "STRICT_FLAGS", "find_compiler", "compile_library", "run_library", "time_library"]
+__all__ = ["CompilerError", "STRICT_FLAGS", "find_compiler", "compile_library", "run_library", "time_library",
+           "library_size"]
 
 
 class CompilerError(RuntimeError):
@@ -34,8 +35,8 @@ def compile_library(src_dir: str | Path, name: str = "model", out: str | Path | 
     src_dir = Path(src_dir)
     scratch = None if out else Path(tempfile.mkdtemp(prefix="lwdc-c-"))
     exe = Path(out) if out else scratch / check_name(name)
-    cmd = [cc, *tgt.flags, opt, *extra, str(src_dir / "main.c"), str(src_dir / f"{check_name(name)}.c"), *tgt.libs,
-           "-o", str(exe)]
+    cmd = [cc, *tgt.flags, opt, *extra, str(src_dir / "main.c"), str(src_dir / f"{check_name(name)}.c"),
+           *tgt.sources, *tgt.libs, "-o", str(exe)]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
@@ -58,7 +59,12 @@ def run_library(exe: str | Path, inputs: np.ndarray, output_size: int, int8: boo
         done = subprocess.run(args, capture_output=True, text=True)
         if done.returncode != 0:
             raise CompilerError(f"{' '.join(args)} exited with {done.returncode}: {done.stderr[-2000:]}")
-        return np.fromfile(dst, dtype).reshape(len(inputs), output_size)
+        got = np.fromfile(dst, dtype) if dst.exists() else np.zeros(0, dtype)
+        if got.size != len(inputs) * output_size:
+            raise CompilerError(f"{' '.join(args)} wrote {got.size} output values, expected {len(inputs)} x "
+                                f"{output_size}: do the input rows ({inputs.shape[-1] if inputs.ndim > 1 else '?'} "
+                                "values) have the model's input size?")
+        return got.reshape(len(inputs), output_size)
 
 
 def time_library(exe: str | Path, sample: np.ndarray, runs: int, target: str | Target = "host") -> float:
@@ -71,3 +77,34 @@ def time_library(exe: str | Path, sample: np.ndarray, runs: int, target: str | T
         if done.returncode != 0:
             raise CompilerError(done.stderr[-2000:])
         return float(done.stdout.strip())
+
+
+def library_size(src_dir: str | Path, name: str = "model", opt: str = "-O2", target: str | Target = "host") -> dict:
+    """What ``NAME.c`` alone adds to a firmware, from its object file compiled for ``target`` and read with the
+    toolchain's ``size -A``: flash = code + constants + initialised data, RAM = initialised data + zeroed data
+    (the arena and scratch buffers); the stack is not included."""
+    tgt = get_target(target)
+    cc = tgt.find_compiler()
+    if cc is None:
+        raise CompilerError(f"no C compiler for target {tgt.name!r}")
+    size_tool = shutil.which(Path(cc).name[:-3] + "size") if Path(cc).name.endswith("gcc") else None
+    size_tool = size_tool or shutil.which("size")
+    if size_tool is None:
+        raise CompilerError("no size tool (binutils) to measure the library with")
+    with tempfile.TemporaryDirectory(prefix="lwdc-size-") as tmp:
+        obj = Path(tmp) / f"{check_name(name)}.o"
+        cmd = [cc, *tgt.flags, opt, "-c", str(Path(src_dir) / f"{check_name(name)}.c"), "-o", str(obj)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise CompilerError(f"{' '.join(cmd)} failed:\n{done.stderr[-4000:]}")
+        table = subprocess.run([size_tool, "-A", str(obj)], capture_output=True, text=True, check=True).stdout
+    sections: dict[str, int] = {}
+    for line in table.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].startswith(".") and parts[1].isdigit():
+            sections[parts[0]] = sections.get(parts[0], 0) + int(parts[1])
+    total = lambda *prefixes: sum(v for k, v in sections.items() if k.startswith(prefixes))  # noqa: E731
+    code, const, data, bss = total(".text"), total(".rodata"), total(".data"), total(".bss")
+    return {"target": tgt.name, "code_bytes": code, "const_bytes": const, "data_bytes": data, "bss_bytes": bss,
+            "flash_bytes": code + const + data, "ram_bytes": data + bss, "tool": Path(size_tool).name,
+            "compiled_with": " ".join([Path(cc).name, *tgt.flags, opt])}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 STRICT_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic")
 
@@ -18,6 +19,9 @@ class Target:
     libs: tuple[str, ...] = ("-lm",)
     runner: tuple[str, ...] = ()  # prefix of the command that runs a built program
     description: str = ""
+    # files built beside the library only to run it here (a bare-metal start-up), never part of what users get
+    sources: tuple[str, ...] = ()
+    semihosting: bool = False     # the runner is QEMU: arguments reach main() through its semihosting command line
 
     def find_compiler(self) -> str | None:
         for cc in self.compilers:
@@ -26,7 +30,18 @@ class Target:
                 return shutil.which(cc)
         return None
 
+    def find_runner(self) -> str | None:
+        """The runner's program (None: a built program runs directly, or the runner is not installed)."""
+        return shutil.which(self.runner[0]) if self.runner else None
+
+    def can_run(self) -> bool:
+        """A compiler is found and, where one is needed, the runner."""
+        return self.find_compiler() is not None and (not self.runner or self.find_runner() is not None)
+
     def run_command(self, exe, *args: str) -> list[str]:
+        if self.semihosting:    # QEMU splits the option at commas; ",," is a literal comma
+            line = ",".join("arg=" + str(a).replace(",", ",,") for a in (exe, *args))
+            return [*self.runner, "-semihosting-config", f"enable=on,target=native,{line}", "-kernel", str(exe)]
         return [*self.runner, str(exe), *args]
 
 
@@ -54,3 +69,24 @@ def targets() -> list[str]:
 
 register_target(Target("host", ("$CC", "cc", "gcc", "clang"),
                        description="this machine's C compiler; built programs run directly"))
+
+
+_MCU = Path(__file__).resolve().parent / "mcu"
+
+
+def _cortex_m(name: str, cpu: str, fpu: str, machine: str) -> Target:
+    """A Cortex-M core on QEMU's MPS2 board for it: arm-none-eabi-gcc, newlib with semihosting (librdimon), lwdc's
+    start-up code and memory map (``mcu/``), hard-float ABI."""
+    return Target(name, ("arm-none-eabi-gcc",),
+                  flags=(*STRICT_FLAGS, f"-mcpu={cpu}", "-mthumb", "-mfloat-abi=hard", f"-mfpu={fpu}",
+                         "-ffunction-sections", "-fdata-sections"),
+                  libs=("--specs=rdimon.specs", "-nostartfiles", "-T", str(_MCU / "mps2.ld"), "-Wl,--gc-sections",
+                        "-lm"),
+                  runner=("qemu-system-arm", "-machine", machine, "-nographic", "-monitor", "none"),
+                  sources=(str(_MCU / "startup.c"),), semihosting=True,
+                  description=f"{cpu} on QEMU's {machine} (Debian: gcc-arm-none-eabi libnewlib-arm-none-eabi "
+                              "qemu-system-arm)")
+
+
+register_target(_cortex_m("cortex-m4", "cortex-m4", "fpv4-sp-d16", "mps2-an386"))
+register_target(_cortex_m("cortex-m7", "cortex-m7", "fpv5-d16", "mps2-an500"))
