@@ -88,3 +88,66 @@ def test_a_program_that_fails_on_the_board_is_reported(tmp_path):
     assert done.returncode == 1 and "missing.bin" in done.stderr + done.stdout    # main's status reaches QEMU's
     with pytest.raises(CompilerError, match="wrote 0 output values, expected 1 x 4"):
         run_library(exe, np.zeros((1, 5), np.float32), 4, target="cortex-m4")     # a short input: no output
+
+
+@needs_m4
+def test_instruction_counts_are_per_node_deterministic_and_calibrated(tmp_path):
+    """The SysTick method counts 40 instructions per tick: a loop of a known length reads as that length, and the
+    per-node counts of an inference add up to its total, the same on every run."""
+    from lwdc.export.c.instructions import INSTRUCTIONS_PER_TICK, count_instructions
+    from lwdc.export.c.targets import _MCU
+
+    loop = tmp_path / "loop.c"
+    loop.write_text('''#include <stdint.h>
+#include <stdio.h>
+#define CVR (*(volatile uint32_t *)0xE000E018u)
+int main(void)
+{
+    uint32_t a, b;
+    *(volatile uint32_t *)0xE000E014u = 0xFFFFFFu;
+    CVR = 0;
+    *(volatile uint32_t *)0xE000E010u = 5u;
+    a = CVR;
+    __asm__ volatile("mov r2, %0\\n1:\\n\\tsubs r2, r2, #1\\n\\tbne 1b" : : "r"(500000) : "r2", "cc");
+    b = CVR;
+    printf("%lu\\n", (unsigned long)((a - b) & 0xFFFFFFu));
+    return 0;
+}
+''')
+    exe = tmp_path / "loop.elf"
+    subprocess.run([M4.find_compiler(), *M4.flags, "-O2", str(loop), *M4.sources, *M4.libs, "-o", str(exe)],
+                   check=True, capture_output=True)
+    out = subprocess.run(M4.run_command(exe, runner_flags=("-icount", "shift=0")), capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert abs(int(out.split()[-1]) * INSTRUCTIONS_PER_TICK - 1_000_000) <= 2 * INSTRUCTIONS_PER_TICK
+    assert (_MCU / "profile.c").exists()
+
+    torch.manual_seed(0)
+    net = randomize_bn(TinyNet(width=8))
+    x = torch.randn(2, 3, 16, 16)
+    e = export_c(net, x, tmp_path / "q", int8=True, calib=x, target="cortex-m4", verify=False)
+    first, second = count_instructions(e, x[0]), count_instructions(e, x[0])
+    assert first == second and first["precision"] == "int8"
+    assert first["instructions"] == sum(n["instructions"] for n in first["per_node"]) > 0
+    assert [n["op"] for n in first["per_node"]] == [n.op for n in e.graph.nodes]
+    convs = [n["instructions"] for n in first["per_node"] if n["op"] == "conv"]
+    assert max(convs) > 10 * min(n["instructions"] for n in first["per_node"] if n["op"] == "gap")
+    with pytest.raises(ValueError, match="need an emulated Cortex-M target"):
+        count_instructions(export_c(net, x, tmp_path / "h", verify=False))
+
+
+@needs_m4
+def test_profile_command_counts_instructions_on_the_emulated_core():
+    import json as _json
+
+    from click.testing import CliRunner
+
+    from lwdc.cli import main
+
+    done = CliRunner().invoke(main, ["profile", "resnet8", "--width", "0.25", "--target", "cortex-m4", "--int8",
+                                     "--json"])
+    assert done.exit_code == 0, done.output
+    counts = _json.loads(done.output.strip().splitlines()[-1])
+    assert counts["target"] == "cortex-m4" and counts["instructions"] > 0 and counts["per_node"]
+    bad = CliRunner().invoke(main, ["profile", "resnet8", "--target", "host"])
+    assert bad.exit_code != 0 and "cortex-m4" in bad.output

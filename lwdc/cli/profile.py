@@ -35,8 +35,13 @@ from .base import MODEL_HELP, TRUST_PT2_HELP, fail, load_model_arg, main
                    "systolic[:RxC][:ws|os][:risa].")
 @click.option("--trust-pt2", is_flag=True, help=TRUST_PT2_HELP)
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--target", "mcu", default=None,
+              help="Instead of CPU latency: executed instructions per layer and per inference of the C export on "
+                   "an emulated core (cortex-m4, cortex-m7; QEMU -icount, resolution 40 instructions).")
+@click.option("--int8", is_flag=True, help="With --target: the int8 build (calibrated on random inputs: the "
+                                           "instruction count does not depend on the scales).")
 def profile_cmd(model, model_name, width, run, original, weights, input_shape, num_classes, batch_size, rounds,
-                threads, costs, trust_pt2, as_json) -> None:
+                threads, costs, trust_pt2, as_json, mcu, int8) -> None:
     """Parameters, MACs and measured CPU latency of MODEL; with --cost, a per-layer table (op, params, MACs,
     measured latency, systolic cycles and PE utilisation).
 
@@ -64,6 +69,9 @@ def profile_cmd(model, model_name, width, run, original, weights, input_shape, n
             fail(str(exc))
         click.echo(json.dumps(table) if as_json else format_layer_report(table) +
                    f"\nlatency: batch {batch_size}, 1 thread, each layer alone; total: the whole network")
+        return
+    if mcu:
+        _instructions(net, shape, mcu, int8, as_json)
         return
     x = torch.randn(batch_size, *shape)
     paired = arg.source.get("kind") == "run" and not original
@@ -95,6 +103,37 @@ def profile_cmd(model, model_name, width, run, original, weights, input_shape, n
             click.echo(f"  {name}: {t.a_ms:.3f} ms [{min(t.a_rounds):.3f}-{max(t.a_rounds):.3f}]")
         for note in timing.notes:
             click.echo(f"  {note}")
+
+
+def _instructions(net, shape, target: str, int8: bool, as_json: bool) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from ..export import export_c
+    from ..export.c import CompilerError, ExportError, UnsupportedLayerError
+    from ..export.c.instructions import count_instructions
+    from ..export.c.targets import get_target, targets
+
+    if target not in targets() or not get_target(target).semihosting:
+        fail(f"--target {target!r}: instruction counts need an emulated core: "
+             + ", ".join(t for t in targets() if get_target(t).semihosting))
+    torch.manual_seed(0)
+    x = torch.randn(16, *shape)
+    try:
+        with tempfile.TemporaryDirectory(prefix="lwdc-profile-") as tmp:
+            export = export_c(net, x, Path(tmp) / "c", int8=int8, calib=x, verify=False, target=target)
+            counts = count_instructions(export, x[0])
+    except (UnsupportedLayerError, ExportError, CompilerError, ValueError) as exc:
+        fail(f"{type(exc).__name__}: {exc}")
+    if as_json:
+        click.echo(json.dumps(counts))
+        return
+    total = counts["instructions"]
+    click.echo(f"{target}, {counts['precision']}: {total:,} instructions per inference ({counts['method']})")
+    click.echo(f"{'node':>4}  {'op':<12} {'instructions':>14}  share  layer")
+    for n in counts["per_node"]:
+        click.echo(f"{n['node']:>4}  {n['op']:<12} {n['instructions']:>14,}  {100 * n['instructions'] / max(total, 1):4.1f}%"
+                   f"  {n['where']}")
 
 
 @main.command()

@@ -38,11 +38,13 @@ class Target:
         """A compiler is found and, where one is needed, the runner."""
         return self.find_compiler() is not None and (not self.runner or self.find_runner() is not None)
 
-    def run_command(self, exe, *args: str) -> list[str]:
+    def run_command(self, exe, *args: str, runner_flags: tuple[str, ...] = ()) -> list[str]:
+        """The command running ``exe`` with ``args``; ``runner_flags`` go to the runner (e.g. QEMU's -icount)."""
         if self.semihosting:    # QEMU splits the option at commas; ",," is a literal comma
             line = ",".join("arg=" + str(a).replace(",", ",,") for a in (exe, *args))
-            return [*self.runner, "-semihosting-config", f"enable=on,target=native,{line}", "-kernel", str(exe)]
-        return [*self.runner, str(exe), *args]
+            return [*self.runner, *runner_flags, "-semihosting-config", f"enable=on,target=native,{line}",
+                    "-kernel", str(exe)]
+        return [*self.runner, *runner_flags, str(exe), *args]
 
 
 _TARGETS: dict[str, Target] = {}
