@@ -151,3 +151,29 @@ def test_profile_command_counts_instructions_on_the_emulated_core():
     assert counts["target"] == "cortex-m4" and counts["instructions"] > 0 and counts["per_node"]
     bad = CliRunner().invoke(main, ["profile", "resnet8", "--target", "host"])
     assert bad.exit_code != 0 and "cortex-m4" in bad.output
+
+
+@needs_m4
+def test_one_command_leaves_a_firmware_folder_for_the_board(tmp_path):
+    """lwdc compress ... --target cortex-m4: the compressed model as int8 C verified on the emulated core, with
+    flash and RAM from the object, instructions per inference and the int8 C's test accuracy in deploy.json."""
+    import json as _json
+
+    from click.testing import CliRunner
+
+    from lwdc.cli import main
+    from test_cli import QUICK
+
+    run = tmp_path / "run"
+    done = CliRunner().invoke(main, ["compress", *QUICK, "--run-dir", str(run), "--target", "cortex-m4"])
+    assert done.exit_code == 0, done.output
+    deploy = _json.loads((run / "firmware" / "deploy.json").read_text())
+    assert deploy["target"] == "cortex-m4" and deploy["precision"] == "int8"
+    assert deploy["verified"]["int8_matches_reference"] is True
+    assert deploy["linked"]["flash_bytes"] > deploy["flash_bytes"] > 0
+    assert deploy["instructions_per_inference"] == deploy["instructions"]["instructions"] > 0
+    assert 0 <= deploy["accuracy_int8_c"] <= 100 and "firmware:" in done.output
+    config = _json.loads((run / "config.json").read_text())
+    assert config["export"] == "c" and config["export_target"] == "cortex-m4" and config["budgets"] == []
+    bad = CliRunner().invoke(main, ["compress", *QUICK, "--run-dir", str(tmp_path / "x"), "--target", "esp32"])
+    assert bad.exit_code != 0 and "give COST=LIMIT" in bad.output and not (tmp_path / "x").exists()

@@ -18,7 +18,7 @@ from .. import distributed as dist
 from ..api import LEGACY_DEFAULTS, CompressConfig, compress, compress_fingerprint
 from ..methods import list_methods
 from ..ops import OP_SETS
-from ..runs import CheckpointError, Run, RunError
+from ..runs import CheckpointError, Run, RunError, write_json
 from ..stages import check_checkpoint, config_fingerprint, train_stage
 from ..tasks import list_tasks
 from ..train import TrainConfig
@@ -116,6 +116,13 @@ _RUN_OPTIONS = [
                       "flash=200KiB (int8 weights; flash:float32=... for float), ram=48KiB (peak activation bytes "
                       "of the C library's memory plan; ram:plain=... without in-place kernels), "
                       "latency:onnxruntime=0.6x, systolic=0.5x. With targets, --lam defaults to 0."),
+    click.option("--export", "export", default="none", show_default=True, type=click.Choice(["none", "c"]),
+                 help="After fine-tuning, write RUN/firmware: the int8 C library calibrated on training data, "
+                      "verified where it runs (--target cortex-m4: built for the core and run in QEMU), with "
+                      "deploy.json: flash, RAM, instructions per inference (emulated cores), int8 accuracy on the "
+                      "test split. A --target naming a board (cortex-m4, cortex-m7) implies --export c."),
+    click.option("--export-target", default="host", show_default=True,
+                 help="The board --export builds for (also given as --target cortex-m4)."),
     click.option("--threads", default=None, type=click.IntRange(min=1), help="torch intra-op threads (default: torch's)."),
     click.option("--run-dir", default=None, type=click.Path(file_okay=False), help="Run folder (default runs/<time>)."),
     click.option("--progress/--no-progress", default=True, show_default=True),
@@ -299,13 +306,17 @@ def _run(settings: dict, run: Run, prepared, log=click.echo) -> dict:
 #: Run settings added after run folders existed: left out of the baseline's fingerprint at these values, and
 #: what a config.json that lacks them is read as.
 RUN_LEGACY = {"task": "auto", "augment": "auto", "method": "lwdc", "budgets": (), "eval_sample": "first",
-              "data_options": (), "metrics": "auto", "class_weights": "none"}
+              "data_options": (), "metrics": "auto", "class_weights": "none", "export": "none",
+              "export_target": "host"}
+#: Settings of what happens after training: no checkpoint depends on them.
+AFTER_TRAINING = ("export", "export_target")
 
 
 def _pretrain_fingerprint(settings: dict) -> str:
     """Checkpoints hold CPU tensors, so the device is not part of the settings a checkpoint is tied to."""
     return config_fingerprint({k: v for k, v in settings.items()
-                               if k != "device" and not (k in RUN_LEGACY and v == RUN_LEGACY[k])})
+                               if k != "device" and k not in AFTER_TRAINING
+                               and not (k in RUN_LEGACY and v == RUN_LEGACY[k])})
 
 
 def _validate(settings: dict) -> None:
@@ -431,8 +442,59 @@ def _start(settings: dict, run_dir: str | None, resume: str | None, device: str 
     if distributed:
         dist.shutdown()
     echo("\n" + format_summary(report))
+    if settings.get("export", "none") != "none" and dist.is_main():
+        _firmware(settings, run, prepared, echo)
     echo(f"\nreport: {run.folder / Run.REPORT}   model: {run.folder} (lwdc export/profile/report take the folder; "
          f"{run.folder / 'model.pt2'} loads with torch.export.load(path).module())")
+
+
+def _firmware(settings: dict, run: Run, prepared, echo) -> None:
+    """``--export c``: the compressed model as an int8 C library in RUN/firmware, verified on its board, with
+    flash, RAM, instructions per inference and the int8 C's accuracy on the test split in deploy.json."""
+    import dataclasses
+
+    from ..export import export_c
+    from ..export.c import CompilerError, ExportError, UnsupportedLayerError, evaluate_c, find_compiler
+    from ..export.c.instructions import count_instructions
+    from ..export.c.targets import get_target
+
+    bundle, _train, _test, _model, task = prepared
+    board = get_target(settings["export_target"])
+    net = run.load_model("model")
+    calib = torch.stack([bundle.train[i][0] for i in range(min(256, len(bundle.train)))])
+    example = torch.stack([bundle.test[i][0] for i in range(min(4, len(bundle.test)))])
+    folder = run.folder / "firmware"
+    echo(f"\nfirmware: int8 C for {board.name} in {folder}")
+    try:
+        export = export_c(net, example, folder, int8=True, calib=calib, target=board.name, overwrite=True,
+                          source={"kind": "run", "run": str(run.folder), "data": settings["data"],
+                                  "task": task.name, "normalization": {"mean": list(bundle.test.mean),
+                                                                       "std": list(bundle.test.std)}},
+                          log=echo)
+        summary = export.summary
+        if board.semihosting and board.can_run():
+            echo("  counting instructions per inference on the emulated core...")
+            counts = count_instructions(export, example[0])
+            summary["instructions_per_inference"] = counts["instructions"]
+            summary["instructions"] = counts
+        if find_compiler("host"):
+            echo(f"  {task.primary} of the int8 C on the {len(bundle.test)} test samples (the host build of the same "
+                 "C; the board's output equalled the integer reference bit for bit)...")
+            xs = torch.stack([bundle.test[i][0] for i in range(len(bundle.test))])
+            host = dataclasses.replace(export, summary={**summary, "target": "host"})
+            summary[f"{task.primary}_int8_c"] = evaluate_c(host, xs, bundle.test.targets(torch.arange(len(xs))),
+                                                           task)[task.primary]
+    except (UnsupportedLayerError, ExportError, CompilerError, ValueError) as exc:
+        echo(f"firmware: not written: {type(exc).__name__}: {exc}")
+        return
+    write_json(folder / "deploy.json", summary)
+    linked = summary.get("linked") or {}
+    echo(f"firmware: {folder} (deploy.json): flash {linked.get('flash_bytes', summary['flash_bytes']):,} B, RAM "
+         f"{linked.get('ram_bytes', summary['peak_ram_bytes']):,} B"
+         + (f", {summary['instructions_per_inference']:,} instructions per inference"
+            if "instructions_per_inference" in summary else "")
+         + (f", int8 C {task.primary} {summary[f'{task.primary}_int8_c']:.2f}" if f"{task.primary}_int8_c" in summary
+            else ""))
 
 
 def settings_defaults() -> dict:
@@ -446,6 +508,18 @@ def settings_defaults() -> dict:
 @click.option("--resume", type=click.Path(file_okay=False), default=None, help="Continue an interrupted run folder.")
 def compress_cmd(resume, run_dir, **settings) -> None:
     """Compress a model (search, derive and fine-tune for LWDC); write a run folder with report.json."""
+    from ..export.c.targets import targets
+    boards = [b for b in settings["budgets"] if "=" not in b]
+    for board in boards:
+        if board not in targets():
+            fail(f"--target {board!r}: give COST=LIMIT (macs=0.5x, ram=64KiB...) or a board: {', '.join(targets())}")
+    if len(boards) > 1:
+        fail(f"--target names {len(boards)} boards ({', '.join(boards)}); give one")
+    if boards:
+        settings.update(budgets=tuple(b for b in settings["budgets"] if "=" in b), export="c",
+                        export_target=boards[0])
+    if settings["export_target"] not in targets():
+        fail(f"--export-target {settings['export_target']!r} is unknown; known: {', '.join(targets())}")
     source = click.get_current_context().get_parameter_source
     typed = lambda name: source(name) not in (ParameterSource.DEFAULT, None)  # noqa: E731
     _start(settings, run_dir, resume, settings["device"] if typed("device") else None,

@@ -11,6 +11,9 @@ A cost model is named by a spec string ``name[:option[:option...]]``; keyword ar
     ram[:int8|float32][:inplace|plain]
                                     peak bytes of activations of its static memory plan (default int8, in
                                     place), see ram.py
+    mcu[:cortex-m4|cortex-m7][:int8|float32]
+                                    instructions of the C export on the emulated core (default cortex-m4, int8),
+                                    measured in QEMU and cached, see mcu.py
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from .analytic import MacsCost, ParamsCost
 from .base import CostModel, CostTable, build_cost_table
 from .flash import FlashCost
 from .latency import LatencyCost
+from .mcu import McuCost
 from .ram import RamCost
 from .systolic import SystolicCost
 
@@ -25,7 +29,7 @@ __all__ = ["CostModel", "CostTable", "build_cost_table", "get_cost_model", "COST
 
 COST_MODELS = {"params": ParamsCost, "macs": MacsCost, "flops": MacsCost, "latency": LatencyCost,
                "systolic": SystolicCost, "flash": FlashCost,
-               "ram": RamCost}
+               "ram": RamCost, "mcu": McuCost}
 
 
 def get_cost_model(spec: str, **options) -> CostModel:

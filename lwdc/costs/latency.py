@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 from pathlib import Path
 
 import torch
@@ -29,6 +28,7 @@ from torch import nn
 
 from ..ops import LayerSpec
 from ..profiling import measure_latency
+from .cache import MeasurementCache
 
 __all__ = ["LatencyCost", "default_cache_dir", "host_description", "BACKENDS"]
 
@@ -87,7 +87,7 @@ class LatencyCost:
         self.path = self.cache_dir / f"{backend}-{digest}.json"
         self.measurements = 0       # timings actually taken by this object (cache misses)
         self.cache_hits = 0
-        self._table: dict[str, float] | None = None
+        self.cache = MeasurementCache(self.path, self.host)
 
     @classmethod
     def from_spec(cls, args: list[str], **kwargs) -> "LatencyCost":
@@ -101,32 +101,6 @@ class LatencyCost:
     def __repr__(self) -> str:
         return f"LatencyCost({self.backend}, batch {self.batch_size}, {self.threads} thread(s), cache {self.path})"
 
-    # ------------------------------------------------------------------------------------------- the table
-    def _load(self) -> dict[str, float]:
-        if self._table is None:
-            self._table = self._read()
-        return self._table
-
-    def _read(self) -> dict[str, float]:
-        try:
-            data = json.loads(self.path.read_text())
-            return {k: float(v) for k, v in data.get("entries", {}).items()}
-        except (OSError, ValueError, AttributeError):
-            return {}            # absent or unreadable: measure again (and overwrite it)
-
-    def _save(self, key: str, value: float) -> None:
-        """Merge with what another process may have written meanwhile; replace the file atomically."""
-        entries = {**self._read(), key: value}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump({"host": self.host, "entries": entries}, f, indent=0, sort_keys=True)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-
     def key(self, module: nn.Module, in_shape: tuple[int, ...], label: str = "") -> str:
         structure = hashlib.sha256(repr(module).encode()).hexdigest()[:16]
         shape = "x".join(map(str, in_shape))
@@ -135,16 +109,15 @@ class LatencyCost:
     def measure(self, module: nn.Module, in_shape: tuple[int, ...], label: str = "") -> float:
         """Median ms of ``module`` on a batch of ``batch_size`` samples of shape ``in_shape`` (cached)."""
         key = self.key(module, tuple(in_shape), label)
-        table = self._load()
-        if key in table:
+        cached = self.cache.get(key)
+        if cached is not None:
             self.cache_hits += 1
-            return table[key]
+            return cached
         x = torch.randn(self.batch_size, *in_shape, generator=torch.Generator().manual_seed(0))
         value = measure_latency(module, x, repeats=self.repeats, warmup=3, min_seconds=self.min_seconds,
                                 backend=self.backend, threads=self.threads)
         self.measurements += 1
-        table[key] = value
-        self._save(key, value)
+        self.cache.put(key, value)
         return value
 
     # ------------------------------------------------------------------------------------- the interface

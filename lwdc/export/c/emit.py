@@ -231,7 +231,10 @@ class _Emitter:
         in_off, out_off = ins.split(" + ")[1], outs.split(" + ")[1]
         first_run = (["    static int decoded = 0;", "    if (!decoded) {", *self.startup, "        decoded = 1;", "    }"]
                      if self.startup else [])
-        c += ["", "static void lw_body(void)", "{", f"    {ctype} *A = lw_arena;", *first_run, *self.body, "}", ""]
+        # a graph without any int8 arithmetic node (a pooling-only or skip branch) must still compile strictly
+        unused = ["    (void)lw_acc;", "    (void)lw_round_shift;"] if q else []
+        c += ["", "static void lw_body(void)", "{", f"    {ctype} *A = lw_arena;", *unused, *first_run, *self.body, "}",
+              ""]
         if q:
             c += [f"void {name}_run_int8(const int8_t *input, int8_t *output)", "{", "    int8_t *A = lw_arena;",
                   f"    memcpy({ins}, input, {in_size});", "    lw_body();", f"    memcpy(output, {outs}, {out_size});",
