@@ -24,7 +24,7 @@ from ..tolerance import Tolerance, as_tolerance, pytorch_rounding
 from . import ops  # noqa: F401  (fills the op table before anything lowers)
 from ...modes import eval_mode
 from .build import CompilerError, compile_library, find_compiler, library_size, run_library
-from .emit import WEIGHT_MODES, check_weight_mode, emit_c
+from .emit import check_weight_mode, emit_c
 from .graph import Graph, UnsupportedLayerError, lower
 from .plan import MemoryPlan, plan_memory
 from .quant import QuantizedGraph, calibrate, quantize, run_int8, run_quantized

@@ -10,7 +10,7 @@ from importlib import resources
 
 import numpy as np
 
-from ...methods.codebook import encode_values
+from ..codebook import encode_values
 from .fixed import QNode
 from .ir import Graph
 from .plan import MemoryPlan

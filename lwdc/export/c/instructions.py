@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from .build import CompilerError
-from .registry import op_for  # noqa: F401  (the op table is filled by the package import)
 from .safe import check_name
 from .targets import get_target
 
