@@ -225,6 +225,8 @@ class _Emitter:
         c += [f"static {ctype} lw_arena[{max(elems, 1)}];"]
         if q:
             c += [f"static int32_t lw_acc[{max(self.plan.scratch_bytes // 4, 1)}];"]
+        elif self.plan.scratch_bytes:
+            c += [f"static float lw_col[{self.plan.scratch_bytes // 4}];  /* input patches of one output row */"]
         if self.weight_ram:
             c += [f"static float lw_wram[{self.weight_ram}];  /* decoded weights ({self.weight_mode}) */"]
         ins, outs = self.at(g.input), self.at(g.output)

@@ -24,7 +24,7 @@ class MemoryPlan:
     arena_bytes: int
     lower_bound_bytes: int  # the largest live set at any step
     naive_bytes: int  # every activation in its own buffer
-    scratch_bytes: int  # int32 accumulators of the int8 kernels, outside the arena
+    scratch_bytes: int  # outside the arena: int32 accumulators (int8 builds), patch rows of dense convs (float32)
 
     def offset(self, graph: Graph, tensor: str) -> int:
         return self.offsets[self.buffer_of[graph.tensors[tensor].storage]]
@@ -91,9 +91,10 @@ def lifetimes(graph: Graph, element_bytes: int, in_place: bool = True) -> Lifeti
                      last_step + 1)
 
 
-def scratch_elements(graph: Graph) -> list[int]:
-    """int32 accumulator elements each node's int8 kernel needs (outside the arena)."""
-    return [op_for(n.op).scratch(graph, n) for n in graph.nodes]
+def scratch_elements(graph: Graph, int8: bool = True) -> list[int]:
+    """4-byte elements each node's kernel needs outside the arena: int32 accumulators (int8 builds) or floats
+    (float32 builds)."""
+    return [(op_for(n.op).scratch if int8 else op_for(n.op).float_scratch)(graph, n) for n in graph.nodes]
 
 
 def plan_memory(graph: Graph, element_bytes: int, align: int = 16, in_place: bool = True) -> MemoryPlan:
@@ -114,6 +115,5 @@ def plan_memory(graph: Graph, element_bytes: int, align: int = 16, in_place: boo
             offset = max(offset, _align(end, align))
         offsets[b] = offset
     arena = _align(max(offsets[b] + sizes[b] for b in buffers), align)
-    scratch = 4 * max(scratch_elements(graph), default=0)
-    return MemoryPlan(offsets, buffer_of, dict(sizes), arena, lower, naive,
-                      scratch if element_bytes == 1 else 0)
+    scratch = 4 * max(scratch_elements(graph, int8=element_bytes == 1), default=0)
+    return MemoryPlan(offsets, buffer_of, dict(sizes), arena, lower, naive, scratch)

@@ -75,6 +75,10 @@ class Op:
         """int32 accumulators its int8 kernel needs outside the arena."""
         return 0
 
+    def float_scratch(self, graph: Graph, node: Node) -> int:
+        """floats its float32 kernel needs outside the arena (e.g. a row of input patches)."""
+        return 0
+
 
 def register_op(op):
     """Add an op (an ``Op`` subclass or instance) to the table; usable as a class decorator."""

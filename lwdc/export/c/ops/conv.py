@@ -122,6 +122,14 @@ class Conv(Op):
         out = graph.tensors[node.output]
         return out.size // out.shape[0]
 
+    def float_scratch(self, graph, node):
+        """A dense conv runs as a blocked matrix product over one output row of input patches (kernels.c):
+        C*KH*KW rows of OW values rounded up to 8. Not for grouped convs, nor one that writes over its input."""
+        if node.weight is None or node.attrs.get("groups", 1) != 1 or self.may_write_over_input(node):
+            return 0            # (a hand-built plan test's placeholder has no weight)
+        out_w = graph.tensors[node.output].shape[2]
+        return math.prod(node.weight.shape[1:]) * (-(-out_w // 8) * 8)
+
     def quantize(self, node, qin, qout):
         w = node.weight.astype(np.float64)
         w_scale = np.abs(w).reshape(w.shape[0], -1).max(axis=1) / 127.0
@@ -147,7 +155,7 @@ class Conv(Op):
         if not e.int8:
             weights = e.float_weights(node)
             e.call("conv_f32", *tensors, weights, e.array("b", "float", node.bias),
-                   *geometry, act_code(node.act))
+                   *geometry, act_code(node.act), "lw_col" if self.float_scratch(e.g, node) else "0")
             return
         q = e.qnode
         arrays = [e.array("w", "int8_t", q.weight), e.array("b", "int32_t", q.bias), e.array("m", "int32_t", q.mult),
