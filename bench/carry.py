@@ -14,7 +14,9 @@ What ``save`` keeps of each run folder of the cache (``~/.cache/lwdc/bench/cifar
 * an unfinished run: every checkpoint and record in it (``checkpoints/*.pt``, ``prune.json``, ...), so the same
   ``bench.cifar`` command resumes it after its last finished epoch.
 
-Folders of capped smoke runs (``_mb<N>`` in the name) are not carried. ``restore`` copies what the cache lacks and
+The weight-sharing benchmark's run folders (``~/.cache/lwdc/bench/share/<set>/<run>``, ``bench.share``) are
+carried the same way under ``bench/state/share/``. Folders of capped smoke runs (``_mb<N>`` in the name) are not
+carried. ``restore`` copies what the cache lacks and
 never replaces a file the cache already has (that copy may be further along), unless ``--overwrite``.
 """
 from __future__ import annotations
@@ -28,6 +30,8 @@ __all__ = ["save", "restore"]
 
 STATE = Path(__file__).resolve().parent / "state"
 CACHE = Path.home() / ".cache" / "lwdc" / "bench" / "cifar"
+#: other benchmarks whose run folders are carried: state subfolder -> cache folder
+AREAS = {"share": CACHE.parent / "share"}
 FINISHED = ("result.json", "model_state.pt", "model_arch.json")     # what a finished run keeps
 
 
@@ -79,7 +83,8 @@ def save(cache: Path = CACHE, state: Path = STATE, include_capped: bool = False,
 def restore(state: Path = STATE, cache: Path = CACHE, overwrite: bool = False, log=print) -> list[Path]:
     """Copy the state's files into the cache where the cache lacks them (or differs, with ``overwrite``)."""
     written = []
-    for src in sorted(p for p in Path(state).rglob("*") if p.is_file() and p.name != "README.md"):
+    for src in sorted(p for p in Path(state).rglob("*") if p.is_file() and p.name != "README.md"
+                      and p.relative_to(state).parts[0] not in AREAS):
         dst = Path(cache) / src.relative_to(state)
         if dst.exists():
             if filecmp.cmp(src, dst, shallow=False):
@@ -107,10 +112,16 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"no benchmark cache at {cache}: nothing to save (run bench.cifar first, or pass "
                              "--cache-dir)")
         print(f"saved {len(save(cache, state))} changed file(s) into {state}")
+        for area, folder in AREAS.items():
+            if folder.is_dir() and a.cache_dir == str(CACHE):
+                print(f"{area}: saved {len(save(folder, state / area))} changed file(s) into {state / area}")
     else:
         if not state.is_dir():
             raise SystemExit(f"no benchmark state at {state}: pass --state-dir")
         restore(state, cache, a.overwrite)
+        for area, folder in AREAS.items():
+            if (state / area).is_dir() and a.cache_dir == str(CACHE):
+                restore(state / area, folder, a.overwrite)
 
 
 if __name__ == "__main__":

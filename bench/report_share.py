@@ -33,8 +33,8 @@ def _table(rows: list[dict]) -> list[str]:
     lines = ["| source | method | accuracy (%) | change | weight bits | compression | MACs | flash KiB dense -> "
              "coded | peak RAM KiB dense / start-up / on-the-fly |",
              "|---|---|---|---|---|---|---|---|---|"]
-    rows = sorted(rows, key=lambda r: (r["source"] != "baseline", ORDER.index(r["method"])
-                                       if r["method"] in ORDER else 99))
+    rows = sorted(rows, key=lambda r: (r["source"] != "baseline", ORDER.index(r["method"].split("-b")[0])
+                                       if r["method"].split("-b")[0] in ORDER else 99, r["method"]))
     for r in rows:
         coded = _c(r, "startup", "flash_bytes")
         macs = f"{r['macs']:,}" + (f" ({r['macs'] / reference['macs']:.3f}x)" if reference and r["source"] != "baseline"
@@ -65,10 +65,10 @@ def section(results: Path) -> str:
         group = [r for r in rows if r["set"] == name]
         out += [f"**{name}**", "", *_table(group), ""]
         for r in group:
-            if r["method"] == "share" and r.get("layers"):
+            if r["method"].startswith("share") and r.get("layers"):
                 kept = [x["layer"] for x in r["layers"] if not x["codebook"]]
                 sizes = ", ".join(f"{x['layer']} {x['codebook'] or 'float'}" for x in r["layers"])
-                out.append(f"- {r['source_model']}, share: layers in the order tried: {sizes}"
+                out.append(f"- {r['source_model']}, {r['method']}: layers in the order tried: {sizes}"
                            + (f"; kept as they were: {', '.join(kept)}" if kept else "") + ".")
         out.append("")
     return "\n".join(out)

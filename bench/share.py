@@ -59,16 +59,24 @@ class Protocol:
     finetune_epochs: int
     finetune_lr: float
     batch_size: int
+    # where the greedy loop decides: "train-holdout" (a seeded 10% of the training set, held out of the brief
+    # retraining) or "test-half" (a seeded half of the test split; every row then reports on the other half)
+    decide_on: str = "train-holdout"
 
 
 PROTOCOLS = {
     # ResNet-20: one retraining pass is 100 batches (12,800 images, ~1 min on one thread here), pruning gets three;
-    # the fine-tune is three epochs at a quarter of the LWDC fine-tune's rate.
-    "cifar": Protocol(dict(sparsity=0.5, ladder=(2, 4, 8, 16), budget=1.0, prune_epochs=3, retrain_epochs=1,
-                           lr=0.01, max_batches=100), finetune_epochs=3, finetune_lr=0.005, batch_size=128),
+    # the fine-tune is three epochs at a quarter of the LWDC fine-tune's rate. The baseline trained on all 50,000
+    # training images, so a held-out share of them is memorised (94.98% there against 87.93% on the test split; a
+    # first try pruned to 50% lost 1.78 points on it, the whole budget): the loop decides on half of the test
+    # split and every row reports on the other half.
+    "cifar": Protocol(dict(sparsity=0.3, ladder=(2, 4, 8, 16), budget=1.0, prune_epochs=3, retrain_epochs=1,
+                           lr=0.01, max_batches=100), finetune_epochs=3, finetune_lr=0.005, batch_size=128,
+                      decide_on="test-half"),
     # M5 on spoken digits: 2,700 training clips, one retraining pass is one epoch (42 batches). A first try with
     # 2 pruning epochs, 1 retraining epoch and 5 fine-tuning epochs at 0.002 lost 2.0 points on the test split
-    # (train accuracy 98.7 at the end: the shared model was still recovering), so all three are longer.
+    # (train accuracy 98.7 at the end: the shared model was still recovering), so all three are longer. The
+    # held-out clips score as the test split does (99.26 and 99.33%), and the test split has only 300 clips.
     "fsdd": Protocol(dict(sparsity=0.5, ladder=(2, 4, 8, 16), budget=1.0, prune_epochs=5, retrain_epochs=2,
                           lr=0.01), finetune_epochs=10, finetune_lr=0.01, batch_size=64),
 }
@@ -139,24 +147,30 @@ def _kmeans_everywhere(model: nn.Module, k: int, settings: ShareSettings, task, 
     return stored
 
 
-def run_row(set_name: str, source: str, method: str, out_dir: Path = OUT, threads: int = 1) -> dict:
+def run_row(set_name: str, source: str, method: str, out_dir: Path = OUT, threads: int = 1,
+            budget: float | None = None) -> dict:
+    """One row; ``budget`` overrides the protocol's accuracy budget of the greedy loop (a row of its own,
+    ``share-b<budget>``)."""
     torch.set_num_threads(threads)
     protocol = PROTOCOLS[set_name]
+    if budget is not None:
+        protocol = Protocol(**{**asdict(protocol), "share": {**protocol.share, "budget": budget}})
     settings = {"protocol": {**asdict(protocol), "share": {**protocol.share, "ladder": list(protocol.share["ladder"])}}}
-    out = out_dir / f"{set_name}_{source}_{method}.json"
+    label = method if budget is None else f"{method}-b{budget:g}"
+    out = out_dir / f"{set_name}_{source}_{label}.json"
     if out.exists() and json.loads(out.read_text()).get("settings") == settings:
         _log(f"{out.name}: finished earlier")
         return json.loads(out.read_text())
     data, model, augment, described = SOURCES[set_name](source)
     task = Classification()
-    test = BatchLoader(data.test, 256)
+    decide, test, reported_on = _evaluation_split(data, protocol)
     example = data.test.normalize(data.test.x[:1])
     start_accuracy = evaluate(model, task, test)["accuracy"]
     original_bits = 32 * sum(m.weight.numel() for m in prunable_layers(model).values())
     _log(f"{set_name} {source} ({described}): test accuracy {start_accuracy:.2f}; {method}")
     t0 = time.perf_counter()
     work = copy.deepcopy(model)
-    run = Run(CACHE / "share" / set_name / f"{source}-{method}-{config_fingerprint(settings)[:8]}")
+    run = Run(CACHE / "share" / set_name / f"{source}-{label}-{config_fingerprint(settings)[:8]}")
     row: dict = {}
     if method.startswith("ptq-int"):
         stored = ptq_weights(work, int(method.removeprefix("ptq-int")))
@@ -164,7 +178,10 @@ def run_row(set_name: str, source: str, method: str, out_dir: Path = OUT, thread
         share = ShareSettings.from_dict(protocol.share)
         train_all = BatchLoader(data.train, protocol.batch_size, shuffle=True, augment=augment, seed=0,
                                 drop_last=True)
-        train, val, where = holdout_split(train_all, share.holdout, seed=0)
+        if decide is None:
+            train, val, where = holdout_split(train_all, share.holdout, seed=0)
+        else:
+            train, val, where = train_all, decide, "a seeded half of the test split (the other half reports)"
         if method == "share":
             r = share_greedy(work, task, train, val, share, log=_log, run=run)
             stored = r.stored_bits
@@ -178,16 +195,27 @@ def run_row(set_name: str, source: str, method: str, out_dir: Path = OUT, thread
         materialize(work)
     seconds = time.perf_counter() - t0
     accuracy = evaluate(work, task, test)["accuracy"]
-    row = {"set": set_name, "source": source, "source_model": described, "method": method,
+    row = {"set": set_name, "source": source, "source_model": described, "method": label, "reported_on": reported_on,
            "accuracy": accuracy, "source_accuracy": start_accuracy, "delta": accuracy - start_accuracy,
            "original_bits": original_bits, "stored_bits": stored, "compression": original_bits / stored,
            "bits_per_weight": 32 * stored / original_bits, "params": count_params(work),
            "macs": count_macs(work, example), "seconds": seconds, **row, "c": c_storage(work, example),
            "settings": settings, "machine": machine_info(), "git": git_info()}
     run.save_model("model", work, example, portable=False)     # as data, for later re-measuring or export
+    run.write_file("result.json", row)                        # a finished row (bench.carry keeps only this)
     write_json(out, row)
-    _log(f"{method}: accuracy {accuracy:.2f} ({row['delta']:+.2f}), compression {row['compression']:.1f}x -> {out}")
+    _log(f"{label}: accuracy {accuracy:.2f} ({row['delta']:+.2f}), compression {row['compression']:.1f}x -> {out}")
     return row
+
+
+def _evaluation_split(data, protocol: Protocol):
+    """``(decision loader or None, reporting loader, description)`` under ``protocol.decide_on``."""
+    if protocol.decide_on == "train-holdout":
+        return None, BatchLoader(data.test, 256), "the test split"
+    n = len(data.test)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0)).tolist()
+    return (BatchLoader(data.test.subset(order[:n // 2]), 256), BatchLoader(data.test.subset(order[n // 2:]), 256),
+            f"the other half of the test split ({n - n // 2} samples, seed 0)")
 
 
 def c_storage(model: nn.Module, example: torch.Tensor) -> dict | None:
@@ -211,13 +239,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sources", nargs="+", default=["baseline", "lwdc"], choices=["baseline", "lwdc"])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--budget", type=float, help="share: another accuracy budget than the protocol's (its own row)")
     p.add_argument("--out-dir", default=str(OUT))
     a = p.parse_args(argv)
     for source in a.sources:
         for method in a.methods:
             if source == "lwdc" and method != "share":
                 continue            # the chained row; the baselines compare on the uncompressed source
-            run_row(a.set, source, method, Path(a.out_dir), a.threads)
+            run_row(a.set, source, method, Path(a.out_dir), a.threads, a.budget if method == "share" else None)
 
 
 if __name__ == "__main__":

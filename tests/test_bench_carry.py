@@ -112,3 +112,18 @@ def test_an_unfinished_run_carried_to_a_fresh_cache_resumes_without_training_aga
     assert again["macs"] == first["macs"]
     assert (fresh_cache / group / first["run"] / "result.json").exists()
 
+
+
+def test_the_share_area_is_restored_into_its_own_cache_not_the_cifar_one(tmp_path):
+    from bench.carry import AREAS, restore
+
+    state = tmp_path / "state"
+    for rel in ("resnet20_cpu_s0/baseline/result.json", "share/cifar/baseline-share-1234/checkpoints/share.pt"):
+        (state / rel).parent.mkdir(parents=True, exist_ok=True)
+        (state / rel).write_text("x")
+    cifar, share = tmp_path / "cifar", tmp_path / "share"
+    assert "share" in AREAS
+    restore(state, cifar, log=lambda m: None)
+    restore(state / "share", share, log=lambda m: None)
+    assert (cifar / "resnet20_cpu_s0/baseline/result.json").exists() and not (cifar / "share").exists()
+    assert (share / "cifar/baseline-share-1234/checkpoints/share.pt").exists()
