@@ -84,65 +84,83 @@ static void lw_conv_f32(const float *x, int C, int H, int W, float *y, int O, in
 {
     const int cin = C / G, cout = O / G, ohw = OH * OW, plane = SH == 1 && SW == 1 && OW == W;
     int o, c, kh, kw, oh, ow, i;
-    if (col && G == 1) {
-        /* Dense convolution as a register-blocked matrix product, one output row at a time: col holds that row's
-         * input patches (K = C*KH*KW rows of OW values, zero where the window leaves the input, each row padded
-         * to a multiple of 8), then 4 output channels x 8 output pixels accumulate in local arrays the compiler
-         * keeps in vector registers, each patch value loaded once per 4 channels. Every output sums bias, then
-         * k = (c, kh, kw) in order, as the plain loops below do. */
-        const int K = C * KH * KW, OWP = (OW + 7) & ~7;
-        int k, j;
-        for (oh = 0; oh < OH; ++oh) {
-            for (c = 0, k = 0; c < C; ++c) {
-                const float *xc = x + (long)c * H * W;
-                for (kh = 0; kh < KH; ++kh) {
-                    const int ih = oh * SH - PH + kh * DH;
-                    for (kw = 0; kw < KW; ++kw, ++k) {
-                        float *row = col + (long)k * OWP;
-                        int w0 = 0, w1 = 0;
-                        if (ih >= 0 && ih < H) lw_range(W, OW, SW, PW, kw * DW, &w0, &w1);
-                        for (ow = 0; ow < w0; ++ow) row[ow] = 0.0f;
-                        if (SW == 1) {
-                            const float *src = xc + (long)ih * W - PW + kw * DW;
-                            for (ow = w0; ow < w1; ++ow) row[ow] = src[ow];
-                        } else {
-                            for (ow = w0; ow < w1; ++ow) row[ow] = xc[(long)ih * W + ow * SW - PW + kw * DW];
+    if (col) {
+        /* A register-blocked matrix product per group, one output row at a time: col holds that row's input
+         * patches (K = C/G*KH*KW rows of OW values, zero where the window leaves the input, each row padded to
+         * a multiple of 8); then 4 output channels x 8 output pixels accumulate in local arrays the compiler keeps
+         * in vector registers, each patch value loaded once per 4 channels (one channel at a time where a group
+         * has fewer left, as in a depthwise conv). Every output sums bias, then k = (c, kh, kw) in order, as the
+         * plain loops below do. */
+        const int K = cin * KH * KW, OWP = (OW + 7) & ~7;
+        int g, k;
+        for (g = 0; g < G; ++g) {
+            const float *xg = x + (long)g * cin * H * W;
+            for (oh = 0; oh < OH; ++oh) {
+                for (c = 0, k = 0; c < cin; ++c) {
+                    const float *xc = xg + (long)c * H * W;
+                    for (kh = 0; kh < KH; ++kh) {
+                        const int ih = oh * SH - PH + kh * DH;
+                        for (kw = 0; kw < KW; ++kw, ++k) {
+                            float *row = col + (long)k * OWP;
+                            int w0 = 0, w1 = 0;
+                            if (ih >= 0 && ih < H) lw_range(W, OW, SW, PW, kw * DW, &w0, &w1);
+                            for (ow = 0; ow < w0; ++ow) row[ow] = 0.0f;
+                            if (SW == 1) {
+                                const float *src = xc + (long)ih * W - PW + kw * DW;
+                                for (ow = w0; ow < w1; ++ow) row[ow] = src[ow];
+                            } else {
+                                for (ow = w0; ow < w1; ++ow) row[ow] = xc[(long)ih * W + ow * SW - PW + kw * DW];
+                            }
+                            for (ow = w1 > w0 ? w1 : w0; ow < OWP; ++ow) row[ow] = 0.0f;
                         }
-                        for (ow = w1 > w0 ? w1 : w0; ow < OWP; ++ow) row[ow] = 0.0f;
                     }
                 }
-            }
-            for (o = 0; o < O; o += 4) {
-                const int n = O - o < 4 ? O - o : 4;
-                const float *w0 = w + (long)o * K;
-                const float *w1 = w0 + (n > 1 ? K : 0), *w2 = w0 + (n > 2 ? 2L * K : 0), *w3 = w0 + (n > 3 ? 3L * K : 0);
-                const float b0 = b[o], b1 = b[o + (n > 1)], b2 = b[o + 2 * (n > 2)], b3 = b[o + 3 * (n > 3)];
-                for (ow = 0; ow < OW; ow += 8) {
-                    float a0[8], a1[8], a2[8], a3[8];
-                    const int m = OW - ow < 8 ? OW - ow : 8;
-                    float *acc[4];
-                    for (i = 0; i < 8; ++i) {
-                        a0[i] = b0;
-                        a1[i] = b1;
-                        a2[i] = b2;
-                        a3[i] = b3;
-                    }
-                    for (k = 0; k < K; ++k) {
-                        const float *p = col + (long)k * OWP + ow;
-                        const float v0 = w0[k], v1 = w1[k], v2 = w2[k], v3 = w3[k];
-                        for (i = 0; i < 8; ++i) {
-                            a0[i] += v0 * p[i];
-                            a1[i] += v1 * p[i];
-                            a2[i] += v2 * p[i];
-                            a3[i] += v3 * p[i];
+                for (o = g * cout; o < (g + 1) * cout;) {
+                    float *yo = y + (long)o * ohw + (long)oh * OW;
+                    const float *w0 = w + (long)o * K;
+                    if ((g + 1) * cout - o >= 4) {
+                        const float *w1 = w0 + K, *w2 = w0 + 2L * K, *w3 = w0 + 3L * K;
+                        for (ow = 0; ow < OW; ow += 8) {
+                            float a0[8], a1[8], a2[8], a3[8];
+                            const int m = OW - ow < 8 ? OW - ow : 8;
+                            for (i = 0; i < 8; ++i) {
+                                a0[i] = b[o];
+                                a1[i] = b[o + 1];
+                                a2[i] = b[o + 2];
+                                a3[i] = b[o + 3];
+                            }
+                            for (k = 0; k < K; ++k) {
+                                const float *p = col + (long)k * OWP + ow;
+                                const float v0 = w0[k], v1 = w1[k], v2 = w2[k], v3 = w3[k];
+                                for (i = 0; i < 8; ++i) {
+                                    a0[i] += v0 * p[i];
+                                    a1[i] += v1 * p[i];
+                                    a2[i] += v2 * p[i];
+                                    a3[i] += v3 * p[i];
+                                }
+                            }
+                            for (i = 0; i < m; ++i) {
+                                yo[ow + i] = a0[i];
+                                yo[ohw + ow + i] = a1[i];
+                                yo[2L * ohw + ow + i] = a2[i];
+                                yo[3L * ohw + ow + i] = a3[i];
+                            }
                         }
+                        o += 4;
+                        continue;
                     }
-                    acc[0] = a0;
-                    acc[1] = a1;
-                    acc[2] = a2;
-                    acc[3] = a3;
-                    for (j = 0; j < n; ++j)
-                        for (i = 0; i < m; ++i) y[(long)(o + j) * ohw + (long)oh * OW + ow + i] = acc[j][i];
+                    for (ow = 0; ow < OW; ow += 8) {
+                        float a0[8];
+                        const int m = OW - ow < 8 ? OW - ow : 8;
+                        for (i = 0; i < 8; ++i) a0[i] = b[o];
+                        for (k = 0; k < K; ++k) {
+                            const float *p = col + (long)k * OWP + ow;
+                            const float v0 = w0[k];
+                            for (i = 0; i < 8; ++i) a0[i] += v0 * p[i];
+                        }
+                        for (i = 0; i < m; ++i) yo[ow + i] = a0[i];
+                    }
+                    ++o;
                 }
             }
         }
