@@ -44,6 +44,7 @@ def test_branch_instructions_are_measured_once_and_order_the_operators(tmp_path)
     assert cached["host"]["core"] == "cortex-m4" and len(cached["entries"]) == cost.measurements
 
 
+@pytest.mark.slow           # about a minute: every branch of the quick model counted in QEMU
 @needs_m4
 def test_a_search_keeps_flash_ram_and_instruction_budgets_together(tmp_path):
     """One search under the board's three limits: flash and RAM of the int8 C and instructions on the core."""
