@@ -55,15 +55,18 @@ def section(results: Path) -> str:
         return ""
     out = ["## Weight sharing (issue 20): the second method, its baselines, and LWDC then sharing", "",
            "From `python -m bench.share --set cifar|fsdd` (one JSON per row under `bench/results/share/`). Each "
-           "method starts from a trained source model; `share` decides on a seeded 10% of the training set and is "
-           "fine-tuned after, the accuracy is on the test split. *weight bits*: what the C export stores for the "
+           "method starts from a trained source model; `share` decides on data kept apart from what the row reports on "
+           "(named under each table) and is fine-tuned after. *weight bits*: what the C export stores for the "
            "prunable layers (codebook, packed codes, zeros as a bitmap or a code; float32 where a layer was kept; "
            "PTQ: B bits + one float scale per channel), per original weight. *compression*: 32 / that. ✗: more "
            f"than {BAR:g} point below the source. Flash and RAM: the float C export, weights dense or "
            "codebook-coded (decoded into RAM once, or into one layer-sized buffer before each layer).", ""]
     for name in sorted({r["set"] for r in rows}):
         group = [r for r in rows if r["set"] == name]
-        out += [f"**{name}**", "", *_table(group), ""]
+        decided = sorted({r["decided_on"] for r in group if r.get("decided_on")})
+        reported = sorted({r.get("reported_on", "the test split") for r in group})
+        out += [f"**{name}**", "", *_table(group), "",
+                f"- decisions of `share` on: {'; '.join(decided) or '-'}; accuracy reported on: {'; '.join(reported)}."]
         for r in group:
             if r["method"].startswith("share") and r.get("layers"):
                 kept = [x["layer"] for x in r["layers"] if not x["codebook"]]
