@@ -230,13 +230,18 @@ def test_int8_rules_are_the_documented_integer_arithmetic():
     real = qa.dequantize(a) * qb.dequantize(b)
     assert np.abs((want - 5) * qy.scale - real).max() <= qy.scale / 2 + 1e-6
 
-    sub = Node("add", ["a", "b"], "y", "test", attrs={"alpha": -1.0})  # a - b: the second weight is negative
+    # a - b in TensorFlow Lite's ADD arithmetic: inputs x 2^20, each rescaled by scale / (2 x the larger input
+    # scale) (b's multiplier negative), summed, rescaled by that / (2^20 x the output scale); one rounding each
+    sub = Node("add", ["a", "b"], "y", "test", attrs={"alpha": -1.0})
     q = op_for("add").quantize(sub, [qa, qb], qy)
-    assert q.mult[1] < 0 < q.mult[0] and abs(q.mult[1] / q.mult[0] + 0.02 / 0.05) < 1e-6
+    (ma, na), (mb, nb), (my, ny) = fixed_point(0.5), fixed_point(0.2), fixed_point(0.1 / (2 ** 20 * 0.04))
+    assert q.mult.tolist() == [ma, -mb, my] and q.shift.tolist() == [na, nb, ny]
+    rs = lambda v, n: (v + 2 ** (n - 1)) // 2 ** n  # noqa: E731
     got = op_for("add").run_int8(sub, q, [a, b], [qa, qb], qy)
-    want = ((a + 3) * int(q.mult[0]) + (b - 10) * int(q.mult[1]) + 2 ** (int(q.shift[0]) - 1)) \
-        // 2 ** int(q.shift[0]) + 5
+    want = rs((rs((a + 3) * 2 ** 20 * ma, na) + rs((b - 10) * 2 ** 20 * -mb, nb)) * my, ny) + 5
     assert np.array_equal(got, want)
+    real = qa.dequantize(a) - qb.dequantize(b)
+    assert np.abs((want - 5) * qy.scale - real).max() <= qy.scale / 2 + 1e-3
 
     grid = torch.from_numpy(qa.dequantize(np.arange(-128, 128)))
     for op, attrs, fn in [("hardswish", {}, F.hardswish), ("hardsigmoid", {}, F.hardsigmoid),

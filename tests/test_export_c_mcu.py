@@ -90,13 +90,8 @@ def test_a_program_that_fails_on_the_board_is_reported(tmp_path):
         run_library(exe, np.zeros((1, 5), np.float32), 4, target="cortex-m4")     # a short input: no output
 
 
-@needs_m4
-def test_instruction_counts_are_per_node_deterministic_and_calibrated(tmp_path):
-    """The SysTick method counts 40 instructions per tick: a loop of a known length reads as that length, and the
-    per-node counts of an inference add up to its total, the same on every run."""
-    from lwdc.export.c.instructions import INSTRUCTIONS_PER_TICK, count_instructions
-    from lwdc.export.c.targets import _MCU
-
+def _loop_ticks(target, tmp_path) -> int:
+    """SysTick ticks a loop of 1,000,000 instructions (500,000 x subs + bne) takes on ``target`` under -icount."""
     loop = tmp_path / "loop.c"
     loop.write_text('''#include <stdint.h>
 #include <stdio.h>
@@ -115,11 +110,38 @@ int main(void)
 }
 ''')
     exe = tmp_path / "loop.elf"
-    subprocess.run([M4.find_compiler(), *M4.flags, "-O2", str(loop), *M4.sources, *M4.libs, "-o", str(exe)],
+    subprocess.run([target.find_compiler(), *target.flags, "-O2", str(loop), *target.sources, *target.libs, "-o",
+                    str(exe)],
                    check=True, capture_output=True)
-    out = subprocess.run(M4.run_command(exe, runner_flags=("-icount", "shift=0")), capture_output=True, text=True,
+    out = subprocess.run(target.run_command(exe, runner_flags=("-icount", "shift=0")), capture_output=True, text=True,
                          timeout=120, check=True).stdout
-    assert abs(int(out.split()[-1]) * INSTRUCTIONS_PER_TICK - 1_000_000) <= 2 * INSTRUCTIONS_PER_TICK
+    return int(out.split()[-1])
+
+
+@pytest.mark.parametrize("core", ["cortex-m7", "cortex-m33"])
+def test_other_cores_run_int8_bit_exact_and_count_40_instructions_per_tick(core, tmp_path):
+    """The Cortex-M7 (AN500) and the Cortex-M33 (AN505, TrustZone: code and data at the secure aliases) boards."""
+    target = get_target(core)
+    if not target.can_run():
+        pytest.skip(f"needs {target.description}")
+    per_tick = target.instructions_per_tick          # 40 at 25 MHz (AN386, AN500), 50 at 20 MHz (AN505)
+    assert per_tick == {"cortex-m7": 40, "cortex-m33": 50}[core]
+    assert abs(_loop_ticks(target, tmp_path) * per_tick - 1_000_000) <= 2 * per_tick
+    torch.manual_seed(0)
+    net = randomize_bn(TinyNet(width=8))
+    x = torch.randn(2, 3, 16, 16)
+    q = export_c(net, x, tmp_path / "q", int8=True, calib=x, target=core)
+    assert q.summary["verified"]["int8_matches_reference"] is True and q.summary["linked"]["code_bytes"] > 0
+
+
+@needs_m4
+def test_instruction_counts_are_per_node_deterministic_and_calibrated(tmp_path):
+    """The SysTick method counts 40 instructions per tick: a loop of a known length reads as that length, and the
+    per-node counts of an inference add up to its total, the same on every run."""
+    from lwdc.export.c.instructions import INSTRUCTIONS_PER_TICK, count_instructions
+    from lwdc.export.c.targets import _MCU
+
+    assert abs(_loop_ticks(M4, tmp_path) * INSTRUCTIONS_PER_TICK - 1_000_000) <= 2 * INSTRUCTIONS_PER_TICK
     assert (_MCU / "profile.c").exists()
 
     torch.manual_seed(0)

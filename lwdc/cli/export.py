@@ -42,10 +42,17 @@ from .base import MODEL_HELP, TRUST_PT2_HELP, fail, load_model_arg, main
               help="Float C: store layers of few distinct values (after `lwdc share`) as codebook + packed codes, "
                    "decoded into RAM at the first run (startup) or before each layer (on-the-fly, less RAM).")
 @click.option("--target", "c_target", default="host", show_default=True,
-              help="C: where --verify compiles and runs it: host, cortex-m4 or cortex-m7 (arm-none-eabi-gcc, run "
+              help="C: where --verify compiles and runs it: host, cortex-m4, cortex-m7 or cortex-m33 (arm-none-eabi-gcc, run "
                    "on QEMU's MPS2 board; deploy.json then gets the library's flash and RAM from arm-none-eabi-size).")
+@click.option("--kernels", type=click.Choice(["portable", "cmsis-nn"]), default="portable", show_default=True,
+              help="int8 C: lwdc's own portable kernels, or calls to Arm's CMSIS-NN for convolutions and adds "
+                   "(bit-exact with the portable build; needs --cmsis-nn).")
+@click.option("--cmsis-nn", "cmsis_nn", type=click.Path(exists=True, file_okay=False), default=None,
+              help="With --kernels cmsis-nn: your CMSIS-NN checkout (the folder holding Include/ and Source/); it is "
+                   "compiled with -DCMSIS_NN_USE_SINGLE_ROUNDING and never copied into the export.")
 def export_cmd(model, fmt, out, int8, calib_data, calib_samples, calibration, eval_samples, name, width, weights,
-               input_shape, num_classes, cache_dir, force, trust_pt2, verify, weight_storage, c_target) -> None:
+               input_shape, num_classes, cache_dir, force, trust_pt2, verify, weight_storage, c_target, kernels,
+               cmsis_nn) -> None:
     """Export MODEL as ONNX or a C99 library (run it with `lwdc run-c OUT`).
 
     MODEL is a run folder (its compressed model), a registered model name (--weights for its state_dict), your own
@@ -68,6 +75,11 @@ def export_cmd(model, fmt, out, int8, calib_data, calib_samples, calibration, ev
         fail(f"--target {c_target!r} is unknown; known: {', '.join(targets())}")
     if weight_storage != "dense" and (int8 or fmt != "c"):
         fail("--weight-storage codes the weights of a float C build; leave it at dense with --int8 or ONNX")
+    if kernels == "cmsis-nn" and not (int8 and fmt == "c"):
+        fail("--kernels cmsis-nn runs int8 kernels: add --int8 (and --format c)")
+    if kernels == "cmsis-nn" and cmsis_nn is None:
+        fail("--kernels cmsis-nn needs --cmsis-nn PATH: a CMSIS-NN checkout (github.com/ARM-software/CMSIS-NN) "
+             "holding Include/ and Source/")
     arg = load_model_arg(model, width=width, weights=weights, input_shape=input_shape, num_classes=num_classes,
                          trust_pt2=trust_pt2)
     net, shape, run_data, task_name = arg
@@ -109,7 +121,7 @@ def export_cmd(model, fmt, out, int8, calib_data, calib_samples, calibration, ev
         click.echo(f"exporting {model} to C ({'int8' if int8 else 'float32'}) in {target}")
         result = export_c(net, example, target, int8=int8, calib=calib, calibration=calibration, name=name,
                           overwrite=force, verify=verify, source=source, weights=weight_storage, target=c_target,
-                          log=click.echo)
+                          kernels=kernels, cmsis_nn=cmsis_nn, log=click.echo)
     except (UnsupportedLayerError, ExportError, CompilerError, FileExistsError, ValueError) as exc:
         fail(f"{type(exc).__name__}: {exc}")
     s = result.summary

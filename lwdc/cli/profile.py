@@ -37,11 +37,14 @@ from .base import MODEL_HELP, TRUST_PT2_HELP, fail, load_model_arg, main
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--target", "mcu", default=None,
               help="Instead of CPU latency: executed instructions per layer and per inference of the C export on "
-                   "an emulated core (cortex-m4, cortex-m7; QEMU -icount, resolution 40 instructions).")
+                   "an emulated core (cortex-m4, cortex-m7, cortex-m33; QEMU -icount, resolution 40 instructions).")
 @click.option("--int8", is_flag=True, help="With --target: the int8 build (calibrated on random inputs: the "
                                            "instruction count does not depend on the scales).")
+@click.option("--cmsis-nn", "cmsis_nn", type=click.Path(exists=True, file_okay=False), default=None,
+              help="With --target and --int8: count the build that calls Arm's CMSIS-NN (your checkout holding "
+                   "Include/ and Source/) instead of lwdc's portable kernels.")
 def profile_cmd(model, model_name, width, run, original, weights, input_shape, num_classes, batch_size, rounds,
-                threads, costs, trust_pt2, as_json, mcu, int8) -> None:
+                threads, costs, trust_pt2, as_json, mcu, int8, cmsis_nn) -> None:
     """Parameters, MACs and measured CPU latency of MODEL; with --cost, a per-layer table (op, params, MACs,
     measured latency, systolic cycles and PE utilisation).
 
@@ -71,7 +74,7 @@ def profile_cmd(model, model_name, width, run, original, weights, input_shape, n
                    f"\nlatency: batch {batch_size}, 1 thread, each layer alone; total: the whole network")
         return
     if mcu:
-        _instructions(net, shape, mcu, int8, as_json)
+        _instructions(net, shape, mcu, int8, as_json, cmsis_nn)
         return
     x = torch.randn(batch_size, *shape)
     paired = arg.source.get("kind") == "run" and not original
@@ -105,7 +108,7 @@ def profile_cmd(model, model_name, width, run, original, weights, input_shape, n
             click.echo(f"  {note}")
 
 
-def _instructions(net, shape, target: str, int8: bool, as_json: bool) -> None:
+def _instructions(net, shape, target: str, int8: bool, as_json: bool, cmsis_nn=None) -> None:
     import tempfile
     from pathlib import Path
 
@@ -117,11 +120,14 @@ def _instructions(net, shape, target: str, int8: bool, as_json: bool) -> None:
     if target not in targets() or not get_target(target).semihosting:
         fail(f"--target {target!r}: instruction counts need an emulated core: "
              + ", ".join(t for t in targets() if get_target(t).semihosting))
+    if cmsis_nn is not None and not int8:
+        fail("--cmsis-nn counts the int8 build: add --int8")
     torch.manual_seed(0)
     x = torch.randn(16, *shape)
     try:
         with tempfile.TemporaryDirectory(prefix="lwdc-profile-") as tmp:
-            export = export_c(net, x, Path(tmp) / "c", int8=int8, calib=x, verify=False, target=target)
+            export = export_c(net, x, Path(tmp) / "c", int8=int8, calib=x, verify=False, target=target,
+                              kernels="cmsis-nn" if cmsis_nn else "portable", cmsis_nn=cmsis_nn)
             counts = count_instructions(export, x[0])
     except (UnsupportedLayerError, ExportError, CompilerError, ValueError) as exc:
         fail(f"{type(exc).__name__}: {exc}")
@@ -129,7 +135,8 @@ def _instructions(net, shape, target: str, int8: bool, as_json: bool) -> None:
         click.echo(json.dumps(counts))
         return
     total = counts["instructions"]
-    click.echo(f"{target}, {counts['precision']}: {total:,} instructions per inference ({counts['method']})")
+    click.echo(f"{target}, {counts['precision']} ({counts['kernels']} kernels): {total:,} instructions per inference "
+               f"({counts['method']})")
     click.echo(f"{'node':>4}  {'op':<12} {'instructions':>14}  share  layer")
     for n in counts["per_node"]:
         click.echo(f"{n['node']:>4}  {n['op']:<12} {n['instructions']:>14,}  {100 * n['instructions'] / max(total, 1):4.1f}%"

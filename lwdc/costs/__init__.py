@@ -11,7 +11,7 @@ A cost model is named by a spec string ``name[:option[:option...]]``; keyword ar
     ram[:int8|float32][:inplace|plain]
                                     peak bytes of activations of its static memory plan (default int8, in
                                     place), see ram.py
-    mcu[:cortex-m4|cortex-m7][:int8|float32]
+    mcu[:cortex-m4|cortex-m7|cortex-m33][:int8|float32]
                                     instructions of the C export on the emulated core (default cortex-m4, int8),
                                     measured in QEMU and cached, see mcu.py
 """

@@ -4,8 +4,8 @@ its emulated board (``lwdc.export.c.instructions``), so the search minimises wha
 A branch is exported alone (int8 by default: what runs on a Cortex-M; calibrated on seeded random inputs, which
 set the scales, not the instruction count), its inference counted under QEMU ``-icount`` with SysTick (resolution
 40 instructions), and the count cached like the latency table: one file per (core, precision, compiler and QEMU
-versions), one entry per (branch structure, input shape). The whole original network is counted the same way to
-normalise the objective. Spec: ``mcu:cortex-m4[:int8|float32]``.
+versions, and a hash of lwdc's C kernels), one entry per (branch structure, input shape). The whole original
+network is counted the same way to normalise the objective. Spec: ``mcu:cortex-m4[:int8|float32]``.
 """
 from __future__ import annotations
 
@@ -47,8 +47,9 @@ class McuCost:
         self.target, self.precision = get_target(core), precision
         if not self.target.can_run():
             raise ValueError(f"mcu:{core} measures on {self.target.description}; install them to use this cost")
+        from ..export.c.emit import kernels_digest
         self.host = {"core": core, "precision": precision, "compiler": _version(self.target.find_compiler()),
-                     "runner": _version(self.target.find_runner())}
+                     "runner": _version(self.target.find_runner()), "kernels": kernels_digest()}
         digest = hashlib.sha256(json.dumps(self.host, sort_keys=True).encode()).hexdigest()[:12]
         root = (Path(cache_dir) if cache_dir is not None else default_cache_dir().parent) / "mcu"
         self.cache = MeasurementCache(root / f"{core}-{precision}-{digest}.json", self.host)

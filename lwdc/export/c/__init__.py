@@ -24,6 +24,7 @@ from ..tolerance import Tolerance, as_tolerance, pytorch_rounding
 from . import ops  # noqa: F401  (fills the op table before anything lowers)
 from ...modes import eval_mode
 from .build import CompilerError, compile_library, find_compiler, library_size, run_library
+from .cmsis import KERNEL_CHOICES, CmsisPlan, check_cmsis_nn, cmsis_path
 from .emit import check_weight_mode, emit_c
 from .graph import Graph, UnsupportedLayerError, lower
 from .plan import MemoryPlan, plan_memory
@@ -104,8 +105,8 @@ def export_c(model: nn.Module | torch.export.ExportedProgram, example_input: tor
              int8: bool = False, calib: torch.Tensor | Iterable | None = None, name: str = "model",
              calibration: str = "minmax", overwrite: bool = False, verify: bool = True,
              atol: float | None = None, rtol: float | None = None, target: str = "host",
-             source: dict | None = None, weights: str = "dense",
-             log: Callable[[str], None] | None = None) -> CExport:
+             source: dict | None = None, weights: str = "dense", kernels: str = "portable",
+             cmsis_nn: str | Path | None = None, log: Callable[[str], None] | None = None) -> CExport:
     """Write ``out_dir/{NAME.h, NAME.c, main.c, deploy.json}`` for one-sample inference in C99.
 
     The lowered graph is first checked against PyTorch in Python; with ``verify`` (and a C compiler present) the
@@ -118,10 +119,18 @@ def export_c(model: nn.Module | torch.export.ExportedProgram, example_input: tor
     deploy.json for ``run_c``; ``log`` receives one line per step that can take seconds. ``weights`` (float32
     only): ``dense``, or ``startup`` / ``on-the-fly`` to store layers of few distinct values (``lwdc share``) as
     codebooks and packed codes, decoded into RAM once or before each layer (``emit.WEIGHT_MODES``).
+    ``kernels="cmsis-nn"`` (int8 only) calls Arm's CMSIS-NN for convolutions and adds (``cmsis.py``), built from
+    the checkout at ``cmsis_nn``; the build is verified against the same integer reference.
     """
     say = _stepper(log)
     check_name(name)
     check_weight_mode(weights, int8)
+    if kernels not in KERNEL_CHOICES:
+        raise ValueError(f"kernels must be one of {', '.join(KERNEL_CHOICES)}, got {kernels!r}")
+    if kernels == "cmsis-nn":
+        if not int8:
+            raise ValueError("kernels='cmsis-nn' runs int8 kernels: export with int8=True (--int8)")
+        cmsis_nn = check_cmsis_nn(cmsis_nn)
     get_target(target)
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
@@ -151,12 +160,15 @@ def export_c(model: nn.Module | torch.export.ExportedProgram, example_input: tor
         say(f"calibrating int8 ranges ({calibration}) on {sum(len(b) for b in batches)} samples")
     qgraph = quantize(graph, calibrate(graph, batches, calibration)) if int8 else None
     plan = plan_memory(graph, 1 if int8 else 4)
-    src = emit_c(graph, plan, qgraph, name, weights)
+    cmsis = CmsisPlan(graph, cmsis_nn) if kernels == "cmsis-nn" else None
+    src = emit_c(graph, plan, qgraph, name, weights, cmsis)
     summary = {"name": name, "target": target, "precision": "int8" if int8 else "float32",
                "calibration": calibration if int8 else None, "input_shape": list(graph.input_shape),
                "output_shape": list(graph.output_shape), "nodes": len(graph.nodes), "macs": graph.macs,
                "params": graph.params, "flash_bytes": src.flash_bytes, **plan.summary(),
-               "peak_ram_bytes": plan.peak_ram_bytes + src.weights["ram_bytes"], "weights": src.weights,
+               "peak_ram_bytes": plan.peak_ram_bytes + src.weights["ram_bytes"] + src.extra_ram_bytes,
+               "weights": src.weights,
+               "kernels": {**cmsis.summary(), "cmsis_nn": str(cmsis_nn)} if cmsis else {"name": "portable"},
                "naive_over_arena": round(plan.naive_bytes / max(plan.arena_bytes, 1), 3),
                "lowering_max_abs_diff": diff, "tolerance": lowering, "layout": LAYOUT,
                "front_end": None if front is None else {
@@ -181,12 +193,12 @@ def export_c(model: nn.Module | torch.export.ExportedProgram, example_input: tor
                 + ("the integer reference" if int8 else "PyTorch")
                 + ("" if target == "host" else f" (on {get_target(target).description})"))
             summary["verified"] = _verify(tmp, name, graph, qgraph, example_input, expected, tol, rounding,
-                                          target)
+                                          target, cmsis_nn if cmsis else None)
         else:
             summary["verified"] = None
         if target != "host" and get_target(target).find_compiler():
             say(f"measuring the library's flash and RAM for {target}")
-            summary["linked"] = library_size(tmp, name, target=target)
+            summary["linked"] = library_size(tmp, name, target=target, cmsis_nn=cmsis_nn if cmsis else None)
         _write(tmp / "deploy.json", json.dumps(summary, indent=2) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -220,8 +232,8 @@ def _runner(target: str):
 
 
 def _verify(src_dir: Path, name: str, graph: Graph, qgraph, x: torch.Tensor, expected: np.ndarray,
-            tol: Tolerance, rounding: float, target: str) -> dict:
-    exe = compile_library(src_dir, name, target=target)
+            tol: Tolerance, rounding: float, target: str, cmsis_nn: Path | None = None) -> dict:
+    exe = compile_library(src_dir, name, target=target, cmsis_nn=cmsis_nn)
     try:
         flat = x.reshape(len(x), -1).numpy()
         out_size = int(np.prod(graph.output_shape))
@@ -257,7 +269,7 @@ def evaluate_c(export: CExport, inputs: torch.Tensor, targets, task=None) -> dic
         with eval_mode(export.front_end), torch.no_grad():
             inputs = export.front_end(inputs.float())
     target = export.summary.get("target", "host")
-    exe = compile_library(export.directory, export.name, target=target)
+    exe = compile_library(export.directory, export.name, target=target, cmsis_nn=cmsis_path(export.summary))
     try:
         out = _runner(target)(exe, inputs.reshape(len(inputs), -1).float().numpy(),
                               int(np.prod(export.graph.output_shape)))
@@ -350,14 +362,15 @@ class RunC:
 
 
 def run_c(export_dir: str | Path, inputs: torch.Tensor, model=None, *, work_dir: str | Path | None = None,
-          target: str | None = None) -> RunC:
+          target: str | None = None, cmsis_nn: str | Path | None = None) -> RunC:
     """Compile an export folder's ``main.c`` + ``NAME.c`` and run the program on ``inputs`` as a user would:
     ``write_inputs`` -> ``./NAME [--int8] INPUT.bin OUTPUT.bin`` -> ``read_outputs``; with ``model`` (the
     PyTorch model or ``torch.export`` program it was exported from) also compare: the largest absolute
     difference and, for outputs of one row of scores, how often the argmax agrees.
 
     ``inputs`` are normalised as the PyTorch model takes them. ``work_dir`` keeps INPUT.bin, OUTPUT.bin and the
-    program (default: a temporary folder, removed). This compiles and runs the C in ``export_dir``: use it on
+    program (default: a temporary folder, removed). A CMSIS-NN export links the checkout recorded in deploy.json
+    unless ``cmsis_nn`` names another. This compiles and runs the C in ``export_dir``: use it on
     folders you exported or trust, as with any source you build.
     """
     info = read_deploy(export_dir)
@@ -370,7 +383,7 @@ def run_c(export_dir: str | Path, inputs: torch.Tensor, model=None, *, work_dir:
     work = Path(work_dir) if keep else Path(tempfile.mkdtemp(prefix="lwdc-run-c-"))
     try:
         work.mkdir(parents=True, exist_ok=True)
-        exe = compile_library(export_dir, name, out=work / name, target=target)
+        exe = compile_library(export_dir, name, out=work / name, target=target, cmsis_nn=cmsis_path(info, cmsis_nn))
         src, dst = write_inputs(work / "INPUT.bin", inputs, info), work / "OUTPUT.bin"
         cmd = get_target(target).run_command(exe, *(["--int8"] if int8 else []), str(src), str(dst))
         done = subprocess.run(cmd, capture_output=True, text=True)

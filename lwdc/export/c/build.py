@@ -25,9 +25,13 @@ def find_compiler(target: str | Target = "host") -> str | None:
 
 
 def compile_library(src_dir: str | Path, name: str = "model", out: str | Path | None = None, opt: str = "-O2",
-                    extra: tuple[str, ...] = (), target: str | Target = "host") -> Path:
-    """Build ``main.c`` + ``NAME.c`` into an executable (in a temporary folder unless ``out`` is given)."""
+                    extra: tuple[str, ...] = (), target: str | Target = "host", cmsis_nn: str | Path | None = None) -> Path:
+    """Build ``main.c`` + ``NAME.c`` into an executable (in a temporary folder unless ``out`` is given); a library
+    exported with CMSIS-NN kernels links the CMSIS-NN checkout at ``cmsis_nn``."""
     tgt = get_target(target)
+    if cmsis_nn is not None:
+        from .cmsis import cmsis_build_args
+        extra = (*extra, *cmsis_build_args(Path(cmsis_nn), tgt.name, opt))
     cc = tgt.find_compiler()
     if cc is None:
         raise CompilerError(f"no C compiler for target {tgt.name!r} (tried {', '.join(tgt.compilers)}); install gcc "
@@ -35,8 +39,9 @@ def compile_library(src_dir: str | Path, name: str = "model", out: str | Path | 
     src_dir = Path(src_dir)
     scratch = None if out else Path(tempfile.mkdtemp(prefix="lwdc-c-"))
     exe = Path(out) if out else scratch / check_name(name)
-    cmd = [cc, *tgt.flags, opt, *extra, str(src_dir / "main.c"), str(src_dir / f"{check_name(name)}.c"),
-           *tgt.sources, *tgt.libs, "-o", str(exe)]
+    libs = [a for a in extra if a.endswith(".a")]        # archives after the sources that need them
+    cmd = [cc, *tgt.flags, opt, *(a for a in extra if a not in libs), str(src_dir / "main.c"),
+           str(src_dir / f"{check_name(name)}.c"), *tgt.sources, *libs, *tgt.libs, "-o", str(exe)]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
@@ -79,10 +84,12 @@ def time_library(exe: str | Path, sample: np.ndarray, runs: int, target: str | T
         return float(done.stdout.strip())
 
 
-def library_size(src_dir: str | Path, name: str = "model", opt: str = "-O2", target: str | Target = "host") -> dict:
-    """What ``NAME.c`` alone adds to a firmware, from its object file compiled for ``target`` and read with the
-    toolchain's ``size -A``: flash = code + constants + initialised data, RAM = initialised data + zeroed data
-    (the arena and scratch buffers); the stack is not included."""
+def library_size(src_dir: str | Path, name: str = "model", opt: str = "-O2", target: str | Target = "host",
+                 cmsis_nn: str | Path | None = None) -> dict:
+    """What ``NAME.c`` adds to a firmware, read with the toolchain's ``size -A``: its object file, partially
+    linked with ``--gc-sections`` from the two entry points (with CMSIS-NN kernels, together with the CMSIS-NN
+    functions the library calls, so its flash counts them); flash = code + constants + initialised data, RAM =
+    initialised data + zeroed data (the arena and scratch buffers); the stack is not included."""
     tgt = get_target(target)
     cc = tgt.find_compiler()
     if cc is None:
@@ -91,13 +98,25 @@ def library_size(src_dir: str | Path, name: str = "model", opt: str = "-O2", tar
     size_tool = size_tool or shutil.which("size")
     if size_tool is None:
         raise CompilerError("no size tool (binutils) to measure the library with")
+    extra: list[str] = []
+    if cmsis_nn is not None:
+        from .cmsis import cmsis_build_args
+        extra = cmsis_build_args(Path(cmsis_nn), tgt.name, opt)
+    archives = [a for a in extra if a.endswith(".a")]
     with tempfile.TemporaryDirectory(prefix="lwdc-size-") as tmp:
-        obj = Path(tmp) / f"{check_name(name)}.o"
-        cmd = [cc, *tgt.flags, opt, "-c", str(Path(src_dir) / f"{check_name(name)}.c"), "-o", str(obj)]
+        obj, linked = Path(tmp) / f"{check_name(name)}.o", Path(tmp) / "linked.o"
+        cmd = [cc, *tgt.flags, opt, *(a for a in extra if a not in archives), "-c",
+               str(Path(src_dir) / f"{check_name(name)}.c"), "-o", str(obj)]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             raise CompilerError(f"{' '.join(cmd)} failed:\n{done.stderr[-4000:]}")
-        table = subprocess.run([size_tool, "-A", str(obj)], capture_output=True, text=True, check=True).stdout
+        link = [cc, *(f for f in tgt.flags if f.startswith(("-m", "-f"))), "-nostdlib", "-r", "-Wl,--gc-sections",
+                f"-Wl,-u,{name}_run", f"-Wl,-u,{name}_run_int8", f"-Wl,-e,{name}_run", str(obj), *archives,
+                "-o", str(linked)]
+        measured = linked if subprocess.run(link, capture_output=True, text=True).returncode == 0 else obj
+        if measured is obj and archives:
+            raise CompilerError(f"{' '.join(link)} failed: cannot measure the library with CMSIS-NN's functions")
+        table = subprocess.run([size_tool, "-A", str(measured)], capture_output=True, text=True, check=True).stdout
     sections: dict[str, int] = {}
     for line in table.splitlines():
         parts = line.split()
@@ -107,4 +126,7 @@ def library_size(src_dir: str | Path, name: str = "model", opt: str = "-O2", tar
     code, const, data, bss = total(".text"), total(".rodata"), total(".data"), total(".bss")
     return {"target": tgt.name, "code_bytes": code, "const_bytes": const, "data_bytes": data, "bss_bytes": bss,
             "flash_bytes": code + const + data, "ram_bytes": data + bss, "tool": Path(size_tool).name,
-            "compiled_with": " ".join([Path(cc).name, *tgt.flags, opt])}
+            "compiled_with": " ".join([Path(cc).name, *tgt.flags, opt]),
+            "measured": "object and the CMSIS-NN functions it calls, partially linked with --gc-sections"
+                        if archives else ("object partially linked with --gc-sections" if measured is linked
+                                          else "object file")}

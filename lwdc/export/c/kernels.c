@@ -314,10 +314,80 @@ static int64_t lw_floor_div(int64_t a, int64_t b)
 static void lw_conv_q8(const int8_t *x, int C, int H, int W, int8_t *y, int O, int OH, int OW,
                        const int8_t *w, const int32_t *b, const int32_t *mult, const int8_t *shift,
                        int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW, int G,
-                       int zx, int zy, int lo, int hi, int32_t *acc)
+                       int zx, int zy, int lo, int hi, int32_t *acc, int blocked)
 {
     const int cin = C / G, cout = O / G, ohw = OH * OW, plane = SH == 1 && SW == 1 && OW == W;
     int o, c, kh, kw, oh, ow, i;
+    if (blocked) {
+        /* A register-blocked integer matrix product per group, one output row at a time (as lw_conv_f32's
+         * blocked path): acc, viewed as int16, holds the row's input patches centred on the zero point (K =
+         * C/G*KH*KW rows of OW values rounded up to even, 0 where the window leaves the input); then 4 output
+         * channels x 2 output pixels accumulate in 8 int32 registers. Weights were packed at export: per group,
+         * each block of 4 channels as K groups of 4 values (channel fastest), the channels left over as plain
+         * rows. Integer sums do not depend on their order, so this equals the loops below bit for bit. */
+        int16_t *col = (int16_t *)acc;
+        const int K = cin * KH * KW, OWP = (OW + 1) & ~1;
+        int g, k;
+        for (g = 0; g < G; ++g) {
+            const int8_t *xg = x + (long)g * cin * H * W;
+            for (oh = 0; oh < OH; ++oh) {
+                for (c = 0, k = 0; c < cin; ++c) {
+                    const int8_t *xc = xg + (long)c * H * W;
+                    for (kh = 0; kh < KH; ++kh) {
+                        const int ih = oh * SH - PH + kh * DH;
+                        for (kw = 0; kw < KW; ++kw, ++k) {
+                            int16_t *row = col + (long)k * OWP;
+                            int w0 = 0, w1 = 0;
+                            if (ih >= 0 && ih < H) lw_range(W, OW, SW, PW, kw * DW, &w0, &w1);
+                            for (ow = 0; ow < w0; ++ow) row[ow] = 0;
+                            for (ow = w0; ow < w1; ++ow) row[ow] = (int16_t)(xc[(long)ih * W + ow * SW - PW + kw * DW] - zx);
+                            for (ow = w1 > w0 ? w1 : w0; ow < OWP; ++ow) row[ow] = 0;
+                        }
+                    }
+                }
+                for (o = g * cout; o < (g + 1) * cout;) {
+                    int8_t *yo = y + (long)o * ohw + (long)oh * OW;
+                    const int8_t *wo = w + (long)o * K;
+                    if ((g + 1) * cout - o >= 4) {
+                        for (ow = 0; ow < OW; ow += 2) {
+                            int32_t a00 = b[o], a01 = b[o], a10 = b[o + 1], a11 = b[o + 1];
+                            int32_t a20 = b[o + 2], a21 = b[o + 2], a30 = b[o + 3], a31 = b[o + 3];
+                            const int16_t *p = col + ow;
+                            const int8_t *q = wo;
+                            for (k = 0; k < K; ++k, p += OWP, q += 4) {
+                                const int32_t x0 = p[0], x1 = p[1];
+                                int32_t v = q[0];
+                                a00 += v * x0; a01 += v * x1;
+                                v = q[1]; a10 += v * x0; a11 += v * x1;
+                                v = q[2]; a20 += v * x0; a21 += v * x1;
+                                v = q[3]; a30 += v * x0; a31 += v * x1;
+                            }
+                            yo[ow] = lw_sat(lw_round_shift((int64_t)a00 * mult[o], shift[o]) + zy, lo, hi);
+                            yo[ohw + ow] = lw_sat(lw_round_shift((int64_t)a10 * mult[o + 1], shift[o + 1]) + zy, lo, hi);
+                            yo[2L * ohw + ow] = lw_sat(lw_round_shift((int64_t)a20 * mult[o + 2], shift[o + 2]) + zy, lo, hi);
+                            yo[3L * ohw + ow] = lw_sat(lw_round_shift((int64_t)a30 * mult[o + 3], shift[o + 3]) + zy, lo, hi);
+                            if (ow + 1 < OW) {
+                                yo[ow + 1] = lw_sat(lw_round_shift((int64_t)a01 * mult[o], shift[o]) + zy, lo, hi);
+                                yo[ohw + ow + 1] = lw_sat(lw_round_shift((int64_t)a11 * mult[o + 1], shift[o + 1]) + zy, lo, hi);
+                                yo[2L * ohw + ow + 1] = lw_sat(lw_round_shift((int64_t)a21 * mult[o + 2], shift[o + 2]) + zy, lo, hi);
+                                yo[3L * ohw + ow + 1] = lw_sat(lw_round_shift((int64_t)a31 * mult[o + 3], shift[o + 3]) + zy, lo, hi);
+                            }
+                        }
+                        o += 4;
+                        continue;
+                    }
+                    for (ow = 0; ow < OW; ++ow) {
+                        int32_t a = b[o];
+                        const int16_t *p = col + ow;
+                        for (k = 0; k < K; ++k, p += OWP) a += (int32_t)wo[k] * p[0];
+                        yo[ow] = lw_sat(lw_round_shift((int64_t)a * mult[o], shift[o]) + zy, lo, hi);
+                    }
+                    ++o;
+                }
+            }
+        }
+        return;
+    }
     for (o = 0; o < O; ++o) {
         const int8_t *xg = x + (long)(o / cout) * cin * H * W;
         for (i = 0; i < ohw; ++i) acc[i] = b[o];
@@ -407,14 +477,25 @@ static void lw_gap_q8(const int8_t *x, int C, int HW, int8_t *y, int z)
 }
 /* @end */
 
+/* @kernel add1_q8 */
+/* One int8 sum in TensorFlow Lite's ADD arithmetic (ops/add.py): each centred input times 2^20 is rescaled by its
+ * own fixed-point multiplier m / 2^n, the sum is rescaled to the output's scale, then offset and clamped. */
+static int8_t lw_add1_q8(int a, int b, int za, int zb, int zy, int32_t ma, int na, int32_t mb, int nb,
+                         int32_t my, int ny, int lo, int hi)
+{
+    const int64_t u = lw_round_shift((int64_t)(a - za) * 1048576 * ma, na);
+    const int64_t v = lw_round_shift((int64_t)(b - zb) * 1048576 * mb, nb);
+    return lw_sat(lw_round_shift((u + v) * my, ny) + zy, lo, hi);
+}
+/* @end */
+
 /* @kernel add_q8 */
-/* y = sat(round_shift((a - za) * ma + (b - zb) * mb, n) + zy): both inputs brought to the output's scale. */
+/* y = a + b on int8 tensors of equal shape (lw_add1_q8 per element). */
 static void lw_add_q8(const int8_t *a, const int8_t *b, int8_t *y, int len, int za, int zb, int zy,
-                      int64_t ma, int64_t mb, int n, int lo, int hi)
+                      int32_t ma, int na, int32_t mb, int nb, int32_t my, int ny, int lo, int hi)
 {
     int i;
-    for (i = 0; i < len; ++i)
-        y[i] = lw_sat(lw_round_shift((a[i] - za) * ma + (b[i] - zb) * mb, n) + zy, lo, hi);
+    for (i = 0; i < len; ++i) y[i] = lw_add1_q8(a[i], b[i], za, zb, zy, ma, na, mb, nb, my, ny, lo, hi);
 }
 /* @end */
 

@@ -22,6 +22,8 @@ class Target:
     # files built beside the library only to run it here (a bare-metal start-up), never part of what users get
     sources: tuple[str, ...] = ()
     semihosting: bool = False     # the runner is QEMU: arguments reach main() through its semihosting command line
+    # instructions per SysTick tick under QEMU -icount shift=0 (1 instruction = 1 ns): 1e9 / the board's clock
+    instructions_per_tick: int = 40
 
     def find_compiler(self) -> str | None:
         for cc in self.compilers:
@@ -76,19 +78,20 @@ register_target(Target("host", ("$CC", "cc", "gcc", "clang"),
 _MCU = Path(__file__).resolve().parent / "mcu"
 
 
-def _cortex_m(name: str, cpu: str, fpu: str, machine: str) -> Target:
+def _cortex_m(name: str, cpu: str, fpu: str, machine: str, script: str = "mps2.ld", clock_mhz: int = 25) -> Target:
     """A Cortex-M core on QEMU's MPS2 board for it: arm-none-eabi-gcc, newlib with semihosting (librdimon), lwdc's
-    start-up code and memory map (``mcu/``), hard-float ABI."""
+    start-up code and the board's memory map (``mcu/``), hard-float ABI."""
     return Target(name, ("arm-none-eabi-gcc",),
                   flags=(*STRICT_FLAGS, f"-mcpu={cpu}", "-mthumb", "-mfloat-abi=hard", f"-mfpu={fpu}",
                          "-ffunction-sections", "-fdata-sections"),
-                  libs=("--specs=rdimon.specs", "-nostartfiles", "-T", str(_MCU / "mps2.ld"), "-Wl,--gc-sections",
-                        "-lm"),
+                  libs=("--specs=rdimon.specs", "-nostartfiles", f"-L{_MCU}", "-T", str(_MCU / script),
+                        "-Wl,--gc-sections", "-lm"),
                   runner=("qemu-system-arm", "-machine", machine, "-nographic", "-monitor", "none"),
-                  sources=(str(_MCU / "startup.c"),), semihosting=True,
+                  sources=(str(_MCU / "startup.c"),), semihosting=True, instructions_per_tick=1000 // clock_mhz,
                   description=f"{cpu} on QEMU's {machine} (Debian: gcc-arm-none-eabi libnewlib-arm-none-eabi "
                               "qemu-system-arm)")
 
 
 register_target(_cortex_m("cortex-m4", "cortex-m4", "fpv4-sp-d16", "mps2-an386"))
 register_target(_cortex_m("cortex-m7", "cortex-m7", "fpv5-d16", "mps2-an500"))
+register_target(_cortex_m("cortex-m33", "cortex-m33", "fpv5-sp-d16", "mps2-an505", "mps2-an505.ld", clock_mhz=20))

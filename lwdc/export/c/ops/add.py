@@ -1,15 +1,17 @@
 """The sum a + alpha * b of two activations (ReLU/ReLU6 after it fold in): a residual add, a difference (alpha
--1), either operand repeated along its size-1 dims (broadcasting, ``elementwise``). int8: both inputs rescaled
-to the output's scale with one shared shift, so the sum is one fixed-point rounding."""
+-1), either operand repeated along its size-1 dims (broadcasting, ``elementwise``). int8: TensorFlow Lite's ADD
+arithmetic, so a CMSIS-NN build can call ``arm_elementwise_add_s8`` and stay bit-exact: each centred input is
+shifted left by 20 bits and rescaled by its own fixed-point multiplier (scale / twice the larger input scale), the
+two are summed, and the sum is rescaled to the output scale; every rescale is one rounding (``round_shift``, CMSIS-NN's
+``CMSIS_NN_USE_SINGLE_ROUNDING``)."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
 
 from ..emit import _float_literal as float_literal
-from ..fixed import QNode, centred, round_shift
+from ..fixed import QNode, centred, fixed_point, round_shift
 from ..registry import Op, register_op
 from .activations import act_clamp, act_code, activate
 from .elementwise import FUSED_ACT, broadcast_args, broadcast_kernel, lower_arithmetic
@@ -26,8 +28,11 @@ class Add(Op):
     in_place = True
     kernels = {**broadcast_kernel("add_bc_f32", "float", ", float alpha, int act", "u + alpha * v", FUSED_ACT),
                **broadcast_kernel("add_bc_q8", "int8_t",
-                                  ", int za, int zb, int zy, int64_t ma, int64_t mb, int n, int lo, int hi",
-                                  "lw_sat(lw_round_shift((u - za) * ma + (v - zb) * mb, n) + zy, lo, hi)")}
+                                  ", int za, int zb, int zy, int32_t ma, int na, int32_t mb, int nb, int32_t my, "
+                                  "int ny, int lo, int hi", "lw_add1_q8(u, v, za, zb, zy, ma, na, mb, nb, my, ny, lo, hi)")}
+
+    #: TensorFlow Lite's left shift of int8 ADD inputs (headroom for the input rescales)
+    LEFT_SHIFT = 20
 
     def lower(self, lw, node, a):
         lower_arithmetic(lw, node, a)
@@ -37,14 +42,20 @@ class Add(Op):
         return activate(xs[0] + xs[1] if alpha == 1 else torch.add(xs[0], xs[1], alpha=alpha), node.act)
 
     def quantize(self, node, qin, qout):
-        ratios = [qin[0].scale / qout.scale, node.attrs.get("alpha", 1.0) * qin[1].scale / qout.scale]
-        n = int(np.clip(30 - math.floor(math.log2(max(abs(r) for r in ratios))), 1, 62))
-        return QNode(mult=np.array([round(r * 2 ** n) for r in ratios], np.int64), shift=np.array([n], np.int64),
-                     clamp=act_clamp(node.act, qout))
+        """mult/shift: (input a, input b, output) as fixed-point pairs ``m / 2^n``; a negative alpha (a difference)
+        is the sign of b's multiplier."""
+        alpha = node.attrs.get("alpha", 1.0)
+        twice_max = 2.0 * max(qin[0].scale, qin[1].scale)
+        reals = [qin[0].scale / twice_max, alpha * qin[1].scale / twice_max,
+                 twice_max / (2 ** self.LEFT_SHIFT * qout.scale)]
+        pairs = [fixed_point(abs(r)) for r in reals]
+        return QNode(mult=np.array([int(np.sign(r)) * m for r, (m, _) in zip(reals, pairs)], np.int64),
+                     shift=np.array([n for _, n in pairs], np.int64), clamp=act_clamp(node.act, qout))
 
     def run_int8(self, node, q, xs, qin, qout):
-        a, b = centred(xs, qin)
-        return round_shift(a * q.mult[0] + b * q.mult[1], q.shift[0]) + qout.zero_point
+        a, b = (v * 2 ** self.LEFT_SHIFT for v in centred(xs, qin))
+        total = round_shift(a * q.mult[0], q.shift[0]) + round_shift(b * q.mult[1], q.shift[1])
+        return round_shift(total * q.mult[2], q.shift[2]) + qout.zero_point
 
     def emit(self, e, node):
         alpha = node.attrs.get("alpha", 1.0)
@@ -58,6 +69,11 @@ class Add(Op):
             e.call(f"{kernel}_f32", *args, *([] if kernel == "add" else [float_literal(alpha)]), act_code(node.act))
             return
         q = e.qnode
-        e.use("fixed", f"{kernel}_q8")
-        e.call(f"{kernel}_q8", *args, *(e.zp(t) for t in (*node.inputs, node.output)), f"{q.mult[0]}LL",
-               f"{q.mult[1]}LL", q.shift[0], *q.clamp)
+        zps = [e.zp(t) for t in (*node.inputs, node.output)]
+        pairs = [v for m, n in zip(q.mult, q.shift) for v in (f"{int(m)}", int(n))]
+        if kernel == "add" and alpha == 1 and e.cmsis:
+            from ..cmsis import emit_add
+            emit_add(e, node, args, zps, q)
+            return
+        e.use("fixed", "add1_q8", f"{kernel}_q8")
+        e.call(f"{kernel}_q8", *args, *zps, *pairs, *q.clamp)

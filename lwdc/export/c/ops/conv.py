@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..fixed import QNode, centred, fixed_point, round_shift
 from ..graph import as2d, pair, val
-from ..registry import Op, lowers, register_op
+from ..registry import Op, lowers, op_for, register_op
 from .activations import act_clamp, act_code, activate
 
 A = torch.ops.aten
@@ -40,6 +40,10 @@ class Conv(Op):
         """x * scale + shift per channel (BatchNorm, a layer scale): folded into the conv writing ``src`` when
         nothing else reads it, else a depthwise 1x1 conv."""
         conv = lw.fusable(src)
+        if conv is not None and conv.op != cls.name and hasattr(op_for(conv.op), "fold_affine"):
+            op_for(conv.op).fold_affine(conv, scale, shift)     # another op that ends in a per-channel affine
+            lw.alias(node, src)
+            return
         if conv is not None and conv.op == cls.name:
             if conv.unscaled is None:
                 conv.unscaled, conv.channel_scale = conv.weight, np.ones(len(scale), np.float32)
@@ -119,8 +123,32 @@ class Conv(Op):
                 and all(st == 1 for st in a["stride"]) and not any(a["padding"]))
 
     def scratch(self, graph, node):
+        """int32 accumulators of one output plane; a blocked int8 conv instead needs, as int16, its patch rows of
+        one output row (C/G*KH*KW rows of OW values rounded up to even)."""
         out = graph.tensors[node.output]
+        if self.int8_blocked(node):
+            return max(out.size // out.shape[0], -(-math.prod(node.weight.shape[1:]) * ((out.shape[2] + 1) & ~1) // 2))
         return out.size // out.shape[0]
+
+    def int8_blocked(self, node) -> bool:
+        """Whether the int8 kernel runs as a register-blocked product (kernels.c): at least 4 output channels per
+        group, not a per-channel affine written over its input. Depthwise convs keep the plane-wide loops."""
+        return node.weight is not None and not self.may_write_over_input(node) and \
+            node.weight.shape[0] // node.attrs.get("groups", 1) >= 4
+
+    @staticmethod
+    def pack_int8(weight: np.ndarray, groups: int) -> np.ndarray:
+        """(O, C/G, KH, KW) -> the blocked kernel's order: per group, each block of 4 output channels as K groups
+        of 4 values (channel fastest), then the channels left over as plain rows."""
+        O, K = weight.shape[0], int(np.prod(weight.shape[1:]))
+        rows, cout, parts = weight.reshape(O, K), O // groups, []
+        for g in range(groups):
+            o, end = g * cout, (g + 1) * cout
+            while end - o >= 4:
+                parts.append(rows[o:o + 4].T.reshape(-1))
+                o += 4
+            parts.extend(rows[o:end])
+        return np.concatenate(parts).astype(np.int8)
 
     def float_scratch(self, graph, node):
         """A conv with at least 4 output channels per group runs as a blocked matrix product over one output row of
@@ -152,6 +180,10 @@ class Conv(Op):
         return round_shift(acc * q.mult.reshape(1, -1, 1, 1), q.shift.reshape(1, -1, 1, 1)) + qout.zero_point
 
     def emit(self, e, node):
+        if e.cmsis and e.index in e.cmsis.mapped:
+            from ..cmsis import emit_conv
+            emit_conv(e, node)
+            return
         a, src, dst = node.attrs, node.inputs[0], node.output
         geometry = [*node.weight.shape[2:], *a["stride"], *a["padding"], *a["dilation"], a["groups"]]
         tensors = [e.at(src), *e.shape(src), e.at(dst), *e.shape(dst)]
@@ -162,6 +194,8 @@ class Conv(Op):
                    *geometry, act_code(node.act), "lw_col" if self.float_scratch(e.g, node) else "0")
             return
         q = e.qnode
-        arrays = [e.array("w", "int8_t", q.weight), e.array("b", "int32_t", q.bias), e.array("m", "int32_t", q.mult),
+        blocked = self.int8_blocked(node)
+        weight = self.pack_int8(q.weight, a["groups"]) if blocked else q.weight
+        arrays = [e.array("w", "int8_t", weight), e.array("b", "int32_t", q.bias), e.array("m", "int32_t", q.mult),
                   e.array("s", "int8_t", q.shift)]
-        e.call("conv_q8", *tensors, *arrays, *geometry, e.zp(src), e.zp(dst), *q.clamp, "lw_acc")
+        e.call("conv_q8", *tensors, *arrays, *geometry, e.zp(src), e.zp(dst), *q.clamp, "lw_acc", int(blocked))
