@@ -8,8 +8,8 @@ against each other), and measured:
 * instructions per inference, from ``lwdc.export.c.instructions.count_instructions`` (QEMU ``-icount shift=0``,
   SysTick, resolution 40 instructions), per op kind as well;
 * flash and RAM of the library as linked for the core (``library_size``: the object, with the CMSIS-NN functions
-  it calls, partially linked with ``--gc-sections``; arena, scratch, staging and CMSIS-NN context in RAM; the
-  stack not included).
+  it calls, partially linked with ``--gc-sections``; arena, scratch, staging and CMSIS-NN context in RAM), and
+  the inference's stack depth (painted stack, ``count_instructions``).
 
 Writes ``bench/results/mcu/kernels-cortex-m4.json``; ``section()`` renders the RESULTS.md table.
 Run: python -m bench.mcu_kernels --cmsis-nn PATH  (a CMSIS-NN checkout; ../shared/third_party has one)
@@ -80,6 +80,7 @@ def measure(name: str, cmsis_nn: Path, tmp: Path, target: str = "cortex-m4") -> 
             "instructions_per_mac": round(counts["instructions"] / s["macs"], 3),
             "bit_exact_vs_reference": s["verified"]["int8_matches_reference"],
             "linked": s["linked"], "planned_peak_ram_bytes": s["peak_ram_bytes"], "kernels": s["kernels"],
+            "stack_bytes": counts["stack_bytes"],
             "method": counts["method"], "compiled_with": counts["compiled_with"],
             "seconds": round(time.perf_counter() - t0, 1)}
         print(f"{name} {kernels}: {counts['instructions']:,} instructions, flash {s['linked']['flash_bytes']:,} B, "
@@ -116,10 +117,10 @@ def section(results: Path) -> str:
              "int8 model (random weights, CIFAR-10 input shape), each verified bit for bit against lwdc's integer "
              "reference in QEMU (`mps2-an386`). Instructions: QEMU `-icount shift=0` with SysTick (1 tick = 40 "
              "instructions), one inference; not cycles. Flash and RAM: the library as linked for the core (object "
-             "plus the CMSIS-NN functions it calls, `--gc-sections`); the stack is not included.",
+             "plus the CMSIS-NN functions it calls, `--gc-sections`); stack: the inference's depth, measured by painting.",
              "",
-             "| model | MACs | kernels | instructions | per MAC | conv | add | flash B | RAM B | portable / CMSIS-NN |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | MACs | kernels | instructions | per MAC | conv | add | flash B | RAM B | stack B | portable / CMSIS-NN |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in data["rows"]:
         for k in ("portable", "cmsis-nn"):
             b = r["builds"][k]
@@ -128,7 +129,7 @@ def section(results: Path) -> str:
             ops = b["instructions_by_op"]
             lines.append(f"| {r['model']} | {r['macs']:,} | {k} | {b['instructions']:,} | {b['instructions_per_mac']:.2f} | "
                          f"{ops.get('conv', 0):,} | {ops.get('add', 0):,} | {b['linked']['flash_bytes']:,} | "
-                         f"{b['linked']['ram_bytes']:,} | {ratio} |")
+                         f"{b['linked']['ram_bytes']:,} | {b.get('stack_bytes') or '-'} | {ratio} |")
     return "\n".join(lines)
 
 

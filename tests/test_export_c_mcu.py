@@ -150,6 +150,7 @@ def test_instruction_counts_are_per_node_deterministic_and_calibrated(tmp_path):
     e = export_c(net, x, tmp_path / "q", int8=True, calib=x, target="cortex-m4", verify=False)
     first, second = count_instructions(e, x[0]), count_instructions(e, x[0])
     assert first == second and first["precision"] == "int8"
+    assert 0 < first["stack_bytes"] < 65536 and first["stack_bytes"] % 4 == 0    # the painted words it reached
     assert first["instructions"] == sum(n["instructions"] for n in first["per_node"]) > 0
     assert [n["op"] for n in first["per_node"]] == [n.op for n in e.graph.nodes]
     convs = [n["instructions"] for n in first["per_node"] if n["op"] == "conv"]

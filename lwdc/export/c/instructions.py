@@ -4,7 +4,8 @@ QEMU is not cycle-accurate, so lwdc counts executed instructions instead of time
 instruction advances QEMU's virtual clock by 1 ns, and the MPS2 boards' SysTick (25 MHz) then counts down one tick
 per 40 instructions (the AN505 Cortex-M33 board runs it at 20 MHz: 50), the same from run to run. ``mcu/profile.c`` reads SysTick after every node of an inference
 (the generated code calls ``LW_PROFILE_MARK(node)`` there, a no-op unless a profiler defines it), so each figure
-has a resolution of 40 instructions. What it measures is instructions, not cycles: a Cortex-M4 takes 1 cycle for
+has a resolution of 40 instructions. The same run measures the inference's stack depth (``stack_bytes``: the 64 KiB
+below the caller's stack pointer painted with a pattern beforehand, the deepest word overwritten afterwards). What it measures is instructions, not cycles: a Cortex-M4 takes 1 cycle for
 most, 2-3 for loads after loads, branches and multiply-accumulates of 64 bits; compare kernels by it, not clocks.
 """
 from __future__ import annotations
@@ -66,8 +67,11 @@ def count_instructions(export, sample: torch.Tensor | None = None, opt: str = "-
         if done.returncode != 0:
             raise CompilerError(f"{' '.join(run)} exited with {done.returncode}: {done.stderr[-2000:]}")
         shutil.rmtree(tmp, ignore_errors=True)
-    ticks = {}
+    ticks, stack = {}, None
     for line in done.stdout.splitlines():
+        if line.startswith("stack "):
+            stack = int(line.split()[1])
+            continue
         key, _, value = line.partition(" ")
         if value.strip().isdigit():
             ticks[key] = int(value)
@@ -80,7 +84,7 @@ def count_instructions(export, sample: torch.Tensor | None = None, opt: str = "-
     return {"target": target.name, "precision": "int8" if int8 else "float32",
             "kernels": (export.summary.get("kernels") or {}).get("name", "portable"),
             "instructions": ticks["total"] * per_tick, "per_node": per_node,
-            "resolution": per_tick, "compiled_with": " ".join([Path(cmd[0]).name, *target.flags, opt]),
+            "resolution": per_tick, "stack_bytes": stack, "compiled_with": " ".join([Path(cmd[0]).name, *target.flags, opt]),
             "method": "QEMU -icount shift=0 (1 instruction = 1 ns of virtual time); SysTick at "
                       f"{1000 // per_tick} MHz read after every node of the second inference: 1 tick = {per_tick} "
                       "executed instructions"}
