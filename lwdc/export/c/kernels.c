@@ -84,6 +84,59 @@ static void lw_conv_f32(const float *x, int C, int H, int W, float *y, int O, in
 {
     const int cin = C / G, cout = O / G, ohw = OH * OW, plane = SH == 1 && SW == 1 && OW == W;
     int o, c, kh, kw, oh, ow, i;
+    if (col && KH == 1 && KW == 1 && SH == 1 && SW == 1 && PH == 0 && PW == 0 && DH == 1 && DW == 1) {
+        /* A pointwise conv is a matrix product over the whole plane, read in place (no patch rows to gather):
+         * 4 output channels x 8 pixels accumulate in local arrays the compiler keeps in vector registers, one
+         * channel at a time where a group has fewer left, the last pixels (fewer than 8) one at a time. Each
+         * output sums bias, then its inputs in order. */
+        const int full = ohw & ~7;
+        int g, k;
+        for (g = 0; g < G; ++g) {
+            const float *xg = x + (long)g * cin * ohw;
+            for (o = g * cout; o < (g + 1) * cout;) {
+                const int n = (g + 1) * cout - o >= 4 ? 4 : 1;
+                const float *w0 = w + (long)o * cin, *w1 = w0 + (n > 1 ? cin : 0);
+                const float *w2 = w0 + (n > 1 ? 2L * cin : 0), *w3 = w0 + (n > 1 ? 3L * cin : 0);
+                float *y0 = y + (long)o * ohw;
+                for (i = 0; i < full; i += 8) {
+                    float a0[8], a1[8], a2[8], a3[8];
+                    int j;
+                    for (j = 0; j < 8; ++j) {
+                        a0[j] = b[o];
+                        a1[j] = b[o + (n > 1)];
+                        a2[j] = b[o + 2 * (n > 1)];
+                        a3[j] = b[o + 3 * (n > 1)];
+                    }
+                    for (k = 0; k < cin; ++k) {
+                        const float *p = xg + (long)k * ohw + i;
+                        const float v0 = w0[k], v1 = w1[k], v2 = w2[k], v3 = w3[k];
+                        for (j = 0; j < 8; ++j) {
+                            a0[j] += v0 * p[j];
+                            a1[j] += v1 * p[j];
+                            a2[j] += v2 * p[j];
+                            a3[j] += v3 * p[j];
+                        }
+                    }
+                    for (j = 0; j < 8; ++j) y0[i + j] = a0[j];
+                    if (n > 1)
+                        for (j = 0; j < 8; ++j) {
+                            y0[ohw + i + j] = a1[j];
+                            y0[2L * ohw + i + j] = a2[j];
+                            y0[3L * ohw + i + j] = a3[j];
+                        }
+                }
+                for (c = 0; c < n; ++c)
+                    for (i = full; i < ohw; ++i) {
+                        float a = b[o + c];
+                        for (k = 0; k < cin; ++k) a += w0[(long)c * cin + k] * xg[(long)k * ohw + i];
+                        y0[(long)c * ohw + i] = a;
+                    }
+                o += n;
+            }
+        }
+        for (o = 0; o < O; ++o) lw_act_f32(y + (long)o * ohw, ohw, act);
+        return;
+    }
     if (col) {
         /* A register-blocked matrix product per group, one output row at a time: col holds that row's input
          * patches (K = C/G*KH*KW rows of OW values, zero where the window leaves the input, each row padded to
