@@ -26,7 +26,7 @@ from .profiling import compare_latency, profile
 from .runs import Run
 from .stages import StageContext, config_fingerprint
 from .summary import format_summary
-from .tasks import Classification, Task
+from .tasks import Classification, Task, higher_is_better
 from .train import TrainConfig, evaluate
 
 __all__ = ["CompressConfig", "CompressResult", "compress", "compress_fingerprint", "FINETUNE_ONLY",
@@ -196,7 +196,8 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
         side.pop("latency", None)                       # the whole measurement is report["latency"]
     report = {
         "config": asdict(cfg), "method": cfg.method, "lambda": cfg.effective_lam, "cost": cfg.cost, "task": task.name,
-        "primary_metric": task.primary, "example_input_shape": list(example.shape),
+        "primary_metric": task.primary,
+        "primary_higher_is_better": higher_is_better(task), "example_input_shape": list(example.shape),
         "device": str(resolve_device(cfg.device)),
         "before": before, "after": after,
         "ratios": {**{k: after[k] / before[k] for k in ("params", "macs") if before.get(k)},

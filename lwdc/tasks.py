@@ -14,14 +14,16 @@ import torch.nn.functional as F
 from .registry import Registry
 
 __all__ = ["Task", "Classification", "balanced_class_weights", "register_task", "get_task", "list_tasks",
-           "METRIC_SETS"]
+           "METRIC_SETS", "higher_is_better", "metric_drop"]
 
 METRIC_SETS = ("basic", "clinical")
 
 
 class Task(Protocol):
     name: str
-    primary: str            # the headline metric ("accuracy"), higher is better
+    primary: str            # the headline metric ("accuracy")
+    # Optional: ``higher_is_better`` (default True) says which way ``primary`` improves; a task whose headline is
+    # an error (landmarks' NME) sets it False, and every comparison of two values goes through ``metric_drop``.
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
 
@@ -89,6 +91,17 @@ class Classification:
         return {"loss": stats.get("loss_sum", 0.0) / count, "accuracy": 100.0 * stats.get("correct", 0.0) / count}
 
 
+def higher_is_better(task) -> bool:
+    """Whether ``task.primary`` improves upward (accuracy) or downward (an error); True unless the task says."""
+    return bool(getattr(task, "higher_is_better", True))
+
+
+def metric_drop(task, reference: float, value: float) -> float:
+    """How much worse ``value`` is than ``reference`` in ``task.primary`` (positive: worse), whichever way the
+    metric points: a budget of "at most 1 point lost" reads the same for accuracy and for an error."""
+    return reference - value if higher_is_better(task) else value - reference
+
+
 def balanced_class_weights(labels, num_classes: int) -> torch.Tensor:
     """Inverse class frequencies, scaled to mean 1 (so the loss keeps its scale): a 1:5 set weighs its rare class
     five times the common one."""
@@ -115,9 +128,17 @@ def list_tasks() -> list[str]:
     return sorted(_TASKS.entries)
 
 
-def get_task(name: str, **options) -> Task:
-    """A new task instance of the registered ``name``."""
-    return _TASKS.get(name)(**options)
+def get_task(name: str, bundle=None, **options) -> Task:
+    """A new task instance of the registered ``name``; with ``bundle`` (a ``DataBundle``), a task class that has
+    ``for_data(bundle, **options)`` takes what it needs from the data (landmarks: input size, point names)."""
+    cls = _TASKS.get(name)
+    if bundle is not None and hasattr(cls, "for_data"):
+        return cls.for_data(bundle, **options)
+    return cls(**options)
 
 
 register_task("classification", Classification)
+
+from .landmarks.task import Landmarks  # noqa: E402  (imports only torch and its losses: no cycle)
+
+register_task("landmarks", Landmarks)

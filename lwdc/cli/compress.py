@@ -16,6 +16,7 @@ from click.core import ParameterSource
 
 from .. import distributed as dist
 from ..api import LEGACY_DEFAULTS, CompressConfig, compress, compress_fingerprint
+from ..landmarks.losses import LOSSES
 from ..methods import list_methods
 from ..ops import OP_SETS
 from ..runs import CheckpointError, Run, RunError, write_json
@@ -59,8 +60,10 @@ _TYPES = {"max_batches": click.IntRange(min=1), "checkpoint_every": click.IntRan
 RUN_DEFAULTS = {"model_name": "resnet20", "width": 1.0, "data": "cifar10-subset", "cache_dir": None, "download": False,
                 "weights": None, "pretrain_epochs": 0, "pretrain_lr": 0.1, "batch_size": 128, "task": "auto",
                 "augment": "auto", "threads": None, "progress": True, "eval_sample": "stratified",
-                "data_options": (), "metrics": "auto", "class_weights": "none"}
+                "data_options": (), "metrics": "auto", "class_weights": "none", "loss": "auto", "task_options": (),
+                "init_from": None, "freeze": "none"}
 AUGMENTS = ("auto", "none", "crop-flip", "shift")
+LOSS_CHOICES = ("auto", *LOSSES)
 
 
 def _config_option(name: str):
@@ -103,9 +106,23 @@ _RUN_OPTIONS = [
     click.option("--class-weights", default=RUN_DEFAULTS["class_weights"], show_default=True,
                  help="Cross-entropy class weights: none, balanced (inverse training frequency) or w0,w1,... (one "
                       "per class)."),
+    click.option("--loss", default=RUN_DEFAULTS["loss"], show_default=True, type=click.Choice(LOSS_CHOICES),
+                 help="Landmark loss (--task landmarks): l2, l1, smooth-l1, wing or rwing; auto: the task's default "
+                      "(rwing). Parameters (w, eps, r, beta, in input pixels) with --task-option."),
+    click.option("--task-option", "task_options", multiple=True, metavar="KEY=VALUE",
+                 help="An option of the task (repeatable), e.g. for landmarks w=10, eps=2, r=0.5, pck_px=10."),
+    click.option("--init-from", default=RUN_DEFAULTS["init_from"], type=click.Path(exists=True),
+                 help="Start the model from another lwdc run folder (its trained original model) or a weights file "
+                      "(read with weights_only): every tensor but the head's is loaded; a head of another size (e.g. "
+                      "a CIFAR classifier's) is replaced to fit this task."),
+    click.option("--freeze", default=RUN_DEFAULTS["freeze"], show_default=True,
+                 type=click.Choice(["none", "backbone"]),
+                 help="With --init-from and --pretrain-epochs: backbone trains only the head during the baseline "
+                      "training (compression then trains every weight); none trains everything."),
     click.option("--augment", default=RUN_DEFAULTS["augment"], show_default=True, type=click.Choice(AUGMENTS),
                  help="Training augmentation: auto (the data set's default: crop+flip for images, a time shift for "
-                      "spoken digits, none for other signals), none, crop-flip (2-D) or shift (1-D)."),
+                      "spoken digits, flip/rotation/scale/shift/colour moving the points for landmarks, none for "
+                      "other signals), none, crop-flip (2-D) or shift (1-D)."),
     click.option("--eval-sample", default=RUN_DEFAULTS["eval_sample"], show_default=True,
                  type=click.Choice(["stratified", "first"]),
                  help="With --max-batches: the before/after evaluation takes a seeded class-stratified sample of "
@@ -122,7 +139,7 @@ _RUN_OPTIONS = [
                  help="After fine-tuning, write RUN/firmware: the int8 C library calibrated on training data, "
                       "verified where it runs (--target cortex-m4: built for the core and run in QEMU), with "
                       "deploy.json: flash, RAM, instructions per inference (emulated cores), int8 accuracy on the "
-                      "test split. A --target naming a board (cortex-m4, cortex-m7) implies --export c."),
+                      "test split. A --target naming a board (cortex-m4, cortex-m7, cortex-m33) implies --export c."),
     click.option("--export-target", default="host", show_default=True,
                  help="The board --export builds for (also given as --target cortex-m4)."),
     click.option("--threads", default=None, type=click.IntRange(min=1), help="torch intra-op threads (default: torch's)."),
@@ -177,6 +194,15 @@ def _prepare(settings: dict, log=click.echo):
         except Exception as exc:
             fail(f"cannot load --weights {settings['weights']} into {settings['model_name']}: "
                  f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
+    if settings.get("init_from"):
+        from ..transfer import TransferError, init_from
+        try:
+            moved = init_from(model, settings["init_from"])
+        except TransferError as exc:
+            fail(f"--init-from into {settings['model_name']}: {exc}")
+        log(f"init from {settings['init_from']}: {len(moved['loaded'])} tensors loaded"
+            + (f", head {moved['head']} replaced ({len(moved['replaced'])} tensors, new output size)"
+               if moved["replaced"] else f", head {moved['head']} kept (same size)"))
     _check_model(model, bundle, settings["model_name"])
     log(f"data {bundle.name}: {len(bundle.train)} train / {len(bundle.test)} test"
         + (f", {bundle.num_classes} classes" if bundle.num_classes else "")
@@ -189,7 +215,6 @@ def _prepare(settings: dict, log=click.echo):
 def _prepare_data(settings: dict):
     """The data, loaders and task the settings name, checked (no model: ``lwdc share`` brings its own)."""
     from ..data import BatchLoader, load_data
-    from ..tasks import get_task
 
     world = dist.world_size()
     try:
@@ -202,11 +227,7 @@ def _prepare_data(settings: dict):
         fail(f"--batch-size {settings['batch_size']} is larger than the {len(bundle.train)} training samples of "
              f"{bundle.name}: lower it")
     task_name = settings["task"] if settings["task"] != "auto" else getattr(bundle, "task", "classification")
-    try:
-        task = get_task(task_name, **_classification_options(settings, bundle)) if task_name == "classification" \
-            else get_task(task_name)
-    except ValueError as exc:
-        fail(f"--task: {exc}")
+    task = _make_task(task_name, settings, bundle)
     augment = _augment(settings["augment"], bundle)
     train = BatchLoader(bundle.train, per_rank, shuffle=True, augment=augment,
                         seed=settings["seed"], rank=dist.rank(), world_size=world, drop_last=True)
@@ -220,6 +241,35 @@ def _data_options(pairs) -> dict:
         return parse_options(pairs)
     except DataLayoutError as exc:
         fail(f"--data-option: {exc}")
+
+
+def _task_options(settings: dict) -> dict:
+    """``--task-option`` pairs and ``--loss`` as the task's keyword options."""
+    from ..data import DataLayoutError, parse_options
+    try:
+        options = parse_options(settings.get("task_options") or ())
+    except DataLayoutError as exc:
+        fail(f"--task-option: {str(exc).replace('data option', 'task option').replace('fold=2', 'w=10')}")
+    if settings.get("loss", "auto") != "auto":
+        options["loss"] = settings["loss"]
+    return options
+
+
+def _make_task(task_name: str, settings: dict, bundle):
+    """The task with its options: classification's from --metrics/--class-weights, others' from --loss and
+    --task-option (a task with ``for_data`` also reads the data: landmarks take the input size and point names)."""
+    from ..tasks import get_task
+
+    options = _task_options(settings)
+    try:
+        if task_name == "classification":
+            if options:
+                fail("--loss and --task-option apply to other tasks (landmarks); classification takes --metrics and "
+                     "--class-weights")
+            return get_task(task_name, **_classification_options(settings, bundle))
+        return get_task(task_name, bundle=bundle, **options)
+    except (ValueError, TypeError) as exc:
+        fail(f"--task {task_name}: {str(exc).splitlines()[0]}")
 
 
 def _class_weights(text: str) -> str | list[float]:
@@ -297,7 +347,12 @@ def _run(settings: dict, run: Run, prepared, log=click.echo) -> dict:
         cfg = TrainConfig(epochs=settings["pretrain_epochs"], lr=settings["pretrain_lr"], max_batches=settings["max_batches"],
                           checkpoint_every=settings.get("checkpoint_every", 0), progress=settings["progress"],
                           desc="pretrain", device=settings.get("device", "auto"))
+        from ..transfer import freeze
+        frozen = freeze(model, settings.get("freeze", "none"))
+        if frozen:
+            log(f"pretrain: {len(frozen)} backbone tensors frozen, the head trains (--freeze backbone)")
         train_stage("pretrain", model, task, train, test, cfg, run, _pretrain_fingerprint(settings), log=log)
+        freeze(model, "none")           # the compression stages train every weight
     else:
         log("warning: no --weights and no --pretrain-epochs: compressing an untrained model")
     result = compress(model, train, test, task=task, config=_config(settings), run_dir=run, log=log,
@@ -309,7 +364,7 @@ def _run(settings: dict, run: Run, prepared, log=click.echo) -> dict:
 #: what a config.json that lacks them is read as.
 RUN_LEGACY = {"task": "auto", "augment": "auto", "method": "lwdc", "budgets": (), "eval_sample": "first",
               "data_options": (), "metrics": "auto", "class_weights": "none", "export": "none",
-              "export_target": "host"}
+              "export_target": "host", "loss": "auto", "task_options": (), "init_from": None, "freeze": "none"}
 #: Settings of what happens after training: no checkpoint depends on them.
 AFTER_TRAINING = ("export", "export_target")
 
@@ -328,6 +383,13 @@ def _validate(settings: dict) -> None:
 
     _class_weights(settings.get("class_weights", "none"))
     _data_options(settings.get("data_options") or ())
+    _task_options(settings)
+    if settings.get("init_from") and settings.get("weights"):
+        fail("give --weights (this model's own trained weights) or --init-from (another task's, head replaced), "
+             "not both")
+    if settings.get("freeze", "none") != "none" and not (settings.get("init_from") and settings["pretrain_epochs"]):
+        fail(f"--freeze {settings['freeze']} keeps --init-from's backbone while --pretrain-epochs trains the head: "
+             "give both")
     try:
         _config(settings).validate()
         resolve_ops(settings["ops"])

@@ -30,6 +30,7 @@ from torch.nn.utils import parametrize
 
 from ..runs import CheckpointError, Run, load_checkpoint
 from ..stages import config_fingerprint
+from ..tasks import metric_drop
 from ..train import TrainConfig, evaluate, fit
 from . import MethodResult, register_method
 from .codebook import (MaskedWeight, global_magnitude_masks, layer_bits, materialize, prunable_layers, prune,
@@ -100,7 +101,8 @@ def _masks(model: nn.Module) -> dict[str, torch.Tensor]:
 def layer_significance(model: nn.Module, rule: str, task=None, val: Iterable | None = None, k: int = 2,
                        max_batches: int | None = None) -> dict[str, float]:
     """Significance per prunable layer (higher: share later). ``sparsity``: the layer's density after pruning;
-    ``sensitivity``: minus the accuracy lost when that layer alone is shared at ``k`` values."""
+    ``sensitivity``: minus the headline metric lost (``metric_drop``: accuracy points, or error points for a task
+    whose metric is an error) when that layer alone is shared at ``k`` values."""
     layers = prunable_layers(model)
     masks = _masks(model)
     if rule == "sparsity":
@@ -112,7 +114,7 @@ def layer_significance(model: nn.Module, rule: str, task=None, val: Iterable | N
     out = {}
     for name, layer in layers.items():
         share_layer(layer, k)
-        out[name] = -(base - _accuracy(model, task, val, max_batches))
+        out[name] = -metric_drop(task, base, _accuracy(model, task, val, max_batches))
         _unshare(layer, masks.get(name))
         model.load_state_dict(saved)
     return out
@@ -156,7 +158,7 @@ def share_greedy(model: nn.Module, task, train: Iterable, val: Iterable, setting
             share_layer(layer, k)
             fit(model, task, train, None, retrain, log=quiet)
             acc = _accuracy(model, task, val, s.max_batches)
-            if acc >= start - s.budget:
+            if metric_drop(task, start, acc) <= s.budget:      # budget: points of the headline metric lost
                 kept = k
                 break
             _unshare(layer, masked)
