@@ -27,7 +27,7 @@ from .runs import Run
 from .stages import StageContext, config_fingerprint
 from .summary import format_summary
 from .tasks import Classification, Task, higher_is_better
-from .train import TrainConfig, evaluate
+from .train import OPTIMIZERS, TrainConfig, evaluate
 
 __all__ = ["CompressConfig", "CompressResult", "compress", "compress_fingerprint", "FINETUNE_ONLY",
            "LEGACY_DEFAULTS"]
@@ -54,6 +54,7 @@ class CompressConfig:
     arch_lr: float = 0.01
     share: dict | None = None      # method "share": lwdc.methods.share.ShareSettings fields (sparsity, budget...)
     gate_optimizer: str = "adam"   # "shared-adam": one second moment for all gates (lwdc.methods.search)
+    optimizer: str = "sgd"         # the weights' optimiser in search and fine-tuning: sgd or adamw (lwdc.train)
     gate_travel: float | None = None  # gates' rate at least gate_travel / search steps (short searches; None: off)
     tau_start: float = 5.0
     tau_end: float = 0.5
@@ -68,6 +69,8 @@ class CompressConfig:
 
     def validate(self) -> None:
         resolve_device(self.device)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
         get_method(self.method)
         for name in ("lam", "lr", "finetune_lr", "weight_decay", "arch_lr", "tau_start", "tau_end", "noise_end",
                      "warmup_epochs", "budget_rate", "budget_tolerance", "budget_stiffness", "gate_travel", "budget_ramp"):
@@ -113,7 +116,7 @@ FINETUNE_ONLY = ("finetune_epochs", "finetune_lr")
 #: lacks the setting is read as.
 LEGACY_DEFAULTS = {"noise_end": 1.0, "method": "lwdc", "budgets": None, "budget_rate": 2.0, "budget_tolerance": 0.05,
                    "budget_stiffness": 20.0, "gate_travel": None,
-                   "gate_optimizer": "adam", "budget_ramp": 0.0, "share": None}
+                   "gate_optimizer": "adam", "budget_ramp": 0.0, "share": None, "optimizer": "sgd"}
 
 
 def compress_fingerprint(cfg: CompressConfig, stage: str = "finetune") -> str:
@@ -178,7 +181,7 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
 
     t0 = time.perf_counter()
     tune_cfg = TrainConfig(epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, weight_decay=cfg.weight_decay,
-                           max_batches=cfg.max_batches, checkpoint_every=cfg.checkpoint_every,
+                           optimizer=cfg.optimizer, max_batches=cfg.max_batches, checkpoint_every=cfg.checkpoint_every,
                            progress=cfg.progress, desc="finetune", device=cfg.device)
     tune_log = ctx.train("finetune", derived, tune_cfg, ctx.fingerprint("finetune"))
     if hasattr(method, "finish"):

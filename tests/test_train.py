@@ -28,6 +28,21 @@ def test_plain_training_learns(quadrants):
     assert evaluate(net, task, val)["accuracy"] == pytest.approx(history[-1].val["accuracy"])
 
 
+def test_adamw_trains_and_an_unknown_optimizer_is_named(quadrants):
+    from lwdc import CompressConfig
+    train, val = quadrants
+    torch.manual_seed(0)
+    net = TinyNet()
+    history = fit(net, Classification(), train, val, TrainConfig(epochs=8, lr=0.02, optimizer="adamw",
+                                                                  progress=False), log=lambda s: None)
+    assert history[-1].val["accuracy"] > 90
+    with pytest.raises(ValueError, match="optimizer 'adam'.*sgd, adamw"):
+        fit(TinyNet(), Classification(), train, val, TrainConfig(epochs=1, optimizer="adam", progress=False),
+            log=lambda s: None)
+    with pytest.raises(ValueError, match="optimizer 'rmsprop'"):
+        CompressConfig(optimizer="rmsprop").validate()
+
+
 def _search(lam, train, val, epochs=6, seed=0):
     torch.manual_seed(seed)
     net = TinyNet(width=16)

@@ -42,6 +42,8 @@ CONFIG_HELP = {
     "lr": "Weight learning rate during the search.",
     "finetune_lr": "Learning rate of fine-tuning.",
     "arch_lr": "Gate learning rate (Adam).",
+    "optimizer": "Weights' optimiser (pre-training, search, fine-tuning): sgd (Nesterov momentum) or adamw (what "
+                 "direct coordinate regression needs, e.g. --task landmarks, with --lr/--finetune-lr about 1e-3).",
     "gate_optimizer": "Gates' optimiser: shared-adam (one second moment for all gates, so a gate moves in "
                       "proportion to what it changes) or adam (per-logit, as before this setting existed).",
     "gate_travel": "Raise the gates' rate to at least this / search steps (at most 0.1), so a short search (a few "
@@ -54,7 +56,7 @@ CONFIG_HELP = {
 }
 _TYPES = {"max_batches": click.IntRange(min=1), "checkpoint_every": click.IntRange(min=0), "lam": float,
           "original_prob": float, "gate_travel": float, "ops": str,
-          "gate_optimizer": click.Choice(["adam", "shared-adam"])}
+          "gate_optimizer": click.Choice(["adam", "shared-adam"]), "optimizer": click.Choice(["sgd", "adamw"])}
 
 #: Settings that describe the run rather than the compression, with their defaults.
 RUN_DEFAULTS = {"model_name": "resnet20", "width": 1.0, "data": "cifar10-subset", "cache_dir": None, "download": False,
@@ -345,6 +347,7 @@ def _run(settings: dict, run: Run, prepared, log=click.echo) -> dict:
         pass
     elif settings["pretrain_epochs"] > 0:
         cfg = TrainConfig(epochs=settings["pretrain_epochs"], lr=settings["pretrain_lr"], max_batches=settings["max_batches"],
+                          optimizer=settings.get("optimizer", "sgd"),
                           checkpoint_every=settings.get("checkpoint_every", 0), progress=settings["progress"],
                           desc="pretrain", device=settings.get("device", "auto"))
         from ..transfer import freeze
@@ -364,7 +367,8 @@ def _run(settings: dict, run: Run, prepared, log=click.echo) -> dict:
 #: what a config.json that lacks them is read as.
 RUN_LEGACY = {"task": "auto", "augment": "auto", "method": "lwdc", "budgets": (), "eval_sample": "first",
               "data_options": (), "metrics": "auto", "class_weights": "none", "export": "none",
-              "export_target": "host", "loss": "auto", "task_options": (), "init_from": None, "freeze": "none"}
+              "export_target": "host", "loss": "auto", "task_options": (), "init_from": None, "freeze": "none",
+              "optimizer": "sgd"}
 #: Settings of what happens after training: no checkpoint depends on them.
 AFTER_TRAINING = ("export", "export_target")
 

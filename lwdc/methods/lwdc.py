@@ -127,7 +127,7 @@ class LWDC:
         warmup_time = time.perf_counter() - t0
         t0 = time.perf_counter()
         search_cfg = TrainConfig(epochs=cfg.search_epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                 max_batches=cfg.max_batches, checkpoint_every=cfg.checkpoint_every,
+                                 optimizer=cfg.optimizer, max_batches=cfg.max_batches, checkpoint_every=cfg.checkpoint_every,
                                  progress=cfg.progress, desc="search", device=cfg.device)
         search = Search(SearchSettings(lam=cfg.effective_lam, arch_lr=cfg.arch_lr, gate_travel=cfg.gate_travel,
                                        gate_optimizer=cfg.gate_optimizer, tau_start=cfg.tau_start,
