@@ -60,12 +60,15 @@ def test_the_floor_is_what_the_lightest_choice_reaches_and_in_place_lowers_it(sp
     net, x, supernet = space
     in_place = build_cost_table(get_cost_model("ram"), supernet, net, x)
     plain = build_cost_table(get_cost_model("ram:plain"), supernet, net, x)
-    # Skipping conv2 leaves BatchNorm as a per-channel affine on a dying tensor: in place, one buffer fewer.
-    assert in_place.floor_ratio() < plain.floor_ratio() == pytest.approx(1.0)
-    picks = {n: ("skip" if n == "conv2" else "original") for n in supernet.choice_layers()}
-    model = derive(supernet, picks).eval()
+    # Skipping conv2 leaves BatchNorm as a per-channel affine on a dying tensor: in place, one buffer fewer. (Both
+    # floors are below 1: a lighter operator also needs a smaller patch buffer than the blocked int8 3x3 kernel.)
+    assert in_place.floor_ratio() < plain.floor_ratio() <= 1.0
+    lightest = {n: layer.op_names[int(in_place.layer_costs[n].argmin())]
+                for n, layer in supernet.choice_layers().items()}
+    model = derive(supernet, lightest).eval()
     assert peak_ram_bytes(model, x) == pytest.approx(in_place.floor_ratio() * in_place.reference)
-    assert peak_ram_bytes(model, x) < peak_ram_bytes(model, x, in_place=False)
+    skipped = derive(supernet, {n: ("skip" if n == "conv2" else "original") for n in supernet.choice_layers()}).eval()
+    assert peak_ram_bytes(skipped, x) < peak_ram_bytes(skipped, x, in_place=False)
 
 
 @pytest.mark.parametrize("int8", [False, True])
@@ -103,6 +106,6 @@ def test_a_ram_budget_below_the_original_peak_is_met_and_measured_by_the_planner
 def test_an_impossible_ram_budget_is_refused_before_training_with_the_floor(quadrants):
     train, val = quadrants
     lines = []
-    with pytest.raises(BudgetError, match=r"no choice of operators gets below 0\.692x .*9,216 bytes"):
+    with pytest.raises(BudgetError, match=r"no choice of operators gets below 0\.545x .*9,216 bytes"):
         compress(TinyNet(width=16), train, val, budgets={"ram": "8KiB"}, **{**QUICK, "log": lines.append})
     assert not any("warm" in line or "epoch" in line for line in lines), lines

@@ -86,10 +86,10 @@ static void lw_conv_f32(const float *x, int C, int H, int W, float *y, int O, in
     int o, c, kh, kw, oh, ow, i;
     if (col && KH == 1 && KW == 1 && SH == 1 && SW == 1 && PH == 0 && PW == 0 && DH == 1 && DW == 1) {
         /* A pointwise conv is a matrix product over the whole plane, read in place (no patch rows to gather):
-         * 4 output channels x 8 pixels accumulate in local arrays the compiler keeps in vector registers, one
-         * channel at a time where a group has fewer left, the last pixels (fewer than 8) one at a time. Each
+         * 4 output channels x 16 pixels accumulate in local arrays the compiler keeps in vector registers, one
+         * channel at a time where a group has fewer left, the last pixels (fewer than 16) one at a time. Each
          * output sums bias, then its inputs in order. */
-        const int full = ohw & ~7;
+        const int full = ohw & ~15;
         int g, k;
         for (g = 0; g < G; ++g) {
             const float *xg = x + (long)g * cin * ohw;
@@ -98,10 +98,10 @@ static void lw_conv_f32(const float *x, int C, int H, int W, float *y, int O, in
                 const float *w0 = w + (long)o * cin, *w1 = w0 + (n > 1 ? cin : 0);
                 const float *w2 = w0 + (n > 1 ? 2L * cin : 0), *w3 = w0 + (n > 1 ? 3L * cin : 0);
                 float *y0 = y + (long)o * ohw;
-                for (i = 0; i < full; i += 8) {
-                    float a0[8], a1[8], a2[8], a3[8];
+                for (i = 0; i < full; i += 16) {
+                    float a0[16], a1[16], a2[16], a3[16];
                     int j;
-                    for (j = 0; j < 8; ++j) {
+                    for (j = 0; j < 16; ++j) {
                         a0[j] = b[o];
                         a1[j] = b[o + (n > 1)];
                         a2[j] = b[o + 2 * (n > 1)];
@@ -110,16 +110,16 @@ static void lw_conv_f32(const float *x, int C, int H, int W, float *y, int O, in
                     for (k = 0; k < cin; ++k) {
                         const float *p = xg + (long)k * ohw + i;
                         const float v0 = w0[k], v1 = w1[k], v2 = w2[k], v3 = w3[k];
-                        for (j = 0; j < 8; ++j) {
+                        for (j = 0; j < 16; ++j) {
                             a0[j] += v0 * p[j];
                             a1[j] += v1 * p[j];
                             a2[j] += v2 * p[j];
                             a3[j] += v3 * p[j];
                         }
                     }
-                    for (j = 0; j < 8; ++j) y0[i + j] = a0[j];
+                    for (j = 0; j < 16; ++j) y0[i + j] = a0[j];
                     if (n > 1)
-                        for (j = 0; j < 8; ++j) {
+                        for (j = 0; j < 16; ++j) {
                             y0[ohw + i + j] = a1[j];
                             y0[2L * ohw + i + j] = a2[j];
                             y0[3L * ohw + i + j] = a3[j];
