@@ -20,6 +20,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from .binary import BinaryConv1d, BinaryConv2d, BiRealBlock
+
 __all__ = ["ArchitectureError", "describe", "build", "MODULES", "FUNCTIONS", "METHODS", "FORMAT"]
 
 FORMAT = "lwdc-architecture/1"
@@ -37,8 +39,15 @@ MODULES: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in (
     nn.Hardtanh, nn.ELU, nn.Softmax, nn.Identity, nn.Flatten, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
     nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
     nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d,
-    nn.ZeroPad2d, nn.Upsample,
+    nn.ZeroPad2d, nn.Upsample, BinaryConv1d, BinaryConv2d, BiRealBlock,
 )}
+
+
+class _Tracer(fx.Tracer):
+    """fx's tracer, with every vocabulary layer a leaf (lwdc's own layers, e.g. binary convolutions, too)."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return MODULES.get(type(m).__name__) is type(m) or super().is_leaf_module(m, qualname)
 
 #: Functions a graph may call, by the name stored in the file.
 FUNCTIONS: dict[str, object] = {
@@ -106,7 +115,7 @@ def _arg(value, index: dict[str, int], where: str):
 def describe(model: nn.Module) -> dict:
     """The architecture of ``model`` as a JSON-able dict (weights not included; save its ``state_dict``)."""
     try:
-        traced = fx.symbolic_trace(model)
+        traced = fx.GraphModule(model, _Tracer().trace(model), type(model).__name__)
     except Exception as exc:  # fx raises many types on untraceable Python
         raise ArchitectureError(f"torch.fx cannot trace {type(model).__name__} ({type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None

@@ -7,6 +7,8 @@ paper. Names describe 2-D kernels (``conv3x3_g4``); on a ``Conv1d`` the same nam
 Counts are per sample (batch 1). MACs count multiply-accumulates of convolutions only, the convention of
 ``torch.utils.flop_counter.FlopCounterMode`` (which reports FLOPs = 2 x MACs): pooling, BatchNorm, ReLU and
 bias additions count zero. Parameters count every trainable tensor element, BatchNorm's affine ones included.
+Binary operators (``bin3x3``, ``birealbin3x3``: ``lwdc.binary``) count ceil(BOPs / 64) MACs, BOPs being one
+XNOR-popcount bit per multiply-accumulate of the real layer.
 """
 from __future__ import annotations
 
@@ -16,7 +18,10 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 from torch import nn
+
+from . import binary
 
 __all__ = [
     "LayerSpec", "OpSpec", "UnknownOperatorError", "get_op", "resolve_ops", "OP_SETS", "op_patterns",
@@ -39,6 +44,8 @@ class LayerSpec:
     bias: bool
     in_size: tuple[int, ...]     # spatial size of the input (H, W) or (L,)
     out_size: tuple[int, ...]    # spatial size of the output
+    reads_input: bool = False    # it reads the model's input itself (the first layer)
+    writes_output: bool = False  # its output is the model's output (a last layer)
 
     @property
     def out_positions(self) -> int:
@@ -185,6 +192,50 @@ def _skip() -> OpSpec:
     return OpSpec("skip", build, lambda s: 0, lambda s: 0, fits)
 
 
+def _binary(k: int, g: int, shortcut: bool) -> OpSpec:
+    """Sign-binarised weights and inputs, XNOR-Net scale per output channel (``lwdc.binary``); with ``shortcut``
+    the Bi-Real form ``conv(x) + x``. The first and last layers stay real: binarising a network's raw input or its
+    scores loses most of what they carry (Rastegari et al., Liu et al. keep them real); to binarise them anyway,
+    put ``lwdc.binary.BinaryConv2d`` in the model yourself. Counts: parameters as a real k x k conv (the latent
+    weights train; the input thresholds are buffers); MACs ceil(BOPs / 64) (``lwdc.binary``)."""
+
+    def fits(s: LayerSpec) -> str | None:
+        if k % 2 == 0:
+            return f"kernel {k} is even: 'same' padding is impossible"
+        if s.in_ch % g or s.out_ch % g:
+            return f"groups {g} does not divide channels {s.in_ch}->{s.out_ch}"
+        if s.reads_input:
+            return "it reads the model's input: the first layer stays real"
+        if s.writes_output:
+            return "its output is the model's output: the last layer stays real"
+        if shortcut and (s.in_ch != s.out_ch or any(st != 1 for st in s.stride)):
+            return f"the Bi-Real shortcut needs equal shapes (channels {s.in_ch}->{s.out_ch}, stride {s.stride})"
+        return _shape_reason(s, k)
+
+    def build(s: LayerSpec, orig: nn.Module) -> nn.Module:
+        if shortcut:
+            block = binary.BiRealBlock(s.in_ch, k, padding=(k - 1) // 2, groups=g, bias=s.bias, dims=s.dims)
+            conv = block.conv
+        else:
+            cls = {1: binary.BinaryConv1d, 2: binary.BinaryConv2d}[s.dims]
+            block = conv = cls(s.in_ch, s.out_ch, k, stride=s.stride, padding=(k - 1) // 2, groups=g, bias=s.bias)
+        weight = getattr(orig, "weight", None)
+        if isinstance(orig, type(conv)) and orig.weight.shape == conv.weight.shape:
+            conv.load_state_dict(orig.state_dict())     # a binary layer already: its thresholds too
+        elif weight is not None and tuple(weight.shape) == tuple(conv.weight.shape):
+            with torch.no_grad():       # start from the trained real weights' signs and magnitudes
+                conv.weight.copy_(weight)
+                if s.bias and getattr(orig, "bias", None) is not None:
+                    conv.bias.copy_(orig.bias)
+        return block
+
+    def macs(s: LayerSpec) -> int:
+        return binary.binary_macs(binary.bops(s.out_positions, s.out_ch, s.in_ch // g, k ** s.dims))
+
+    name = ("birealbin" if shortcut else "bin") + f"{k}x{k}" + (f"_g{g}" if g > 1 else "")
+    return OpSpec(name, build, lambda s: _conv_params(s.in_ch, s.out_ch, k, g, s.dims, s.bias), macs, fits)
+
+
 # ----------------------------------------------------------------------------------------------- registry
 _PATTERNS: list[tuple[str, re.Pattern[str], Callable[[re.Match[str]], OpSpec]]] = [
     ("original", re.compile(r"original"), lambda m: _original()),
@@ -195,6 +246,9 @@ _PATTERNS: list[tuple[str, re.Pattern[str], Callable[[re.Match[str]], OpSpec]]] 
     ("avgpool{k}x{k}", re.compile(r"avgpool(\d+)x\1"), lambda m: _pool("avg", int(m[1]))),
     ("maxpool{k}x{k}", re.compile(r"maxpool(\d+)x\1"), lambda m: _pool("max", int(m[1]))),
     ("skip", re.compile(r"skip"), lambda m: _skip()),
+    ("bin{k}x{k}", re.compile(r"bin(\d+)x\1"), lambda m: _binary(int(m[1]), 1, False)),
+    ("bin{k}x{k}_g{g}", re.compile(r"bin(\d+)x\1_g(\d+)"), lambda m: _binary(int(m[1]), int(m[2]), False)),
+    ("birealbin{k}x{k}", re.compile(r"birealbin(\d+)x\1"), lambda m: _binary(int(m[1]), 1, True)),
 ]
 
 #: Named operator sets. ``paper`` follows Appendix A of the LWDC paper. ``default`` drops the pooling
@@ -216,6 +270,9 @@ OP_SETS: dict[str, tuple[str, ...]] = {
     # which the default set can only keep or skip: grouped pointwise layers halve or quarter them
     "signal": ("original", "conv41x41", "conv21x21", "conv9x9", "conv3x3_g2", "conv3x3_g4", "conv1x1",
                "conv1x1_g2", "conv1x1_g4", "sep9x9", "sep3x3", "skip"),
+    # binary operators (lwdc.binary) beside the default set's real ones, so the search weighs one bit against
+    # fewer channels or no layer at all
+    "binary": ("original", "bin3x3", "birealbin3x3", "conv3x3_g4", "conv1x1", "sep3x3", "skip"),
 }
 
 

@@ -30,6 +30,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .binary import binary_macs_correction, register_onnx_symbolic
 from .modes import eval_mode
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -56,10 +57,11 @@ def count_params(model: nn.Module) -> int:
 
 @torch.no_grad()
 def count_macs(model: nn.Module, example_input: torch.Tensor) -> int:
-    """Multiply-accumulates per sample of one eval-mode forward pass."""
-    with eval_mode(model), FlopCounterMode(display=False) as counter:
+    """Multiply-accumulates per sample of one eval-mode forward pass; a binary layer counts ceil(BOPs / 64)
+    (``lwdc.binary``), as the operator registry counts it."""
+    with eval_mode(model), FlopCounterMode(display=False) as counter, binary_macs_correction(model) as delta:
         model(example_input)
-    return counter.get_total_flops() // 2 // example_input.shape[0]
+    return (counter.get_total_flops() // 2 + delta[0]) // example_input.shape[0]
 
 
 def median_ms(call: Callable[[], object], repeats: int = 30, warmup: int = 5, min_seconds: float = 0.2) -> float:
@@ -107,6 +109,7 @@ def onnx_session(model: nn.Module | torch.export.ExportedProgram, example_input:
         warnings.simplefilter("ignore")
         try:
             buffer = io.BytesIO()
+            register_onnx_symbolic()
             torch.onnx.export(module, (example_input,), buffer, dynamo=False, opset_version=17)
             data = buffer.getvalue()
         except Exception:  # the TorchScript tracer refuses some graphs; dynamo handles them

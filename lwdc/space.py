@@ -155,7 +155,11 @@ class _RawConvWatcher(TorchFunctionMode):
 
 
 def _trace(net: nn.Module, example: torch.Tensor, watch: tuple[type, ...]):
+    """Per watched layer, its calls' (input shape, output shape); the raw functional convolutions; the output
+    shape; and which layers read the model's input or return its output themselves (first and last layers)."""
     calls: dict[str, list[tuple[tuple[int, ...], tuple[int, ...]]]] = {}
+    outputs: dict[str, torch.Tensor] = {}
+    reads_input: set[str] = set()
     watcher = _RawConvWatcher()
     hooks = []
 
@@ -166,6 +170,9 @@ def _trace(net: nn.Module, example: torch.Tensor, watch: tuple[type, ...]):
         def post(_m, inp, out):
             watcher.depth -= 1
             calls.setdefault(name, []).append((tuple(inp[0].shape), tuple(out.shape)))
+            outputs[name] = out
+            if inp[0] is example:
+                reads_input.add(name)
         return post
 
     for name, module in net.named_modules():
@@ -183,10 +190,12 @@ def _trace(net: nn.Module, example: torch.Tensor, watch: tuple[type, ...]):
             h.remove()
     if not isinstance(out, torch.Tensor):
         raise ExpansionError(f"the model must return one tensor; it returned {type(out).__name__}")
-    return calls, watcher.raw_calls, tuple(out.shape)
+    writes_output = {name for name, o in outputs.items() if o is out}
+    return calls, watcher.raw_calls, tuple(out.shape), (reads_input, writes_output)
 
 
-def _spec(module: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> LayerSpec:
+def _spec(module: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int, ...], reads_input: bool = False,
+          writes_output: bool = False) -> LayerSpec:
     dims = len(in_shape) - 2
 
     def tup(v) -> tuple:
@@ -196,7 +205,7 @@ def _spec(module: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int, ..
         padding = module.padding if isinstance(module.padding, str) else tup(module.padding)
         return LayerSpec("conv", dims, module.in_channels, module.out_channels, tup(module.kernel_size),
                          tup(module.stride), padding, tup(module.dilation), module.groups,
-                         module.bias is not None, in_shape[2:], out_shape[2:])
+                         module.bias is not None, in_shape[2:], out_shape[2:], reads_input, writes_output)
     stride = module.stride if module.stride is not None else module.kernel_size
     return LayerSpec("pool", dims, in_shape[1], out_shape[1], tup(module.kernel_size), tup(stride),
                      tup(module.padding), tup(getattr(module, "dilation", 1)), 1, False, in_shape[2:], out_shape[2:])
@@ -239,7 +248,7 @@ def expand(model: nn.Module, example_input: torch.Tensor, ops: str | list[str] =
         raise ExpansionError(f"example input must be (N, C, L) or (N, C, H, W); got shape {tuple(example_input.shape)}")
     net = copy.deepcopy(model)
     watch = _CONVS + (_POOLS if include_pooling else ()) + _UNSUPPORTED
-    calls, raw_calls, out_shape = _trace(net, example_input, watch)
+    calls, raw_calls, out_shape, (reads_input, writes_output) = _trace(net, example_input, watch)
     gate_state = Gate(mode=gate, tau=tau, seed=seed)
 
     skipped: list[Skipped] = []
@@ -262,7 +271,7 @@ def expand(model: nn.Module, example_input: torch.Tensor, ops: str | list[str] =
         elif isinstance(module, _CONVS) and module.padding_mode != "zeros":
             skipped.append(Skipped(name, f"padding_mode={module.padding_mode!r}: candidates pad with zeros"))
         else:
-            spec = _spec(module, *seen[0])
+            spec = _spec(module, *seen[0], name in reads_input, name in writes_output)
             kept, reasons = _candidates(spec, op_specs)
             if len(kept) < 2:
                 skipped.append(Skipped(name, "fewer than two candidates fit (" + "; ".join(reasons) + ")"))

@@ -8,7 +8,7 @@ from lwdc.profiling import count_macs, count_params
 
 ALL_OPS = ["original", "conv3x3", "conv3x3_g2", "conv3x3_g4", "conv3x3_g8", "conv1x1", "conv1x1_g2",
            "conv1x1_g4", "conv5x5_g2", "sep3x3", "sep5x5", "dilsep3x3", "dilsep5x5", "avgpool3x3",
-           "maxpool3x3", "skip"]
+           "maxpool3x3", "skip", "bin3x3", "bin5x5", "bin3x3_g2", "birealbin3x3"]
 
 
 def conv_spec(dims, cin, cout, stride, size, k=3, groups=1, bias=False):

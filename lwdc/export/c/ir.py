@@ -25,6 +25,9 @@ class Tensor:
     shape: tuple[int, int, int]
     storage: str
     offset: int = 0
+    # a binary layer's output that only the next binary layer reads is stored as that layer's input bits
+    # (ops/binary.py): its buffer's bytes, whatever the build's element size
+    packed_bytes: int | None = None
 
     @property
     def size(self) -> int:

@@ -62,6 +62,9 @@ class Lifetimes:
 def lifetimes(graph: Graph, element_bytes: int, in_place: bool = True) -> Lifetimes:
     t = graph.tensors
     sizes = {s: n * element_bytes for s, n in graph.storage_sizes().items()}  # a view takes no buffer of its own
+    for tensor in t.values():               # sign bits between binary layers (ops/binary.py)
+        if tensor.packed_bytes is not None:
+            sizes[tensor.storage] = tensor.packed_bytes
     last_step = len(graph.nodes) + 1
     first = {t[graph.input].storage: 0}
     last = {t[graph.input].storage: 0, t[graph.output].storage: last_step}

@@ -5,6 +5,7 @@ from . import activations, add, concat, conv, pool, views  # noqa: F401  (regist
 from . import layout  # noqa: F401  (registration)
 from . import movement, reduce, resize  # noqa: F401  (registration)
 from . import elementwise, mobile_acts  # noqa: F401  (registration)
+from . import binary  # noqa: F401  (registration)
 from .unary import Unary
 
 __all__ = ["Op", "Unary", "lowers", "register_op", "unregister_op"]
