@@ -37,15 +37,18 @@ def cmsis_nn(tmp_path_factory):
 
 
 def separable_net() -> nn.Module:
-    """Depthwise-separable blocks with a residual, a grouped and a dilated conv, a strided 1x1, a Linear head."""
+    """Depthwise-separable blocks with a residual, a grouped and a dilated conv, a strided 1x1, max and average
+    pooling (one whose padding PyTorch counts, which CMSIS-NN cannot do), a global mean, a Linear head."""
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+            self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                                      nn.MaxPool2d(3, stride=1, padding=1))
             self.dw = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.BatchNorm2d(16), nn.ReLU6(),
                                     nn.Conv2d(16, 16, 1), nn.BatchNorm2d(16))
             self.grouped = nn.Sequential(nn.Conv2d(16, 24, 3, stride=2, padding=2, dilation=2, groups=4), nn.ReLU(),
-                                         nn.Conv2d(24, 32, 1, stride=1), nn.ReLU())
+                                         nn.AvgPool2d(3, stride=1, padding=1), nn.Conv2d(24, 32, 1), nn.ReLU(),
+                                         nn.AvgPool2d(2))
             self.head = nn.Linear(32, 10)
 
         def forward(self, x):
@@ -61,15 +64,17 @@ def test_layouts_keep_cmsis_only_tensors_nhwc_and_the_edges_nchw():
     net = separable_net().eval()
     graph = lower(net, torch.randn(1, 3, 16, 16))
     mapped = mapped_nodes(graph)
-    kinds = sorted(set(mapped.values()))
-    assert kinds == ["add", "conv", "depthwise"]
+    assert sorted(set(mapped.values())) == ["add", "avgpool", "conv", "depthwise", "gap", "maxpool"]
+    counted_pad = next(i for i, n in enumerate(graph.nodes) if n.op == "avgpool" and n.attrs["count_include_pad"]
+                       and any(n.attrs["padding"]))
+    assert counted_pad not in mapped                  # PyTorch's divisor counts the padding there; CMSIS-NN's not
     layouts = assign_layouts(graph, mapped)
     t = graph.tensors
     assert layouts[t[graph.input].storage] == "nchw" and layouts[t[graph.output].storage] == "nchw"
-    stem_out = t[graph.nodes[0].output].storage     # read by the depthwise conv and the residual add only
-    assert layouts[stem_out] == "nhwc"
-    mean_in = next(n for n in graph.nodes if n.op not in ("conv", "add")).inputs[0]
-    assert layouts[t[mean_in].storage] == "nchw"    # the spatial mean is lwdc's kernel: (C, H, W)
+    stem_out = t[graph.nodes[1].output].storage     # the max pool's: read by the depthwise conv and the add only
+    assert graph.nodes[1].op == "maxpool" and layouts[stem_out] == "nhwc"
+    pooled = graph.nodes[counted_pad]                # lwdc's kernel: (C, H, W) on both sides
+    assert layouts[t[pooled.inputs[0]].storage] == layouts[t[pooled.output].storage] == "nchw"
 
 
 def test_cmsis_nn_needs_int8_and_a_checkout(tmp_path):
@@ -96,11 +101,13 @@ def test_cmsis_nn_build_equals_the_integer_reference_and_the_portable_build(targ
                   target=target)
     assert cm.summary["verified"]["int8_matches_reference"] is True      # checked inside export_c
     k = cm.summary["kernels"]
-    assert (k["name"], k["depthwise"], k["adds"]) == ("cmsis-nn", 1, 1) and k["convolutions"] == 6
+    assert (k["name"], k["depthwise"], k["adds"], k["pooling"]) == ("cmsis-nn", 1, 1, 3) and k["convolutions"] == 6
+    assert k["portable_nodes"] == 1                  # the average pool whose padding PyTorch counts
     assert cm.summary["peak_ram_bytes"] == cm.summary["arena_bytes"] + cm.summary["scratch_bytes"] + \
         k["stage_bytes"] + 4 * -(-k["context_bytes"] // 4)
     text = (tmp_path / "cm" / "model.c").read_text()
     assert "arm_depthwise_conv_wrapper_s8" in text and "arm_elementwise_add_s8" in text
+    assert "arm_max_pool_s8" in text and "arm_avgpool_s8" in text and "lw_avgpool_q8" in text
     assert "CMSIS_NN_USE_SINGLE_ROUNDING" in text and "arm_convolve_s8(" in text     # the grouped conv
     portable = export_c(net, x[:3], tmp_path / "p", int8=True, calib=x, target=target)
     xq = portable.qgraph.qp(portable.graph.input).quantize(x.reshape(len(x), -1).numpy())

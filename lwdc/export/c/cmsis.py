@@ -75,11 +75,22 @@ def _flat_add(graph: Graph, node: Node) -> bool:
     return node.op == "add" and all(graph.tensors[t].shape == graph.tensors[node.output].shape for t in node.inputs)
 
 
+def _pool_kind(node: Node) -> str | None:
+    """"maxpool", "avgpool" (where PyTorch's divisor is the count of input values in the window, as CMSIS-NN's:
+    no padding, or padding not counted) or "gap" (global average: one window over the plane)."""
+    if node.op in ("maxpool", "gap"):
+        return node.op
+    if node.op == "avgpool" and (not any(node.attrs["padding"]) or not node.attrs["count_include_pad"]):
+        return "avgpool"
+    return None
+
+
 def mapped_nodes(graph: Graph) -> dict[int, str]:
-    """Node index -> what CMSIS-NN runs it as: "conv", "depthwise" or "add" (equal shapes, alpha 1)."""
+    """Node index -> what CMSIS-NN runs it as: "conv", "depthwise", "maxpool", "avgpool", "gap" or "add" (equal
+    shapes, alpha 1)."""
     out = {}
     for i, node in enumerate(graph.nodes):
-        kind = _conv_kind(graph, node)
+        kind = _conv_kind(graph, node) or _pool_kind(node)
         if kind:
             out[i] = kind
         elif _flat_add(graph, node) and node.attrs.get("alpha", 1.0) == 1:
@@ -139,10 +150,17 @@ class CmsisPlan:
             src, dst = (graph.tensors[x] for x in (node.inputs[0], node.output))
             staged = (0 if self.nhwc(node.inputs[0]) else src.size) + (0 if self.nhwc(node.output) else dst.size)
             self.stage_bytes = max(self.stage_bytes, staged)
-            # CMSIS-NN sizes its patch buffers by every input channel (a grouped conv too): two int16 columns
-            # (DSP), four 16-aligned int8 ones (MVE); at run time each call checks its need against this
+            if kind in ("avgpool", "gap"):                                  # one int32 sum per channel (DSP)
+                self.context_bytes = max(self.context_bytes, 4 * src.shape[0])
+                continue
+            if kind == "maxpool":
+                continue
+            # CMSIS-NN sizes its patch buffers by every input channel (a grouped conv too): a conv two int16
+            # columns (DSP) or four 16-aligned int8 ones (MVE), a depthwise conv one int16 column (DSP); at run
+            # time each call checks its need against this
             cols = src.shape[0] * int(np.prod(node.weight.shape[2:]))        # C x KH x KW
-            self.context_bytes = max(self.context_bytes, 4 * (-(-cols // 16) * 16))
+            need = 2 * cols if kind == "depthwise" else 4 * (-(-cols // 16) * 16)
+            self.context_bytes = max(self.context_bytes, need)
 
     def nhwc(self, tensor: str) -> bool:
         """Whether ``tensor``'s bytes are NHWC (true also for a tensor whose two layouts coincide)."""
@@ -151,8 +169,9 @@ class CmsisPlan:
 
     def summary(self) -> dict:
         kinds = list(self.mapped.values())
-        return {"name": "cmsis-nn", "convolutions": sum(k != "add" for k in kinds),
+        return {"name": "cmsis-nn", "convolutions": kinds.count("conv") + kinds.count("depthwise"),
                 "depthwise": kinds.count("depthwise"), "adds": kinds.count("add"),
+                "pooling": sum(kinds.count(k) for k in ("maxpool", "avgpool", "gap")),
                 "portable_nodes": len(self.graph.nodes) - len(kinds),
                 "nhwc_tensors": sum(v == "nhwc" for v in self.layouts.values()),
                 "stage_bytes": self.stage_bytes, "context_bytes": self.context_bytes,
@@ -161,14 +180,15 @@ class CmsisPlan:
 
 # ------------------------------------------------------------------------------------------ C emission
 KERNELS = {
-    "cmsis_layout": """/* (C, H, W) <-> (H, W, C) copies at the edges of the tensors kept in CMSIS-NN's NHWC layout. */
+    "to_nhwc": """/* (C, H, W) -> (H, W, C): into CMSIS-NN's layout at the edge of the tensors it keeps NHWC. */
 static void lw_to_nhwc(const int8_t *x, int C, int H, int W, int8_t *y)
 {
     int c, i, hw = H * W;
     for (c = 0; c < C; ++c)
         for (i = 0; i < hw; ++i) y[i * C + c] = x[c * hw + i];
 }
-
+""",
+    "to_nchw": """/* (H, W, C) -> (C, H, W): back to lwdc's layout after a CMSIS-NN call. */
 static void lw_to_nchw(const int8_t *x, int C, int H, int W, int8_t *y)
 {
     int c, i, hw = H * W;
@@ -223,33 +243,85 @@ static void lw_cmsis_conv(const int8_t *x, int C, int H, int W, int8_t *y, int O
     if (status != ARM_CMSIS_NN_SUCCESS) lw_cmsis_error = 1;
 }
 """,
+    "cmsis_pool": """/* Max or average pooling through CMSIS-NN on NHWC tensors (windows clipped to the input, as lwdc's kernels). */
+static void lw_cmsis_pool(const int8_t *x, int C, int H, int W, int8_t *y, int OH, int OW,
+                          int KH, int KW, int SH, int SW, int PH, int PW, int average)
+{
+    cmsis_nn_context ctx;
+    cmsis_nn_pool_params p;
+    cmsis_nn_dims in, filter, out;
+    arm_cmsis_nn_status status;
+    ctx.buf = lw_ctx;
+    ctx.size = (int32_t)sizeof(lw_ctx);
+    p.stride.h = SH; p.stride.w = SW; p.padding.h = PH; p.padding.w = PW;
+    p.activation.min = -128; p.activation.max = 127;
+    in.n = 1; in.h = H; in.w = W; in.c = C;
+    filter.n = 1; filter.h = KH; filter.w = KW; filter.c = 1;
+    out.n = 1; out.h = OH; out.w = OW; out.c = C;
+    if (average) {
+        if (arm_avgpool_s8_get_buffer_size(OW, C) > ctx.size) {
+            lw_cmsis_error = 1;
+            return;
+        }
+        status = arm_avgpool_s8(&ctx, &p, &in, x, &filter, &out, y);
+    } else {
+        status = arm_max_pool_s8(&ctx, &p, &in, x, &filter, &out, y);
+    }
+    if (status != ARM_CMSIS_NN_SUCCESS) lw_cmsis_error = 1;
+}
+""",
 }
 
 
 def emit_conv(e, node: Node) -> None:
     """A conv node as a CMSIS-NN call, staging its input or output through a transpose where that tensor is not
     kept NHWC."""
-    cm, q, a = e.cmsis, e.qnode, node.attrs
-    src, dst = node.inputs[0], node.output
-    (C, H, W), (O, OH, OW) = e.shape(src), e.shape(dst)
-    depthwise = cm.mapped[e.index] == "depthwise"
-    e.use("cmsis_layout", "cmsis_conv")
-    x, y = e.at(src), e.at(dst)
-    if not cm.nhwc(src):
-        e.call("to_nhwc", x, C, H, W, "lw_stage")
-        x = "lw_stage"
-    staged_out = not cm.nhwc(dst)
-    if staged_out:
-        y = "lw_stage" if x != "lw_stage" else f"lw_stage + {C * H * W}"
+    q, a = e.qnode, node.attrs
+    (C, H, W), (O, OH, OW) = e.shape(node.inputs[0]), e.shape(node.output)
+    depthwise = e.cmsis.mapped[e.index] == "depthwise"
+    e.use("cmsis_conv")
+    x, y, staged_out = _staged(e, node)
     # OHWI, or 1HWO for depthwise (each output channel's taps last)
     weight = q.weight.transpose(1, 2, 3, 0) if depthwise else q.weight.transpose(0, 2, 3, 1)
     arrays = [e.array("w", "int8_t", np.ascontiguousarray(weight)), e.array("b", "int32_t", q.bias),
               e.array("m", "int32_t", q.mult), e.array("s", "int32_t", 31 - np.asarray(q.shift))]
     geometry = [*node.weight.shape[2:], *a["stride"], *a["padding"], *a["dilation"], a["groups"]]
-    e.call("cmsis_conv", x, C, H, W, y, O, OH, OW, *arrays, *geometry, e.zp(src), e.zp(dst), *q.clamp,
-           int(depthwise))
+    e.call("cmsis_conv", x, C, H, W, y, O, OH, OW, *arrays, *geometry, e.zp(node.inputs[0]), e.zp(node.output),
+           *q.clamp, int(depthwise))
     if staged_out:
-        e.call("to_nchw", y, O, OH, OW, e.at(dst))
+        e.use("to_nchw")
+        e.call("to_nchw", y, O, OH, OW, e.at(node.output))
+
+
+def _staged(e, node: Node) -> tuple[str, str, bool]:
+    """The input and output addresses a CMSIS-NN call gets (staging through NHWC copies where needed) and whether
+    the output must be copied back to (C, H, W) afterwards."""
+    src, dst = node.inputs[0], node.output
+    x = e.at(src)
+    if not e.cmsis.nhwc(src):
+        e.use("to_nhwc")
+        e.call("to_nhwc", x, *e.shape(src), "lw_stage")
+        x = "lw_stage"
+    staged_out = not e.cmsis.nhwc(dst)
+    y = e.at(dst) if not staged_out else ("lw_stage" if x != "lw_stage" else f"lw_stage + {e.g.tensors[src].size}")
+    return x, y, staged_out
+
+
+def emit_pool(e, node: Node) -> None:
+    """A pooling node (max, average, global average) as a CMSIS-NN call."""
+    kind = e.cmsis.mapped[e.index]
+    (C, H, W), (_, OH, OW) = e.shape(node.inputs[0]), e.shape(node.output)
+    e.use("cmsis_conv", "cmsis_pool")
+    x, y, staged_out = _staged(e, node)
+    if kind == "gap":
+        window = [H, W, 1, 1, 0, 0]
+    else:
+        a = node.attrs
+        window = [*a["kernel"], *a["stride"], *a["padding"]]
+    e.call("cmsis_pool", x, C, H, W, y, OH, OW, *window, int(kind != "maxpool"))
+    if staged_out:
+        e.use("to_nchw")
+        e.call("to_nchw", y, C, OH, OW, e.at(node.output))
 
 
 def emit_add(e, node: Node, args: list, zps: list[int], q) -> None:

@@ -351,6 +351,14 @@ static int8_t lw_sat(int64_t v, int lo, int hi)
 }
 /* @end */
 
+/* @kernel round_div */
+/* a / b (b > 0) rounded half away from zero, as TensorFlow Lite's int8 averages: C99 division truncates. */
+static int64_t lw_round_div(int64_t a, int64_t b)
+{
+    return a > 0 ? (a + b / 2) / b : (a - b / 2) / b;
+}
+/* @end */
+
 /* @kernel floor_div */
 /* floor(a / b) for b > 0 (C99 division truncates toward zero). */
 static int64_t lw_floor_div(int64_t a, int64_t b)
@@ -498,7 +506,8 @@ static void lw_maxpool_q8(const int8_t *x, int C, int H, int W, int8_t *y, int O
 /* @end */
 
 /* @kernel avgpool_q8 */
-/* Average of (x - z), rounded half up: floor((2 * sum + d) / (2 * d)); output keeps the input's scale. */
+/* Average of the stored values (padding counted as z where PyTorch counts it), rounded half away from zero as
+ * TensorFlow Lite does; the output keeps the input's scale. */
 static void lw_avgpool_q8(const int8_t *x, int C, int H, int W, int8_t *y, int OH, int OW,
                           int KH, int KW, int SH, int SW, int PH, int PW, int count_pad, int z)
 {
@@ -512,7 +521,7 @@ static void lw_avgpool_q8(const int8_t *x, int C, int H, int W, int8_t *y, int O
                 int64_t s = 0;
                 for (h = h0; h < h1; ++h)
                     for (w = w0; w < w1; ++w) s += x[h * W + w] - z;
-                *y++ = lw_sat(lw_floor_div(2 * s + d, 2 * d) + z, -128, 127);
+                *y++ = lw_sat(lw_round_div(s + z * d, d), -128, 127);
             }
         }
 }
@@ -525,7 +534,7 @@ static void lw_gap_q8(const int8_t *x, int C, int HW, int8_t *y, int z)
     for (c = 0; c < C; ++c, x += HW) {
         int64_t s = 0;
         for (i = 0; i < HW; ++i) s += x[i] - z;
-        y[c] = lw_sat(lw_floor_div(2 * s + HW, 2 * (int64_t)HW) + z, -128, 127);
+        y[c] = lw_sat(lw_round_div(s + (int64_t)z * HW, HW), -128, 127);
     }
 }
 /* @end */

@@ -1,7 +1,9 @@
 """Max and average pooling (1-D on the (C, 1, L) view, ceil mode, padding) and global average pooling, which
 ``adaptive_avg_pool`` and ``mean`` over the spatial dims (``reduce.Mean``) lower to. int8 keeps the input's scale
-and zero point: max compares values, averages round the centred sum half up with PyTorch's divisor at every
-position."""
+and zero point: max compares values; an average divides the window's sum of stored int8 values (padding counted
+as the zero point, i.e. a real 0, where PyTorch counts it) by PyTorch's divisor at that position, rounded half away
+from zero, as TensorFlow Lite's AVERAGE_POOL_2D and CMSIS-NN's ``arm_avgpool_s8`` do, so CMSIS-NN builds can call
+them (``cmsis.py``)."""
 from __future__ import annotations
 
 import numpy as np
@@ -28,15 +30,19 @@ def pool_divisors(in_hw: tuple[int, int], out_hw: tuple[int, int], a: dict) -> n
     return np.outer(*per_axis)
 
 
-def _round_mean(sums: np.ndarray, div) -> np.ndarray:
-    return (2 * sums + div) // (2 * div)
+def tflite_average(centred_sums: np.ndarray, div, zero_point: int) -> np.ndarray:
+    """The stored int8 average: ``raw = centred sum + zero point x divisor`` divided by the divisor, rounded half
+    away from zero (C's truncating ``(raw +- div / 2) / div``)."""
+    raw = centred_sums + zero_point * np.asarray(div, np.int64)
+    half = np.asarray(div, np.int64) // 2
+    return np.where(raw > 0, (raw + half) // div, -((half - raw) // div))
 
 
 class _Window(Op):
     """What max and average pooling share: their lowering and their kernel's arguments."""
     keeps_quant = True
     dims_1d: tuple = ()  # the targets among ``aten`` that pool a 1-D signal
-    int8_rounds = False  # its int8 kernel divides with rounding (lw_floor_div)
+    int8_rounds = False  # its int8 kernel divides with rounding (lw_round_div)
 
     def lower(self, lw, node, a):
         dims = 1 if node.target in self.dims_1d else 2
@@ -51,8 +57,12 @@ class _Window(Op):
                            count_include_pad=bool(a.get("count_include_pad", True))))
 
     def emit(self, e, node, extra=()):
+        if e.cmsis and e.index in e.cmsis.mapped:
+            from ..cmsis import emit_pool
+            emit_pool(e, node)
+            return
         a, src = node.attrs, node.inputs[0]
-        e.use("window", *(["fixed", "floor_div"] if e.int8 and self.int8_rounds else []), f"{self.name}_{e.sfx}")
+        e.use("window", *(["fixed", "round_div"] if e.int8 and self.int8_rounds else []), f"{self.name}_{e.sfx}")
         e.call(f"{self.name}_{e.sfx}", e.at(src), *e.shape(src), e.at(node.output), *e.shape(node.output)[1:],
                *a["kernel"], *a["stride"], *a["padding"], *extra)
 
@@ -92,7 +102,7 @@ class AvgPool(_Window):
         sums = F.avg_pool2d(torch.from_numpy(centred(xs, qin)[0]).double(), a["kernel"], a["stride"], a["padding"],
                             ceil_mode=a["ceil_mode"], count_include_pad=a["count_include_pad"],
                             divisor_override=1).round().to(torch.int64).numpy()
-        return _round_mean(sums, pool_divisors(xs[0].shape[2:], sums.shape[2:], a)) + qout.zero_point
+        return tflite_average(sums, pool_divisors(xs[0].shape[2:], sums.shape[2:], a), qin[0].zero_point)
 
     def emit(self, e, node):
         zp = [e.zp(node.inputs[0])] if e.int8 else []
@@ -126,10 +136,14 @@ class Gap(Op):
 
     def run_int8(self, node, q, xs, qin, qout):
         sums = centred(xs, qin)[0].sum(axis=(2, 3), keepdims=True)
-        return _round_mean(sums, np.int64(np.prod(xs[0].shape[2:]))) + qout.zero_point
+        return tflite_average(sums, np.int64(np.prod(xs[0].shape[2:])), qin[0].zero_point)
 
     def emit(self, e, node):
+        if e.cmsis and e.index in e.cmsis.mapped:
+            from ..cmsis import emit_pool
+            emit_pool(e, node)
+            return
         src = node.inputs[0]
         c, h, w = e.shape(src)
-        e.use(*(["fixed", "floor_div"] if e.int8 else []), f"gap_{e.sfx}")
+        e.use(*(["fixed", "round_div"] if e.int8 else []), f"gap_{e.sfx}")
         e.call(f"gap_{e.sfx}", e.at(src), c, h * w, e.at(node.output), *([e.zp(src)] if e.int8 else []))

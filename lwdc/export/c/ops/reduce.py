@@ -1,7 +1,7 @@
 """``mean`` over any per-sample dims: over channels (a (1, H, W) map, as spatial attention takes), over H or W
 only, over everything. Over exactly the spatial dims it stays a global average pool (``pool.Gap``, its own
-faster kernel). int8 keeps the input's quantisation: the centred sum divided with rounding half up, as every
-average in this exporter (``pool._round_mean``)."""
+faster kernel). int8 keeps the input's quantisation: the sum of stored values divided with rounding half away
+from zero, as every average in this exporter (``pool.tflite_average``, TensorFlow Lite's rounding)."""
 from __future__ import annotations
 
 import math
@@ -13,7 +13,7 @@ from ..fixed import centred
 from ..graph import val
 from ..registry import Op, register_op
 from .movement import sample_axis
-from .pool import _round_mean
+from .pool import tflite_average
 
 A = torch.ops.aten
 
@@ -45,7 +45,7 @@ class Mean(Op):
     kernels = {"mean_f32": _MEAN.format(sfx="f32", t="float", z_arg="", acc="float", minus_z="",
                                         result="s / (float)n"),
                "mean_q8": _MEAN.format(sfx="q8", t="int8_t", z_arg=", int z", acc="int64_t", minus_z=" - z",
-                                       result="lw_sat(lw_floor_div(2 * s + n, 2 * (int64_t)n) + z, -128, 127)")}
+                                       result="lw_sat(lw_round_div(s + (int64_t)z * n, n), -128, 127)")}
 
     def lower(self, lw, node, a):
         rank = len(val(a["self"]).shape)
@@ -64,10 +64,10 @@ class Mean(Op):
     def run_int8(self, node, q, xs, qin, qout):
         axes = tuple(a + 1 for a in node.attrs["axes"])
         sums = centred(xs, qin)[0].sum(axis=axes, keepdims=True)
-        return _round_mean(sums, np.int64(math.prod(xs[0].shape[a] for a in axes))) + qout.zero_point
+        return tflite_average(sums, np.int64(math.prod(xs[0].shape[a] for a in axes)), qin[0].zero_point)
 
     def emit(self, e, node):
         src, axes = node.inputs[0], node.attrs["axes"]
-        e.use(*(["fixed", "floor_div"] if e.int8 else []), f"mean_{e.sfx}")
+        e.use(*(["fixed", "round_div"] if e.int8 else []), f"mean_{e.sfx}")
         e.call(f"mean_{e.sfx}", e.at(src), *e.shape(src), e.at(node.output), *(int(i in axes) for i in range(3)),
                *([e.zp(src)] if e.int8 else []))
