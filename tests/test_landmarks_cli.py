@@ -14,7 +14,7 @@ from lwdc.runs import Run
 from lwdc.transfer import TransferError, freeze, head_name, init_from
 
 from conftest import TinyNet
-from test_landmarks_data import make_landmark_set
+from test_landmarks_data import PARTS, make_landmark_set
 
 TOY = os.path.join(os.path.dirname(__file__), "plugins", "toy_model.py")
 
@@ -142,6 +142,14 @@ def test_compress_a_landmark_model_from_a_classifier(tmp_path):
     assert torch.equal(pretrained["a.0.weight"], source.state_dict()["a.0.weight"])       # frozen: unchanged
     assert pretrained["head.2.weight"].shape == (6, 16)                                  # 3 points x (x, y)
     assert Run.open_finished(run).load_model()(torch.zeros(1, 3, 16, 16)).shape == (1, 6)
+    # the report of a landmark run: points drawn on frames and per-point errors instead of class saliency
+    result = CliRunner().invoke(main, ["report", str(run), "--cka-samples", "4"])
+    assert result.exit_code == 0, result.output
+    page = (run / "report" / "report.html").read_text()
+    assert re.findall(r'<h2 id="([^"]+)"', page)[-2:] == ["landmarks", "similarity"] and "saliency" not in page
+    analysis = json.loads((run / "report" / "analysis.json").read_text())
+    assert set(analysis["landmarks"]["per_point"]) == set(PARTS)
+    assert (run / "report" / "landmark_frames.png").stat().st_size > 1000
 
 
 @pytest.mark.parametrize("args, message", [

@@ -90,7 +90,7 @@ def _pick(dataset, n: int, seed: int, by_class: bool = False) -> tuple[torch.Ten
         idx = torch.tensor(idx)
     else:
         idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
-    return dataset.normalize(dataset.x[idx]), dataset.y[idx]
+    return dataset.normalize(dataset.x[idx]), dataset.targets(idx)
 
 
 # ---------------------------------------------------------------- HTML
@@ -356,7 +356,20 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, runs: I
         add("weights", "Weights: layer-wise sharing", _weights(report["share"]))
     add("tradeoff", "Trade-off across runs", _tradeoff(report, run_dir, other_runs))
     numbers: dict = {"run": str(run_dir), "runs": [str(p) for p in other_runs], "notes": notes}
-    if bundle is not None and original is not None and compressed is not None:
+    landmarks = report.get("task") == "landmarks"
+    if bundle is not None and original is not None and compressed is not None and landmarks:
+        # no class labels: no saliency towards a class, no linear probes; CKA needs inputs only
+        from .landmarks import landmark_section
+        log("landmarks: points on test frames, per-point errors, CKA")
+        names = list((getattr(bundle, "info", {}) or {}).get("points") or [])
+        body, figs, numbers["landmarks"] = landmark_section({"original": original, "compressed": compressed},
+                                                            bundle.test, report, names)
+        add("landmarks", "Landmarks: predicted and true points", (body, figs))
+        cka_x, _ = _pick(bundle.test, cka_samples, seed)
+        cmp = compare_models(original, compressed, cka_x=cka_x if cka_samples > 1 else None, seed=seed, log=log)
+        numbers.update(cmp.as_dict())
+        add("similarity", "Representation similarity", _similarity(cmp, len(cka_x), (0, 0)))
+    elif bundle is not None and original is not None and compressed is not None:
         sal_x, sal_y = _pick(bundle.test, samples, seed, by_class=True)
         cka_x, _ = _pick(bundle.test, cka_samples, seed)
         probe_data = (*_pick(bundle.train, probe_train, seed), *_pick(bundle.test, probe_test, seed + 1))
