@@ -76,9 +76,10 @@ def _flat_add(graph: Graph, node: Node) -> bool:
 
 
 def _pool_kind(node: Node) -> str | None:
-    """"maxpool", "avgpool" (where PyTorch's divisor is the count of input values in the window, as CMSIS-NN's:
-    no padding, or padding not counted) or "gap" (global average: one window over the plane)."""
-    if node.op in ("maxpool", "gap"):
+    """"maxpool" or "avgpool" (where PyTorch's divisor is the count of input values in the window, as CMSIS-NN's:
+    no padding, or padding not counted). The global average keeps lwdc's kernel: it rescales to its own output
+    scale, which CMSIS-NN's pooling cannot."""
+    if node.op == "maxpool":
         return node.op
     if node.op == "avgpool" and (not any(node.attrs["padding"]) or not node.attrs["count_include_pad"]):
         return "avgpool"

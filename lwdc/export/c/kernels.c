@@ -528,13 +528,15 @@ static void lw_avgpool_q8(const int8_t *x, int C, int H, int W, int8_t *y, int O
 /* @end */
 
 /* @kernel gap_q8 */
-static void lw_gap_q8(const int8_t *x, int C, int HW, int8_t *y, int z)
+/* Global average with its own output scale: y = sat(round_shift(sum (x - zx) * m, n) + zy), m / 2^n the ratio of
+ * the scales over the plane's size (ops/pool.py). */
+static void lw_gap_q8(const int8_t *x, int C, int HW, int8_t *y, int zx, int zy, int64_t m, int n)
 {
     int c, i;
     for (c = 0; c < C; ++c, x += HW) {
         int64_t s = 0;
-        for (i = 0; i < HW; ++i) s += x[i] - z;
-        y[c] = lw_sat(lw_round_div(s + (int64_t)z * HW, HW), -128, 127);
+        for (i = 0; i < HW; ++i) s += x[i] - zx;
+        y[c] = lw_sat(lw_round_shift(s * m, n) + zy, -128, 127);
     }
 }
 /* @end */

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..fixed import centred
+from ..fixed import QNode, centred, fixed_point, round_shift
 from ..graph import as2d, pair, per_sample, val
 from ..registry import Op, lowers, register_op
 
@@ -111,9 +111,12 @@ class AvgPool(_Window):
 
 @register_op
 class Gap(Op):
+    """Global average pooling. int8: unlike the windowed pools it has its own output scale (TensorFlow Lite's MEAN):
+    the pooled vector spans a far narrower range than the feature map, and a head regressing from it (landmarks)
+    lost up to 4 input pixels when it kept the input's step. y = round_shift(centred sum x m, n) + zy with
+    m / 2^n = s_in / (s_out x H x W)."""
     name = "gap"
     supports = ("global average pooling",)
-    keeps_quant = True
 
     @lowers(A.adaptive_avg_pool2d.default, A.adaptive_avg_pool1d.default, A._adaptive_avg_pool2d.default)
     def lower_adaptive(self, lw, node, a):
@@ -121,7 +124,7 @@ class Gap(Op):
         c, h, w = lw.graph.tensors[src].shape
         oc, oh, ow = per_sample(val(node).shape, lw.where(node))
         if (oh, ow) == (1, 1):
-            lw.emit(node, self.name, [src])
+            lw.emit(node, self.name, [src], attrs={"plane": h * w})
         elif (oh, ow) == (h, w):
             lw.alias(node, src)
         elif h % oh == 0 and w % ow == 0:
@@ -134,9 +137,13 @@ class Gap(Op):
     def run(self, node, xs):
         return xs[0].mean(dim=(2, 3), keepdim=True)
 
+    def quantize(self, node, qin, qout):
+        m, n = fixed_point(qin[0].scale / (qout.scale * node.attrs["plane"]))
+        return QNode(mult=np.array([m], np.int64), shift=np.array([n], np.int64))
+
     def run_int8(self, node, q, xs, qin, qout):
         sums = centred(xs, qin)[0].sum(axis=(2, 3), keepdims=True)
-        return tflite_average(sums, np.int64(np.prod(xs[0].shape[2:])), qin[0].zero_point)
+        return round_shift(sums * int(q.mult[0]), int(q.shift[0])) + qout.zero_point
 
     def emit(self, e, node):
         if e.cmsis and e.index in e.cmsis.mapped:
@@ -145,5 +152,7 @@ class Gap(Op):
             return
         src = node.inputs[0]
         c, h, w = e.shape(src)
-        e.use(*(["fixed", "round_div"] if e.int8 else []), f"gap_{e.sfx}")
-        e.call(f"gap_{e.sfx}", e.at(src), c, h * w, e.at(node.output), *([e.zp(src)] if e.int8 else []))
+        e.use(*(["fixed"] if e.int8 else []), f"gap_{e.sfx}")
+        q = e.qnode if e.int8 else None
+        e.call(f"gap_{e.sfx}", e.at(src), c, h * w, e.at(node.output),
+               *([e.zp(src), e.zp(node.output), f"{int(q.mult[0])}LL", int(q.shift[0])] if e.int8 else []))

@@ -54,7 +54,8 @@ class Mean(Op):
             raise lw.fail(node, "a mean over the batch dimension")
         src = lw.tensor_of(a["self"], node)
         if dims == list(range(2, rank)):
-            lw.emit(node, "gap", [src])
+            _, h, w = lw.graph.tensors[src].shape
+            lw.emit(node, "gap", [src], attrs={"plane": h * w})
         else:
             lw.emit(node, self.name, [src], attrs=dict(axes=tuple(sample_axis(d, rank) for d in dims)))
 
