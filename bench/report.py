@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .configs import EXPERIMENTS
 from .report_compare import best_pruning, matched_pairs, matched_table, nearest_pruning  # noqa: F401 (API)
-from . import c_speed, mcu_kernels, report_landmarks, report_share, report_signals, report_targets
+from . import binary, c_speed, mcu_kernels, report_landmarks, report_share, report_signals, report_targets
 from .report_format import fmt, machine_label, noise_label, point, same_budget, series  # noqa: F401 (API)
 from .report_latency import apply_remeasured, latency_fronts, remeasured_note
 from .report_seeds import cell, merge_seeds, seeds_of
@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
     targets = report_targets.section(Path(a.results).parent)
     if targets:
         write_region(doc, targets, *report_targets.MARKERS)
-    for module in (report_signals, report_share, mcu_kernels, c_speed, report_landmarks):
+    for module in (report_signals, report_share, mcu_kernels, c_speed, report_landmarks, binary):
         body = module.section(Path(a.results).parent)
         if body:
             write_region(doc, body, *module.MARKERS)
