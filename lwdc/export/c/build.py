@@ -24,14 +24,20 @@ def find_compiler(target: str | Target = "host") -> str | None:
     return get_target(target).find_compiler()
 
 
+def _cmsis_args(cmsis_nn: str | Path | None, tgt: Target, opt: str) -> tuple[list[str], list[str]]:
+    """Compile flags and link archives for a library exported with CMSIS-NN kernels (none without)."""
+    if cmsis_nn is None:
+        return [], []
+    from .cmsis import cmsis_build_args
+    return cmsis_build_args(Path(cmsis_nn), tgt.name, opt)
+
+
 def compile_library(src_dir: str | Path, name: str = "model", out: str | Path | None = None, opt: str = "-O2",
                     extra: tuple[str, ...] = (), target: str | Target = "host", cmsis_nn: str | Path | None = None) -> Path:
     """Build ``main.c`` + ``NAME.c`` into an executable (in a temporary folder unless ``out`` is given); a library
     exported with CMSIS-NN kernels links the CMSIS-NN checkout at ``cmsis_nn``."""
     tgt = get_target(target)
-    if cmsis_nn is not None:
-        from .cmsis import cmsis_build_args
-        extra = (*extra, *cmsis_build_args(Path(cmsis_nn), tgt.name, opt))
+    flags, libs = _cmsis_args(cmsis_nn, tgt, opt)
     cc = tgt.find_compiler()
     if cc is None:
         raise CompilerError(f"no C compiler for target {tgt.name!r} (tried {', '.join(tgt.compilers)}); install gcc "
@@ -39,9 +45,8 @@ def compile_library(src_dir: str | Path, name: str = "model", out: str | Path | 
     src_dir = Path(src_dir)
     scratch = None if out else Path(tempfile.mkdtemp(prefix="lwdc-c-"))
     exe = Path(out) if out else scratch / check_name(name)
-    libs = [a for a in extra if a.endswith(".a")]        # archives after the sources that need them
-    cmd = [cc, *tgt.flags, opt, *(a for a in extra if a not in libs), str(src_dir / "main.c"),
-           str(src_dir / f"{check_name(name)}.c"), *tgt.sources, *libs, *tgt.libs, "-o", str(exe)]
+    cmd = [cc, *tgt.flags, opt, *extra, *flags, str(src_dir / "main.c"), str(src_dir / f"{check_name(name)}.c"),
+           *tgt.sources, *libs, *tgt.libs, "-o", str(exe)]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
@@ -98,14 +103,10 @@ def library_size(src_dir: str | Path, name: str = "model", opt: str = "-O2", tar
     size_tool = size_tool or shutil.which("size")
     if size_tool is None:
         raise CompilerError("no size tool (binutils) to measure the library with")
-    extra: list[str] = []
-    if cmsis_nn is not None:
-        from .cmsis import cmsis_build_args
-        extra = cmsis_build_args(Path(cmsis_nn), tgt.name, opt)
-    archives = [a for a in extra if a.endswith(".a")]
+    flags, archives = _cmsis_args(cmsis_nn, tgt, opt)
     with tempfile.TemporaryDirectory(prefix="lwdc-size-") as tmp:
         obj, linked = Path(tmp) / f"{check_name(name)}.o", Path(tmp) / "linked.o"
-        cmd = [cc, *tgt.flags, opt, *(a for a in extra if a not in archives), "-c",
+        cmd = [cc, *tgt.flags, opt, *flags, "-c",
                str(Path(src_dir) / f"{check_name(name)}.c"), "-o", str(obj)]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:

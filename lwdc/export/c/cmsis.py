@@ -343,9 +343,10 @@ def _sources(root: Path) -> list[Path]:
                   if "Bindings" not in p.parts and not p.stem.endswith(("_f16", "_f32")))
 
 
-def cmsis_build_args(root: Path, target: str = "host", opt: str = "-O2") -> list[str]:
-    """Compiler arguments that link CMSIS-NN into a build for ``target``: its headers as system headers, the
-    single-rounding define, and a static library compiled once per (checkout, target, flags) into lwdc's cache."""
+def cmsis_build_args(root: Path, target: str = "host", opt: str = "-O2") -> tuple[list[str], list[str]]:
+    """``(compile flags, link archives)`` that build against CMSIS-NN for ``target``: its headers as system headers
+    and the single-rounding define; a static library compiled once per (checkout, target, flags) into lwdc's cache,
+    to go after the sources that call it."""
     root = check_cmsis_nn(root)
     tgt = get_target(target)
     cc = tgt.find_compiler()
@@ -375,4 +376,4 @@ def cmsis_build_args(root: Path, target: str = "host", opt: str = "-O2") -> list
             staged = Path(tmp) / "libcmsis-nn.a"
             subprocess.run([ar, "rcs", str(staged), *objs], check=True, capture_output=True)
             os.replace(staged, lib)
-    return ["-isystem", str(root / "Include"), f"-D{SINGLE_ROUNDING}", str(lib)]
+    return ["-isystem", str(root / "Include"), f"-D{SINGLE_ROUNDING}"], [str(lib)]

@@ -51,12 +51,11 @@ def count_instructions(export, sample: torch.Tensor | None = None, opt: str = "-
                f"-DLW_RUN={name}_run_int8" if int8 else f"-DLW_RUN={name}_run", *(["-DLW_INT8"] if int8 else []),
                "-DLW_PROFILE_MARK(node)=lw_profile_mark(node)"]
     cmsis = cmsis_path(export.summary)
-    extra = cmsis_build_args(cmsis, target.name, opt) if cmsis else []
-    archives = [a for a in extra if a.endswith(".a")]
+    flags, archives = cmsis_build_args(cmsis, target.name, opt) if cmsis else ([], [])
     with tempfile.TemporaryDirectory(prefix="lwdc-icount-") as tmp:
         exe, sample_file = Path(tmp) / f"{name}.elf", Path(tmp) / "sample.bin"
         np.ascontiguousarray(data, np.int8 if int8 else np.float32).tofile(sample_file)
-        cmd = [target.find_compiler(), *target.flags, opt, *defines, *(a for a in extra if a not in archives),
+        cmd = [target.find_compiler(), *target.flags, opt, *defines, *flags,
                f"-I{export.directory}", "-Wno-missing-prototypes", str(export.directory / f"{name}.c"),
                str(_PROFILE_C), *target.sources, *archives, *target.libs, "-o", str(exe)]
         done = subprocess.run(cmd, capture_output=True, text=True)
@@ -84,7 +83,8 @@ def count_instructions(export, sample: torch.Tensor | None = None, opt: str = "-
     return {"target": target.name, "precision": "int8" if int8 else "float32",
             "kernels": (export.summary.get("kernels") or {}).get("name", "portable"),
             "instructions": ticks["total"] * per_tick, "per_node": per_node,
-            "resolution": per_tick, "stack_bytes": stack, "compiled_with": " ".join([Path(cmd[0]).name, *target.flags, opt]),
+            "resolution": per_tick, "stack_bytes": stack,
+            "compiled_with": " ".join([Path(cmd[0]).name, *target.flags, opt]),
             "method": "QEMU -icount shift=0 (1 instruction = 1 ns of virtual time); SysTick at "
                       f"{1000 // per_tick} MHz read after every node of the second inference: 1 tick = {per_tick} "
                       "executed instructions"}
