@@ -45,8 +45,8 @@ from .base import MODEL_HELP, TRUST_PT2_HELP, fail, load_model_arg, main
               help="C: where --verify compiles and runs it: host, cortex-m4, cortex-m7 or cortex-m33 (arm-none-eabi-gcc, run "
                    "on QEMU's MPS2 board; deploy.json then gets the library's flash and RAM from arm-none-eabi-size).")
 @click.option("--kernels", type=click.Choice(["portable", "cmsis-nn"]), default="portable", show_default=True,
-              help="int8 C: lwdc's own portable kernels, or calls to Arm's CMSIS-NN for convolutions and adds "
-                   "(bit-exact with the portable build; needs --cmsis-nn).")
+              help="int8 C: lwdc's own portable kernels, or calls to Arm's CMSIS-NN for convolutions, residual adds "
+                   "and max/average pooling (bit-exact with the portable build; needs --cmsis-nn).")
 @click.option("--cmsis-nn", "cmsis_nn", type=click.Path(exists=True, file_okay=False), default=None,
               help="With --kernels cmsis-nn: your CMSIS-NN checkout (the folder holding Include/ and Source/); it is "
                    "compiled with -DCMSIS_NN_USE_SINGLE_ROUNDING and never copied into the export.")
