@@ -33,7 +33,7 @@ from lwdc.stages import check_checkpoint, train_stage
 from lwdc.tasks import Classification
 from lwdc.train import evaluate
 
-from .configs import ABLATIONS, METHODS, PRUNE_METHODS, SCHEDULES, baseline_schedule
+from .configs import ABLATIONS, METHODS, PRUNE_METHODS, SCHEDULES, VARIANTS, baseline_schedule
 from .context import (DEFAULT_CACHE, DEFAULT_OUT, Context, epoch_seconds, folder_name, result_stem, run_name,
                       stage_fingerprint)
 from .measure import git_info, latency_pair, machine_info, memory_mb, speed_ratio
@@ -88,7 +88,7 @@ def finish(ctx: Context, method: str, model: nn.Module, base: nn.Module, base_hi
     base_epoch = epoch_seconds(base_history)
     result = {
         "run": run_name(method, a.lam, a.ops, a.target, a.finetune_epochs, a.noise_end, a.cost, a.budget, a.draw, a.match,
-                        a.ablate), "model": a.model,
+                        a.ablate, a.variant), "model": a.model,
         "width": a.width, "method": method,
         "ops": extra.pop("ops", None),
         "lambda": extra.pop("lambda", None),
@@ -118,7 +118,7 @@ def run(a: argparse.Namespace) -> dict:
     torch.set_num_threads(a.threads)
     schedule = SCHEDULES[a.schedule]
     name = run_name(a.method, a.lam, a.ops, a.target, a.finetune_epochs, a.noise_end, a.cost, a.budget, a.draw,
-                    a.match, a.ablate)
+                    a.match, a.ablate, a.variant)
     cache = Path(a.cache_dir).expanduser()
     folder = cache / folder_name(a.model, a.schedule, a.seed, a.width, a.max_batches)
     try:
@@ -181,6 +181,10 @@ def parser() -> argparse.ArgumentParser:
                    help="lwdc: switch off one part of the search (issue 26): no-warmup (no branch warm-up), "
                         "constant-noise (Gumbel noise scale 1 throughout), uniform-gates (instead of P(original) 0.9); "
                         "repeatable")
+    p.add_argument("--variant", action="append", default=[], choices=list(VARIANTS),
+                   help="lwdc: change one search setting (issue 24), labelled -NAME: fill-limits (fill absolute "
+                        "budgets toward their limits after the search), ramp0.5 (limits fall from 1.0x over half "
+                        "the search); repeatable")
     p.add_argument("--budget", action="append", default=[], metavar="COST=VALUE",
                    help="lwdc: a budget the search keeps (lwdc --target syntax: flash=75000, ram=75000, macs=0.5x); "
                         "repeatable; lambda defaults to 0 with budgets")
@@ -216,8 +220,8 @@ def parser() -> argparse.ArgumentParser:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line, checked: a clear error for combinations that name no run."""
     a = parser().parse_args(argv)
-    if a.ablate and a.method != "lwdc":
-        raise SystemExit("--ablate applies to --method lwdc")
+    if (a.ablate or a.variant) and a.method != "lwdc":
+        raise SystemExit("--ablate and --variant apply to --method lwdc")
     if a.budget and a.method != "lwdc":
         raise SystemExit("--budget applies to --method lwdc")
     if a.method == "lwdc" and a.lam is None and a.budget:

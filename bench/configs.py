@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-__all__ = ["Schedule", "SCHEDULES", "EXPERIMENTS", "ABLATIONS", "METHODS", "PRUNE_METHODS", "PLANS", "baseline_schedule", "lambdas",
+__all__ = ["Schedule", "SCHEDULES", "EXPERIMENTS", "ABLATIONS", "VARIANTS", "METHODS", "PRUNE_METHODS", "PLANS", "baseline_schedule", "lambdas",
            "plan_of"]
 
 PRUNE_METHODS = ("prune-l1", "prune-l1-global", "prune-group-sparse")
@@ -29,6 +29,8 @@ METHODS = ("baseline", "baseline-extended", "lwdc") + PRUNE_METHODS + ("random",
 # Parts of the search an ablation switches off (issue 26): the CompressConfig settings each one overrides.
 ABLATIONS = {"no-warmup": {"warmup_epochs": 0.0}, "constant-noise": {"noise_end": 1.0},
              "uniform-gates": {"original_prob": None}}
+# Settings an LWDC point may change beyond its lambda/cost/budgets (issue 24), each labelled -NAME in the run name.
+VARIANTS = {"fill-limits": {"fill_limits": True}, "ramp0.5": {"budget_ramp": 0.5}}
 
 
 @dataclass(frozen=True)

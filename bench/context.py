@@ -61,7 +61,7 @@ def budget_label(budgets) -> str:
 
 def run_name(method: str, lam: float | None, ops: str, target: float | None,
              finetune_epochs: int | None = None, noise_end: float = 1.0, cost: str = "macs", budgets=(),
-             draw: int | None = None, match: str = "macs", ablations=()) -> str:
+             draw: int | None = None, match: str = "macs", ablations=(), variants=()) -> str:
     if method in ("baseline", "baseline-extended"):
         return method
     point = (f"{ops}-lam{lam:g}" + (f"-noise{noise_end:g}" if noise_end != 1 else "") + cost_label(cost)
@@ -71,7 +71,7 @@ def run_name(method: str, lam: float | None, ops: str, target: float | None,
     if method != "lwdc":
         return f"{method}-{point}"
     return (f"lwdc-{point}" + (f"-ft{finetune_epochs}" if finetune_epochs else "")
-            + "".join(f"-abl_{x}" for x in sorted(ablations or ())))
+            + "".join(f"-abl_{x}" for x in sorted(ablations or ())) + "".join(f"-{x}" for x in sorted(variants or ())))
 
 
 def folder_name(model: str, schedule: str, seed: int, width: float = 1.0, max_batches: int | None = None) -> str:

@@ -17,7 +17,7 @@ from lwdc.runs import CheckpointError, Run
 from lwdc.stages import check_checkpoint, train_stage
 from lwdc.tasks import Classification
 
-from .configs import ABLATIONS, PRUNE_METHODS, Schedule, baseline_schedule
+from .configs import ABLATIONS, PRUNE_METHODS, VARIANTS, Schedule, baseline_schedule
 from .context import Context, epoch_seconds, run_name, stage_fingerprint
 
 __all__ = ["RUNNERS", "lwdc_source"]
@@ -50,7 +50,8 @@ def lwdc_point(ctx: Context) -> str:
 
 def reuse_search(ctx: Context, config: CompressConfig, run_dir: Path) -> str | None:
     """Start an LWDC run from a finished search of the same point, when one exists and its checkpoint fits: the
-    point's own search for a longer fine-tune (``--finetune-epochs``), or the search of the schedule this one
+    point's own search for a longer fine-tune (``--finetune-epochs``) or a variant its fingerprint allows
+    (``--variant fill-limits``), or the search of the schedule this one
     shares its searches with (``Schedule.search_from``). Returns the run folder it started from."""
     a, s = ctx.args, ctx.schedule
     run = Run(run_dir)
@@ -58,7 +59,7 @@ def reuse_search(ctx: Context, config: CompressConfig, run_dir: Path) -> str | N
     if mine.exists():
         return (run.read_file(record) or {}).get("run")
     searched = lwdc_point(ctx)
-    candidates = [ctx.folder / searched] if a.finetune_epochs else []
+    candidates = [ctx.folder / searched] if a.finetune_epochs or getattr(a, "variant", ()) else []
     if s.search_from:
         if baseline_schedule(s.search_from) != baseline_schedule(a.schedule):
             raise SystemExit(f"schedule {a.schedule} takes its searches from {s.search_from}, which starts from "
@@ -93,6 +94,8 @@ def lwdc_config(ctx: Context) -> CompressConfig:
                     progress=False, device=a.device)
     for ablation in getattr(a, "ablate", ()):
         settings.update(ABLATIONS[ablation])
+    for variant in getattr(a, "variant", ()):
+        settings.update(VARIANTS[variant])
     return CompressConfig(**settings)
 
 
@@ -104,6 +107,7 @@ def lwdc_extra(ctx: Context, result) -> dict:
     return {
         "ops": a.ops, "lambda": a.lam, "noise_end": a.noise_end, "cost": a.cost, "choices": r["choices"],
         "budgets": r.get("budgets") or [], "ablations": sorted(getattr(a, "ablate", ())),
+        "variants": sorted(getattr(a, "variant", ())),
         "derive_max_abs_diff": r["derive_max_abs_diff"],
         "wall_time_s": r["wall_time_s"], "search_epoch_seconds": sorted(search_secs)[len(search_secs) // 2],
         "train_seconds": r["wall_time_s"]["warmup"] + sum(h["seconds"] for stage in ("search", "finetune")

@@ -53,6 +53,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--targets", nargs="+", default=list(TARGETS), help=f"any of {', '.join(TARGETS + OPTIONAL)}")
     p.add_argument("--tag", default="", help="appended to run folder names (a rerun under new settings)")
+    p.add_argument("--fill-limits", action="store_true", help="fill absolute budgets (flash=0.35) toward their "
+                   "limits after the search (CompressConfig.fill_limits); name such runs apart with --tag")
     p.add_argument("--quick", action="store_true", help="a few batches per epoch (smoke)")
     p.add_argument("--cache-dir", default=str(CACHE))
     p.add_argument("--out", default=str(OUT))
@@ -93,7 +95,7 @@ def main() -> None:
             try:
                 result = compress(base, train, test, example_input=example, budgets={cost: limit}, ops="default",
                                   search_epochs=a.search_epochs, finetune_epochs=a.finetune_epochs, seed=seed,
-                                  finetune_lr=0.05, max_batches=max_batches, progress=False, run_dir=cache / name,
+                                  finetune_lr=0.05, fill_limits=a.fill_limits, max_batches=max_batches, progress=False, run_dir=cache / name,
                                   log=lambda s: (lines.append(s), print(f"[{name}] {s}", flush=True)))
             except BudgetError as exc:
                 rows.append({"run": name, "target": f"{cost}={value} ({limit} B of {original:,.0f})", "seed": seed,

@@ -44,6 +44,7 @@ class CompressConfig:
     budget_stiffness: float = 20.0  # quadratic pull of each budget toward its limit (augmented Lagrangian)
     budget_ramp: float = 0.0       # each limit falls from 1.0x to its value over this fraction of the search
     budget_tolerance: float = 0.05  # a ratio target (0.5x) is met within this; absolute budgets exactly
+    fill_limits: bool = False      # also fill an absolute budget left far under (use the board's flash, not a tenth)
     original_prob: float | None = 0.9  # initial P(original) of every gate (None: uniform)
     warmup_epochs: float = 1.0     # branch warm-up by local distillation, in epochs of the training data
     search_epochs: int = 10
@@ -108,15 +109,17 @@ class CompressResult:
     report: dict = field(default_factory=dict)
 
 
-#: Settings that only the fine-tuning stage reads: a search checkpoint does not depend on them, so a finished
-#: search can be fine-tuned again for longer or at another rate (copy checkpoints/search.pt to a new run folder).
-FINETUNE_ONLY = ("finetune_epochs", "finetune_lr")
+#: Settings that only derivation and the fine-tuning stage read: a search checkpoint does not depend on them, so a
+#: finished search can be derived again (``fill_limits``) or fine-tuned for longer or at another rate (copy
+#: checkpoints/search.pt to a new run folder).
+FINETUNE_ONLY = ("finetune_epochs", "finetune_lr", "fill_limits")
 #: Settings added after checkpoints existed, with the value that reproduces the older behaviour: left out of the
 #: fingerprint at that value, so older checkpoints still resume under it, and what a run folder's record that
 #: lacks the setting is read as.
 LEGACY_DEFAULTS = {"noise_end": 1.0, "method": "lwdc", "budgets": None, "budget_rate": 2.0, "budget_tolerance": 0.05,
                    "budget_stiffness": 20.0, "gate_travel": None,
-                   "gate_optimizer": "adam", "budget_ramp": 0.0, "share": None, "optimizer": "sgd"}
+                   "gate_optimizer": "adam", "budget_ramp": 0.0, "share": None, "optimizer": "sgd",
+                   "fill_limits": False}
 
 
 def compress_fingerprint(cfg: CompressConfig, stage: str = "finetune") -> str:

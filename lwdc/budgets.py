@@ -177,32 +177,39 @@ def repair(supernet, terms: list[BudgetTerm]) -> dict[str, str]:
 FILL_MIN_STEP = 0.02
 
 
-def fill(supernet, terms: list[BudgetTerm]) -> dict[str, str]:
+def fill(supernet, terms: list[BudgetTerm], limits: bool = False, band: float = 0.05) -> dict[str, str]:
     """After :func:`repair`: while a ratio target is undershot by more than its tolerance, switch one layer to the
     costlier operator its gate ranks highest per unit of cost added (at least ``FILL_MIN_STEP`` of the target),
-    keeping every budget within its limit (and tolerance); returns the layers changed (name -> new op)."""
+    keeping every budget within its limit (and tolerance); returns the layers changed (name -> new op).
+    ``limits``: absolute budgets are filled too, up to ``band`` under their limit, never over it (measured: a
+    flash limit of 75,000 B on ResNet-20 left 33,962 B used, at 67.8% against the baseline's 87.9%; issue 24)."""
     changed: dict[str, str] = {}
     layers = supernet.choice_layers()
-    targets = [t for t in terms if t.equality]
+    targets = [t for t in terms if t.equality or limits]
+
+    def floor_of(t: BudgetTerm) -> float:
+        return t.limit * (1 - (t.tolerance if t.equality else band))
 
     def fits() -> bool:
         return all(t.chosen(supernet) <= t.limit * (1 + t.tolerance) for t in terms)
 
     for _ in range(10 * max(1, len(layers))):
-        under = [t for t in targets if t.chosen(supernet) < t.limit * (1 - t.tolerance)]
+        under = [t for t in targets if t.chosen(supernet) < floor_of(t)]
         if not under:
             break
-        term = min(under, key=lambda t: t.chosen(supernet) / t.limit)
+        best = None
+        for term in sorted(under, key=lambda t: t.chosen(supernet) / t.limit):   # a term no switch can raise
+            def fits_after(layer, i: int, added: float, term=term) -> bool:       # (ResNet's peak RAM) yields
+                if added < FILL_MIN_STEP * term.limit:
+                    return False
+                saved, layer.fixed = layer.fixed, i
+                ok = fits()
+                layer.fixed = saved
+                return ok
 
-        def fits_after(layer, i: int, added: float) -> bool:
-            if added < FILL_MIN_STEP * term.limit:
-                return False
-            saved, layer.fixed = layer.fixed, i
-            ok = fits()
-            layer.fixed = saved
-            return ok
-
-        best = _best_switch(supernet, term, 1.0, fits_after, clamp_gap=True)
+            best = _best_switch(supernet, term, 1.0, fits_after, clamp_gap=True)
+            if best is not None:
+                break
         if best is None:
             break
         name, i = best

@@ -180,6 +180,23 @@ def test_fill_keeps_every_other_budget_and_leaves_limits_alone():
     assert fill(fresh, [only_limit]) == {}                   # an absolute budget is a limit, not a target
 
 
+def test_fill_limits_fills_an_absolute_budget_into_its_band_and_never_over_it():
+    """``fill_limits``: a limit the argmax undershoots is filled up to ``band`` under it, never over; a limit no
+    switch can raise (here a roomy params cap, the most undershot) does not stop the others being filled."""
+    from lwdc.budgets import BudgetTerm, fill
+
+    model, x, supernet, table_of = _m5_space()
+    macs, params = table_of("macs"), table_of("params")
+    limit = parse_budget(f"macs={0.53 * macs.reference:.0f}")      # conv21x21 reaches 0.516x, the original 1.0x
+    cap = BudgetTerm(limit, macs, limit.limit_ratio(macs), 0.0)
+    roomy = parse_budget(f"params={10 * params.reference:.0f}")
+    loose = BudgetTerm(roomy, params, roomy.limit_ratio(params), 0.0)
+    assert fill(supernet, [loose, cap]) == {}                      # off by default: a limit is only a limit
+    assert fill(supernet, [loose, cap], limits=True, band=0.05) == {"conv1": "conv21x21"}
+    assert 0.95 * 0.53 <= macs.chosen_ratio(supernet) <= 0.53
+    assert fill(supernet, [loose, cap], limits=True, band=0.05) == {}   # inside the band: nothing more
+
+
 @pytest.mark.parametrize("steps, lr", [(100_000, 0.01), (288, 10 / 288), (20, 0.1)])
 def test_short_searches_raise_the_gate_rate_to_travel_far_enough(steps, lr):
     """Adam moves a logit by about its rate per step: 288 steps at 0.01 cannot cross the 4.4-logit gap that

@@ -48,6 +48,11 @@ CONFIG_HELP = {
                       "proportion to what it changes) or adam (per-logit, as before this setting existed).",
     "gate_travel": "Raise the gates' rate to at least this / search steps (at most 0.1), so a short search (a few "
                    "hundred steps) can move them; e.g. 10 logits (unset or 0: arch-lr only).",
+    "fill_limits": "After the search, also fill an absolute budget (flash=75000, ram=64KiB) the derived network "
+                   "undershoots by more than --budget-tolerance: layers go back to the costlier operators their gates "
+                   "rank next while every budget still holds (ratio targets like 0.5x are always filled).",
+    "budget_tolerance": "A ratio target (0.5x) counts as met within this share; with --fill-limits, also the band "
+                        "under an absolute budget that filling aims for.",
     "seed": "Random seed of everything (data order, augmentation, gates).",
     "max_batches": "Cap batches per epoch (quick looks; evaluation then uses a class-balanced sample).",
     "checkpoint_every": "Also checkpoint every N batches mid-epoch (0: after each epoch only).",
@@ -73,6 +78,8 @@ def _config_option(name: str):
     default = f.default if f.default is not MISSING else None
     kind = _TYPES.get(name, type(default) if default is not None else str)
     extra = {"callback": lambda ctx, param, value: value or None} if name in ("original_prob", "gate_travel") else {}
+    if kind is bool:
+        return click.option(f"--{name.replace('_', '-')}", name, is_flag=True, default=default, help=CONFIG_HELP[name])
     return click.option(f"--{name.replace('_', '-')}", name, default=default, type=kind, show_default=True,
                         help=CONFIG_HELP[name], **extra)
 

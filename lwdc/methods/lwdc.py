@@ -74,14 +74,14 @@ class LWDC:
 
     def keep_budgets(self, supernet: Supernet, terms: list[BudgetTerm], ctx) -> tuple[dict, dict]:
         """After the search: repair (or refuse) a derivable network that misses a budget, fill one far under a
-        ratio target, and say which binds. Returns the layers repaired and filled."""
+        ratio target (or, with ``fill_limits``, under a limit), and say which binds. Returns the layers repaired and filled."""
         if not terms:
             return {}, {}
         repaired = repair(supernet, terms)
         if repaired:
             ctx.log(f"budgets: {len(repaired)} layer(s) switched to cheaper operators after the search "
                     f"({', '.join(f'{n}->{op}' for n, op in repaired.items())})")
-        filled = fill(supernet, terms)
+        filled = fill(supernet, terms, limits=ctx.config.fill_limits, band=ctx.config.budget_tolerance)
         if filled:
             ctx.log(f"budgets: {len(filled)} layer(s) switched to costlier operators to reach the target "
                     f"({', '.join(f'{n}->{op}' for n, op in filled.items())})")
