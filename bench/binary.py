@@ -195,8 +195,8 @@ def measure(model: nn.Module, data, test_loader, calib: torch.Tensor, instructio
     model = model.eval()
     example = calib[:1]
     row = {"accuracy": evaluate(model, test_loader), "params": count_params(model),
-           "macs": count_macs(model, example), "flash_bytes_cost": flash_bytes(model, "int8"),
-           "flash_bytes_cost_float32": flash_bytes(model, "float32"),
+           "macs": count_macs(model, example), "flash_bytes_cost": flash_bytes(model, "int8", example),
+           "flash_bytes_cost_float32": flash_bytes(model, "float32", example),
            "binary_layers": sum(isinstance(m, BINARY_CONVS) for m in model.modules())}
     xs = data.test.normalize(data.test.x)
     with tempfile.TemporaryDirectory(prefix="lwdc-bench-binary-") as tmp:
@@ -250,13 +250,16 @@ def run_row(row: str, data, loaders, calib, args) -> dict:
                         search_epochs=args.search_epochs, finetune_epochs=args.finetune_epochs,
                         lr=args.search_lr, finetune_lr=args.finetune_lr, optimizer=args.optimizer, weight_decay=0.0,
                         gate_travel=args.gate_travel, gate_optimizer="shared-adam", budget_ramp=0.5, progress=False,
-                        max_batches=args.max_batches)
-        folder = row.replace(":", "_").replace("=", "-") + "-" + config_fingerprint(settings)[:8]
+                        max_batches=args.max_batches, seed=args.seed)
+        # "trainer" 2: lwdc.train clips latent weights and the flash cost prices a skip's BatchNorm (older run
+        # folders trained without either and are not resumed)
+        folder = (row.replace(":", "_").replace("=", "-") + "-"
+                  + config_fingerprint({**settings, "trainer": 2})[:8])
         result = compress(base, loaders[0], loaders[1], run_dir=cache / folder,
                           summary=False, log=_log, **settings)
         model = result.model
         rep = result.report
-        out.update(kind="lwdc", ops=ops, budget={cost: budget}, settings={k: v for k, v in settings.items()},
+        out.update(kind="lwdc", ops=ops, budget={cost: budget}, seed=args.seed, trainer=2, settings={k: v for k, v in settings.items()},
                    choices=result.choices, run_dir=str(cache / folder),
                    wall_time_s=rep.get("wall_time_s"))
     else:
@@ -284,6 +287,8 @@ def main() -> None:
     parser.add_argument("--no-instructions", action="store_true")
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 epoch of 3 batches everywhere")
     parser.add_argument("--force", action="store_true")
+    parser.add_argument("--seed", type=int, default=0, help="LWDC rows: the search's seed (files and folders of "
+                        "seeds other than 0 end in _sN)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -296,7 +301,8 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     calib = data.train.normalize(data.train.x[torch.randperm(len(data.train), generator=g)[:256]])
     for row in args.rows:
-        name = ("quick-" if args.quick else "") + row.replace(":", "_").replace("=", "-") + ".json"
+        name = (("quick-" if args.quick else "") + row.replace(":", "_").replace("=", "-")
+                + (f"_s{args.seed}" if args.seed and row.startswith("lwdc-") else "") + ".json")
         path = args.out / name
         if path.exists() and not args.force:
             _log(f"{row}: {path} exists, skipped")
@@ -347,7 +353,8 @@ def section(results: Path) -> str:
                     "binary-noskip": "`binary` without skip", "int8-noskip": "`default` without skip (int8 only)"}[kind]
             travel = r["settings"].get("gate_travel")
             label = (f"LWDC, {name}, flash <= {list(r['budget'].values())[0]}"
-                     + (f", gate_travel {travel:g}" if travel else ""))
+                     + (f", gate_travel {travel:g}" if travel else "") + f", seed {r.get('seed', 0)}"
+                     + ("" if r.get("trainer") else " (before latent-weight clipping)"))
             ops = ", ".join(f"{k}: {v}" for k, v in r["choices"].items() if k in BODY)
         instr = r.get("instructions_cortex_m4")
         cells = [label, f"{r['accuracy']:.2f}", f"{r['int8_c_accuracy']:.2f}", f"{r['flash_bytes']:,}",

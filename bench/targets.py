@@ -74,7 +74,7 @@ def main() -> None:
     train_stage("train", base, task, train, test, cfg, cache / "baseline",
                 config_fingerprint({"epochs": cfg.epochs, "batch": a.batch_size, "mb": max_batches}), log=print)
     base_acc = evaluate(base, task, test)["accuracy"]
-    base_macs, base_flash = count_macs(base, example), flash_bytes(base)
+    base_macs, base_flash = count_macs(base, example), flash_bytes(base, example_input=example)
     print(f"baseline: {base_acc:.2f}%, {base_macs:,} MACs, {base_flash:,} B int8 flash")
     rows = []
 
@@ -105,7 +105,7 @@ def main() -> None:
                 continue
             r = result.report
             (budget,) = r["budgets"]
-            macs, flash = count_macs(result.model, example), flash_bytes(result.model)
+            macs, flash = count_macs(result.model, example), flash_bytes(result.model, example_input=example)
             rows.append({
                 "run": name, "target": f"{cost}={value}" + (f" ({limit} B)" if absolute else ""), "seed": seed,
                 "search_argmax_ratio": [h["cost_ratios"].get(budget["cost"]) for h in r["history"]["search"]],

@@ -46,6 +46,7 @@ class LayerSpec:
     out_size: tuple[int, ...]    # spatial size of the output
     reads_input: bool = False    # it reads the model's input itself (the first layer)
     writes_output: bool = False  # its output is the model's output (a last layer)
+    norm_after: bool = False     # a BatchNorm reads its output (in C it folds into a conv, not into a skip)
 
     @property
     def out_positions(self) -> int:

@@ -160,6 +160,7 @@ def _trace(net: nn.Module, example: torch.Tensor, watch: tuple[type, ...]):
     calls: dict[str, list[tuple[tuple[int, ...], tuple[int, ...]]]] = {}
     outputs: dict[str, torch.Tensor] = {}
     reads_input: set[str] = set()
+    norm_inputs: list[torch.Tensor] = []
     watcher = _RawConvWatcher()
     hooks = []
 
@@ -179,6 +180,8 @@ def _trace(net: nn.Module, example: torch.Tensor, watch: tuple[type, ...]):
         if isinstance(module, watch):
             hooks.append(module.register_forward_pre_hook(pre))
             hooks.append(module.register_forward_hook(make_post(name)))
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            hooks.append(module.register_forward_pre_hook(lambda _m, inp: norm_inputs.append(inp[0])))
     try:
         with eval_mode(net), torch.no_grad(), watcher:
             out = net(example)
@@ -191,11 +194,12 @@ def _trace(net: nn.Module, example: torch.Tensor, watch: tuple[type, ...]):
     if not isinstance(out, torch.Tensor):
         raise ExpansionError(f"the model must return one tensor; it returned {type(out).__name__}")
     writes_output = {name for name, o in outputs.items() if o is out}
-    return calls, watcher.raw_calls, tuple(out.shape), (reads_input, writes_output)
+    norm_after = {name for name, o in outputs.items() if any(o is t for t in norm_inputs)}
+    return calls, watcher.raw_calls, tuple(out.shape), (reads_input, writes_output, norm_after)
 
 
 def _spec(module: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int, ...], reads_input: bool = False,
-          writes_output: bool = False) -> LayerSpec:
+          writes_output: bool = False, norm_after: bool = False) -> LayerSpec:
     dims = len(in_shape) - 2
 
     def tup(v) -> tuple:
@@ -205,7 +209,7 @@ def _spec(module: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int, ..
         padding = module.padding if isinstance(module.padding, str) else tup(module.padding)
         return LayerSpec("conv", dims, module.in_channels, module.out_channels, tup(module.kernel_size),
                          tup(module.stride), padding, tup(module.dilation), module.groups,
-                         module.bias is not None, in_shape[2:], out_shape[2:], reads_input, writes_output)
+                         module.bias is not None, in_shape[2:], out_shape[2:], reads_input, writes_output, norm_after)
     stride = module.stride if module.stride is not None else module.kernel_size
     return LayerSpec("pool", dims, in_shape[1], out_shape[1], tup(module.kernel_size), tup(stride),
                      tup(module.padding), tup(getattr(module, "dilation", 1)), 1, False, in_shape[2:], out_shape[2:])
@@ -248,7 +252,7 @@ def expand(model: nn.Module, example_input: torch.Tensor, ops: str | list[str] =
         raise ExpansionError(f"example input must be (N, C, L) or (N, C, H, W); got shape {tuple(example_input.shape)}")
     net = copy.deepcopy(model)
     watch = _CONVS + (_POOLS if include_pooling else ()) + _UNSUPPORTED
-    calls, raw_calls, out_shape, (reads_input, writes_output) = _trace(net, example_input, watch)
+    calls, raw_calls, out_shape, (reads_input, writes_output, norm_after) = _trace(net, example_input, watch)
     gate_state = Gate(mode=gate, tau=tau, seed=seed)
 
     skipped: list[Skipped] = []
@@ -271,7 +275,7 @@ def expand(model: nn.Module, example_input: torch.Tensor, ops: str | list[str] =
         elif isinstance(module, _CONVS) and module.padding_mode != "zeros":
             skipped.append(Skipped(name, f"padding_mode={module.padding_mode!r}: candidates pad with zeros"))
         else:
-            spec = _spec(module, *seen[0], name in reads_input, name in writes_output)
+            spec = _spec(module, *seen[0], name in reads_input, name in writes_output, name in norm_after)
             kept, reasons = _candidates(spec, op_specs)
             if len(kept) < 2:
                 skipped.append(Skipped(name, "fewer than two candidates fit (" + "; ".join(reasons) + ")"))

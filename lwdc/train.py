@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from . import distributed as dist
+from .binary import BINARY_CONVS, clip_latent_weights
 from .device import module_device, resolve_device, to_cpu, to_device
 from .methods.base import TrainingMethod
 from .modes import eval_mode
@@ -51,7 +52,13 @@ class TrainConfig:
 OPTIMIZERS = ("sgd", "adamw")
 
 
-def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params, cfg: TrainConfig, no_decay: Iterable[nn.Parameter] = ()) -> torch.optim.Optimizer:
+    """The weights' optimiser; ``no_decay`` parameters (binary layers' latent weights) get no weight decay, which
+    would pull them to 0 and make their signs flicker (docs/binary.md, training recipe)."""
+    params, skip = list(params), {id(p) for p in no_decay}
+    if any(id(p) in skip for p in params):
+        params = [{"params": [p for p in params if id(p) not in skip]},
+                  {"params": [p for p in params if id(p) in skip], "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
                                weight_decay=cfg.weight_decay)
@@ -209,7 +216,9 @@ def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterab
     steps_per_epoch = batches_per_epoch(train_loader, cfg.max_batches) or 1
     total_steps = max(cfg.epochs * steps_per_epoch, 1)
     method.setup(model, total_steps)  # refuses a model the method cannot train, before anything else
-    optimizer = make_optimizer(method.weight_parameters(model), cfg)
+    latent = [m for m in model.modules() if isinstance(m, BINARY_CONVS)]   # binary layers' latent weights:
+    optimizer = make_optimizer(method.weight_parameters(model), cfg,       # no decay, clipped after each step
+                               no_decay=[m.weight for m in latent])
     extra_optimizers = method.optimizers()
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_schedule(total_steps, round(cfg.lr_warmup_epochs * steps_per_epoch)))
@@ -271,6 +280,8 @@ def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterab
             loss.backward()
             dist.average_gradients(params)
             optimizer.step()
+            if latent:
+                clip_latent_weights(model)
             for opt in extra_optimizers:
                 opt.step()
             scheduler.step()

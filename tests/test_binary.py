@@ -129,6 +129,28 @@ def test_latent_weights_learn_and_clip():
     assert m.weight.abs().max() <= 1.0
 
 
+def test_training_keeps_latent_weights_clipped_and_free_of_weight_decay():
+    """lwdc's loop (search and fine-tuning alike) clips binary latent weights to [-1, 1] after every step and gives
+    them no weight decay (docs/binary.md, training recipe); real weights keep theirs."""
+    from lwdc.tasks import Classification
+    from lwdc.train import TrainConfig, fit, make_optimizer
+
+    torch.manual_seed(0)
+    model = TinyNet()
+    model.conv1 = BinaryConv2d(8, 8, 3, padding=1, bias=False)
+    with torch.no_grad():
+        model.conv1.weight.mul_(0.3)
+    batches = [(torch.randn(8, 3, 8, 8), torch.randint(0, 4, (8,))) for _ in range(6)]
+    fit(model, Classification(), batches, None, TrainConfig(epochs=2, lr=5.0, optimizer="adamw", progress=False),
+        log=lambda s: None)                                      # lr 5: an unclipped step would leave [-1, 1]
+    assert model.conv1.weight.abs().max() <= 1.0
+    assert (model.conv1.weight.abs() == 1.0).any()              # it did reach the bound
+    assert model.stem[0].weight.abs().max() > 1.0               # real weights are not clipped
+    opt = make_optimizer(model.parameters(), TrainConfig(weight_decay=5e-4), no_decay=[model.conv1.weight])
+    decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert decay[id(model.conv1.weight)] == 0.0 and decay[id(model.stem[0].weight)] == 5e-4
+
+
 def test_binary_layer_refuses_what_it_cannot_mean():
     with pytest.raises(ValueError, match="padding"):
         BinaryConv2d(4, 4, 3, padding="same")

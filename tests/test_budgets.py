@@ -51,13 +51,44 @@ def test_a_macs_target_lands_within_tolerance_without_lambda(quadrants, target):
     assert row["met"] and row["achieved_ratio"] == pytest.approx(ratio)
 
 
+@pytest.mark.parametrize("precision", ["int8", "float32"])
+def test_flash_prices_the_batchnorm_a_skip_leaves_unfolded_as_the_export_writes_it(precision):
+    """A BatchNorm after a skipped conv (identity, or stride + channel padding) cannot fold into a conv: the C
+    export writes it as a per-channel affine. The flash cost, per branch and for the whole network, counts it
+    (it did not: an all-skip body was priced 11,386 B against the export's 12,986 B, bench/binary)."""
+    import tempfile
+    from pathlib import Path
+
+    from lwdc import derive, expand
+    from lwdc.costs import build_cost_table, get_cost_model
+    from lwdc.export.c import export_c
+
+    torch.manual_seed(0)
+    net = TinyNet().eval()
+    x = torch.randn(1, 3, 16, 16)
+    supernet = expand(net, x, "default")
+    layers = supernet.choice_layers()
+    assert all(layer.spec.norm_after for layer in layers.values())          # every conv of TinyNet feeds a BN
+    table = build_cost_table(get_cost_model(f"flash:{precision}"), supernet, net, x)
+    for name in ("conv2", "down.0"):                                         # identity; stride 2 + channel pad
+        layers[name].fixed = layers[name].op_names.index("skip")
+    derived = derive(supernet).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        written = export_c(derived, x, Path(tmp) / "c", int8=precision == "int8", calib=torch.randn(8, 3, 16, 16),
+                           log=None).summary["flash_bytes"]
+    assert flash_bytes(derived, precision, example_input=x) == written
+    assert table.chosen_ratio(supernet) * table.reference == pytest.approx(written)
+    assert flash_bytes(derived, precision) < written                         # without the trace: the old count
+    assert flash_bytes(net, precision, example_input=x) == flash_bytes(net, precision)   # nothing unfolded
+
+
 def test_an_absolute_flash_budget_is_never_exceeded(quadrants):
     train, val = quadrants
     torch.manual_seed(0)
     net = TinyNet(width=16)
     limit = int(0.4 * flash_bytes(net))
     result = compress(net, train, val, budgets=[f"flash={limit}"], **QUICK)
-    assert flash_bytes(result.model) <= limit
+    assert flash_bytes(result.model, example_input=train[0][0][:1]) <= limit
     assert result.report["budgets"][0]["met"]
 
 

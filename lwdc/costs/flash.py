@@ -36,18 +36,60 @@ def binary_flash_bytes(conv: nn.Module, precision: str = "int8") -> int:
     return 4 * words + 4 * conv.in_channels + conv.out_channels * _BINARY_PER_CHANNEL[precision]
 
 
-def flash_bytes(model: nn.Module, precision: str = "int8") -> int:
+_CONV_ENDED = (nn.Conv1d, nn.Conv2d, nn.Linear)     # a BatchNorm reading their output folds into them in C
+_PASS_THROUGH = (nn.Identity, nn.Dropout)
+
+
+def unfolded_norms(model: nn.Module, example_input: torch.Tensor) -> list[nn.Module]:
+    """The BatchNorm layers the C export cannot fold into a convolution: those whose input is not a conv's (or a
+    Linear's) output, possibly through other foldable BatchNorms or identities (a BatchNorm after a skipped conv,
+    a pooling operator or a Bi-Real add). The C writes each as a per-channel affine (a depthwise 1x1 conv)."""
+    from ..modes import eval_mode
+    conv_ended: dict[int, bool] = {}
+    keep: list[torch.Tensor] = []           # every output stays referenced, so no id() is reused mid-trace
+    unfolded: list[nn.Module] = []
+    hooks = []
+
+    def post(module, inp, out):
+        if not isinstance(out, torch.Tensor):
+            return
+        source = inp[0] if inp and isinstance(inp[0], torch.Tensor) else None
+        folds = source is not None and conv_ended.get(id(source), False)
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not folds:
+            unfolded.append(module)
+        conv_ended[id(out)] = isinstance(module, _CONV_ENDED) or (
+            isinstance(module, (nn.modules.batchnorm._BatchNorm, *_PASS_THROUGH)) and folds)
+        keep.append(out)
+
+    for m in model.modules():
+        if not list(m.children()):          # leaves only: a container's output is its last leaf's
+            hooks.append(m.register_forward_hook(post))
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(example_input)
+    finally:
+        for h in hooks:
+            h.remove()
+    return unfolded
+
+
+def flash_bytes(model: nn.Module, precision: str = "int8", example_input: torch.Tensor | None = None) -> int:
+    """Bytes of ``model``'s weights in the C library. With ``example_input``, a BatchNorm the export cannot fold
+    (after a skip, a pooling operator, an add) is traced and priced as the per-channel affine C writes; without
+    it, only the BatchNorm after a Bi-Real block is (as a structural rule), so pass the input when the model may
+    hold skipped layers (measured: an all-skip body was priced 11,386 B against the export's 12,986 B)."""
     per_weight, per_channel = _PRECISIONS[precision]
     total = 0
     for m in model.modules():
         if isinstance(m, BINARY_CONVS):
             total += binary_flash_bytes(m, precision)
-        elif isinstance(m, BiRealBlock):     # the BatchNorm after it: a depthwise 1x1 conv in C
-            channels = m.conv.out_channels
-            total += channels * (per_weight + per_channel)
+        elif isinstance(m, BiRealBlock) and example_input is None:   # the BatchNorm after it (traced otherwise)
+            total += m.conv.out_channels * (per_weight + per_channel)
         elif isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
             channels = m.out_channels if isinstance(m, (nn.Conv1d, nn.Conv2d)) else m.out_features
             total += m.weight.numel() * per_weight + channels * per_channel
+    if example_input is not None:
+        total += sum(bn.num_features * (per_weight + per_channel) for bn in unfolded_norms(model, example_input))
     return total
 
 
@@ -66,7 +108,23 @@ class FlashCost:
         return cls(*args)
 
     def branch_cost(self, spec: LayerSpec, op_name: str, branch: nn.Module) -> float:
-        return float(flash_bytes(branch, self.precision))
+        """The branch's weights, plus the BatchNorm after the layer when the branch does not end in a conv it
+        folds into (skip, pooling, a Bi-Real add)."""
+        per_weight, per_channel = _PRECISIONS[self.precision]
+        cost = flash_bytes(branch, self.precision, example_input=_example(spec))
+        if spec.norm_after and not _ends_in_conv(branch, spec):
+            cost += spec.out_ch * (per_weight + per_channel)
+        return float(cost)
 
     def network_cost(self, model: nn.Module, example_input: torch.Tensor) -> float:
-        return float(flash_bytes(model, self.precision))
+        return float(flash_bytes(model, self.precision, example_input=example_input))
+
+
+def _example(spec: LayerSpec) -> torch.Tensor:
+    return torch.zeros(1, spec.in_ch, *spec.in_size)
+
+
+def _ends_in_conv(branch: nn.Module, spec: LayerSpec) -> bool:
+    """Whether a BatchNorm reading the branch's output folds into it (traced as :func:`unfolded_norms` does)."""
+    norm = nn.BatchNorm1d(spec.out_ch) if spec.dims == 1 else nn.BatchNorm2d(spec.out_ch)
+    return all(m is not norm for m in unfolded_norms(nn.Sequential(branch, norm), _example(spec)))
