@@ -25,8 +25,8 @@ optimistic; the other four folds were not looked at before the run.
 
 The RWing baseline of each fold is then compressed by LWDC with the RWing loss as the task loss (``macs=0.6x``
 target, met exactly: at least 40% fewer MACs; search 20 epochs at 1e-3, fine-tuning 60 at 3e-3, both AdamW), and
-that model is exported to int8 C twice (activation ranges from the training frames by min/max and by MSE) and
-run on the whole test fold: its outputs are compared with the float PyTorch model's in pixels of the 64x64 input
+that model is exported to int8 C four times (activation ranges from the training frames by min/max and by MSE,
+each with and without bias correction, ``export_c(bias_correction=True)``) and run on the whole test fold: its outputs are compared with the float PyTorch model's in pixels of the 64x64 input
 (point distances: max and mean) and scored in original pixels. The uncompressed RWing model gets the same int8
 C check (``baseline_c_int8``), which tells the export's own error from what the compressed architecture adds.
 
@@ -78,6 +78,8 @@ VARIANTS = {                      # name -> (loss, balance, transfer)
     "rwing-transfer": ("rwing", "none", True),
 }
 COMPRESSED_FROM = "rwing"         # the variant LWDC compresses
+#: int8 C exports measured per model: activation ranges by min/max or MSE, each also with bias correction
+C_INT8 = ("minmax", "mse", "minmax+bias", "mse+bias")
 
 
 @dataclass(frozen=True)
@@ -184,14 +186,15 @@ def c_int8(model: nn.Module, task: Landmarks, data, example: torch.Tensor, float
     h, w = task.input_size
     scale = torch.tensor([w, h], dtype=torch.float32)
     rows = {}
-    for calibration in ("minmax", "mse"):
+    for label in C_INT8:
+        calibration, _, corrected = label.partition("+")
         with tempfile.TemporaryDirectory(prefix="lwdc-landmarks-c-") as tmp:
             exp = export_c(model, example, Path(tmp) / "int8", int8=True, calib=calib, calibration=calibration,
-                           log=None)
+                           bias_correction=bool(corrected), log=None)
             out = torch.as_tensor(np.asarray(run_c(Path(tmp) / "int8", xs).outputs), dtype=torch.float32)
         out = out.reshape(len(xs), -1)
         d = ((out.reshape(len(xs), -1, 2) - float_out.reshape(len(xs), -1, 2).float()) * scale).norm(dim=-1)
-        rows[calibration] = {"flash_bytes": exp.summary["flash_bytes"], "peak_ram_bytes": exp.summary["peak_ram_bytes"],
+        rows[label] = {"flash_bytes": exp.summary["flash_bytes"], "peak_ram_bytes": exp.summary["peak_ram_bytes"],
                              "calib_frames": len(calib), "diff_input_px_max": float(d.max()),
                              "diff_input_px_mean": float(d.mean()), "within_1px": bool(float(d.max()) <= 1.0),
                              "metrics": metrics_of(task, out, data)}
@@ -247,7 +250,10 @@ def run_fold(source: Path, s: Settings, fold: int, variants: list[str], lwdc: bo
     lwdc_name = f"lwdc-{s.target.replace('=', '')}"
 
     def lwdc_complete() -> bool:
-        return done(lwdc_name) and "baseline_c_int8" in json.loads(path_of(lwdc_name).read_text())
+        if not done(lwdc_name):
+            return False
+        row = json.loads(path_of(lwdc_name).read_text())
+        return all(set(C_INT8) <= set(row.get(k) or {}) for k in ("c_int8", "baseline_c_int8"))
 
     for name in todo:
         loss, balance, transfer = VARIANTS[name]
@@ -284,11 +290,6 @@ def run_fold(source: Path, s: Settings, fold: int, variants: list[str], lwdc: bo
     base, data, task, example = base_models[COMPRESSED_FROM]
     # the uncompressed model's int8 C beside the compressed one's: is the int8 error the export's or LWDC's?
     base_c = c_int8(base, task, data, example, model_outputs(base, data.test), s)
-    if done(name):                     # a row from before the baseline's int8 C was measured: add it
-        full = {**json.loads(path_of(name).read_text()), "baseline_c_int8": base_c}
-        write_json(path_of(name), full)
-        rows.append(full)
-        return rows
     key, _, value = s.target.partition("=")
     cfg = CompressConfig(budgets={key: value}, budget_tolerance=0.0, warmup_epochs=s.warmup_epochs,
                          search_epochs=s.search_epochs, finetune_epochs=s.finetune_epochs, lr=s.search_lr,
@@ -301,6 +302,13 @@ def run_fold(source: Path, s: Settings, fold: int, variants: list[str], lwdc: bo
     result = compress(base, train, test, example_input=example, task=task, config=cfg,
                       run_dir=folder / f"{name}-{lwdc_fp}",
                       log=_log, summary=False)
+    if done(name):    # a row from before every C_INT8 export was measured (the run resumed, finished): add them
+        full = json.loads(path_of(name).read_text())
+        float_out = model_outputs(result.model, data.test)
+        full.update(c_int8=c_int8(result.model, task, data, example, float_out, s), baseline_c_int8=base_c)
+        write_json(path_of(name), full)
+        rows.append(full)
+        return rows
     r = result.report
     wall = r["wall_time_s"]
     row, float_out = measure(result.model, task, data, example, quick)

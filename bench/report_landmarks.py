@@ -12,6 +12,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from .landmarks import C_INT8
+
 MARKERS = ("<!-- bench:landmarks:start -->", "<!-- bench:landmarks:end -->")
 DLC_ERROR_PX = 2.81        # DeepLabCut's test error for this example: ResNet-50, full resolution, 95% training
 ORDER = ("l2", "wing", "rwing", "rwing-balance", "rwing-transfer")
@@ -120,14 +122,15 @@ def _lwdc_lines(rows: dict) -> list[str]:
             for op in choices.values():
                 counts[op] += 1
             out.append(f"  Fold {folds[0]}'s choices: " + ", ".join(f"{op} x{n}" for op, n in sorted(counts.items())) + ".")
-        for cal in ("minmax", "mse"):
+        for cal in C_INT8:
             cs = [g[f]["c_int8"][cal] for f in folds if cal in (g[f].get("c_int8") or {})]
             if not cs:
                 continue
             mx = [c["diff_input_px_max"] for c in cs]
             mn = [c["diff_input_px_mean"] for c in cs]
             ok = sum(c["within_1px"] for c in cs)
-            out.append(f"- **int8 C** ({cal} calibration, {cs[0]['calib_frames']} training frames; flash "
+            how = cal.replace("+bias", " calibration + bias correction") if "+" in cal else f"{cal} calibration"
+            out.append(f"- **int8 C** ({how}, {cs[0]['calib_frames']} training frames; flash "
                        f"{cs[0]['flash_bytes']:,} B, peak RAM {cs[0]['peak_ram_bytes']:,} B): point distance to the "
                        f"float model in 64x64-input pixels, max {max(mx):.2f} (per fold {', '.join(f'{x:.2f}' for x in mx)}), "
                        f"mean {statistics.mean(mn):.2f}; within 1 px on {ok} of {len(cs)} folds; int8 C RMSE "

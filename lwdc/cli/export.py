@@ -24,6 +24,10 @@ from .base import MODEL_HELP, TRUST_PT2_HELP, fail, load_model_arg, main
 @click.option("--calib-samples", default=256, show_default=True)
 @click.option("--calibration", type=click.Choice(["minmax", "mse"]), default="minmax", show_default=True,
               help="int8 activation ranges: observed extremes, or the clipping with least quantisation error.")
+@click.option("--bias-correction", is_flag=True,
+              help="int8: after calibration, move each conv's int32 bias by the mean output shift quantisation "
+                   "causes on the calibration samples (Nagel et al. 2019); for regression outputs (landmarks) it "
+                   "removed most of the int8 error.")
 @click.option("--eval-samples", default=1000, show_default=True, help="Test samples for the accuracy check (0: skip).")
 @click.option("--name", default="model", show_default=True, help="C prefix: NAME.c, NAME.h, NAME_run().")
 @click.option("--width", default=1.0, show_default=True, help="Registered models and factories: width multiplier.")
@@ -50,7 +54,7 @@ from .base import MODEL_HELP, TRUST_PT2_HELP, fail, load_model_arg, main
 @click.option("--cmsis-nn", "cmsis_nn", type=click.Path(exists=True, file_okay=False), default=None,
               help="With --kernels cmsis-nn: your CMSIS-NN checkout (the folder holding Include/ and Source/); it is "
                    "compiled with -DCMSIS_NN_USE_SINGLE_ROUNDING and never copied into the export.")
-def export_cmd(model, fmt, out, int8, calib_data, calib_samples, calibration, eval_samples, name, width, weights,
+def export_cmd(model, fmt, out, int8, calib_data, calib_samples, calibration, bias_correction, eval_samples, name, width, weights,
                input_shape, num_classes, cache_dir, force, trust_pt2, verify, weight_storage, c_target, kernels,
                cmsis_nn) -> None:
     """Export MODEL as ONNX or a C99 library (run it with `lwdc run-c OUT`).
@@ -119,7 +123,8 @@ def export_cmd(model, fmt, out, int8, calib_data, calib_samples, calibration, ev
         if bundle is not None:
             source["normalization"] = {"mean": list(bundle.test.mean), "std": list(bundle.test.std)}
         click.echo(f"exporting {model} to C ({'int8' if int8 else 'float32'}) in {target}")
-        result = export_c(net, example, target, int8=int8, calib=calib, calibration=calibration, name=name,
+        result = export_c(net, example, target, int8=int8, calib=calib, calibration=calibration,
+                          bias_correction=bias_correction, name=name,
                           overwrite=force, verify=verify, source=source, weights=weight_storage, target=c_target,
                           kernels=kernels, cmsis_nn=cmsis_nn, log=click.echo)
     except (UnsupportedLayerError, ExportError, CompilerError, FileExistsError, ValueError) as exc:

@@ -28,7 +28,7 @@ from .cmsis import KERNEL_CHOICES, CmsisPlan, check_cmsis_nn, cmsis_path
 from .emit import check_weight_mode, emit_c
 from .graph import Graph, UnsupportedLayerError, lower
 from .plan import MemoryPlan, plan_memory
-from .quant import QuantizedGraph, calibrate, quantize, run_int8, run_quantized
+from .quant import QuantizedGraph, calibrate, correct_biases, quantize, run_int8, run_quantized
 from .reference import run_float
 from .registry import Op, lowers, register_op, unregister_op
 from .safe import check_name
@@ -103,8 +103,8 @@ def _write(path: Path, text: str) -> None:
 
 def export_c(model: nn.Module | torch.export.ExportedProgram, example_input: torch.Tensor, out_dir: str | Path, *,
              int8: bool = False, calib: torch.Tensor | Iterable | None = None, name: str = "model",
-             calibration: str = "minmax", overwrite: bool = False, verify: bool = True,
-             atol: float | None = None, rtol: float | None = None, target: str = "host",
+             calibration: str = "minmax", bias_correction: bool = False, overwrite: bool = False,
+             verify: bool = True, atol: float | None = None, rtol: float | None = None, target: str = "host",
              source: dict | None = None, weights: str = "dense", kernels: str = "portable",
              cmsis_nn: str | Path | None = None, log: Callable[[str], None] | None = None) -> CExport:
     """Write ``out_dir/{NAME.h, NAME.c, main.c, deploy.json}`` for one-sample inference in C99.
@@ -113,7 +113,9 @@ def export_c(model: nn.Module | torch.export.ExportedProgram, example_input: tor
     generated code is compiled with strict warnings and run on ``example_input``: float32 must match PyTorch
     within the export tolerance (``tolerance.Tolerance``: ``atol + rtol * max|output|`` plus what PyTorch's own
     float rounding explains) and int8 must equal the integer reference bit for bit. Any failure leaves nothing behind.
-    ``calibration`` chooses activation ranges for int8: ``minmax`` (observed extremes) or ``mse``. ``name`` must
+    ``calibration`` chooses activation ranges for int8: ``minmax`` (observed extremes) or ``mse``;
+    ``bias_correction`` then moves each int8 conv's bias by the mean shift quantisation caused on the calibration
+    inputs (``quant.correct_biases``: what regression outputs need, e.g. landmarks). ``name`` must
     be a C identifier of at most 32 characters; ``target`` names the registered compiler and runner.
     ``source`` (any JSON-able dict: where the model and its data came from, their normalisation) is recorded in
     deploy.json for ``run_c``; ``log`` receives one line per step that can take seconds. ``weights`` (float32
@@ -131,6 +133,8 @@ def export_c(model: nn.Module | torch.export.ExportedProgram, example_input: tor
         if not int8:
             raise ValueError("kernels='cmsis-nn' runs int8 kernels: export with int8=True (--int8)")
         cmsis_nn = check_cmsis_nn(cmsis_nn)
+    if bias_correction and not int8:
+        raise ValueError("bias_correction corrects int8 rounding: export with int8=True (--int8), or leave it off")
     get_target(target)
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
@@ -159,11 +163,18 @@ def export_c(model: nn.Module | torch.export.ExportedProgram, example_input: tor
         batches = _calibration_batches(calib)
         say(f"calibrating int8 ranges ({calibration}) on {sum(len(b) for b in batches)} samples")
     qgraph = quantize(graph, calibrate(graph, batches, calibration)) if int8 else None
+    corrected = {}
+    if int8 and bias_correction:
+        corrected = correct_biases(qgraph, batches)
+        say(f"bias correction: {len(corrected)} conv(s), the largest mean shift removed "
+            f"{max(corrected.values(), default=0.0):.3g} (output units)")
     plan = plan_memory(graph, 1 if int8 else 4)
     cmsis = CmsisPlan(graph, cmsis_nn) if kernels == "cmsis-nn" else None
     src = emit_c(graph, plan, qgraph, name, weights, cmsis)
     summary = {"name": name, "target": target, "precision": "int8" if int8 else "float32",
-               "calibration": calibration if int8 else None, "input_shape": list(graph.input_shape),
+               "calibration": calibration if int8 else None,
+               "bias_correction": {"convs": len(corrected), "max_shift": max(corrected.values(), default=0.0)}
+               if int8 and bias_correction else None, "input_shape": list(graph.input_shape),
                "output_shape": list(graph.output_shape), "nodes": len(graph.nodes), "macs": graph.macs,
                "params": graph.params, "flash_bytes": src.flash_bytes, **plan.summary(),
                "peak_ram_bytes": plan.peak_ram_bytes + src.weights["ram_bytes"] + src.extra_ram_bytes,

@@ -162,11 +162,20 @@ class Conv(Op):
         out_w = graph.tensors[node.output].shape[2]
         return math.prod(node.weight.shape[1:]) * (-(-out_w // 8) * 8)
 
+    @staticmethod
+    def weight_scale(node) -> np.ndarray:
+        """Per output channel, symmetric: max |w| / 127 (1 for an all-zero channel)."""
+        w_scale = np.abs(node.weight.astype(np.float64)).reshape(node.weight.shape[0], -1).max(axis=1) / 127.0
+        return np.where(w_scale > 0, w_scale, 1.0).astype(np.float32).astype(np.float64)
+
+    def bias_scale(self, node, qin) -> np.ndarray:
+        """What one unit of the int32 bias is worth in the output's float units, per output channel."""
+        return qin[0].scale * self.weight_scale(node)
+
     def quantize(self, node, qin, qout):
         w = node.weight.astype(np.float64)
-        w_scale = np.abs(w).reshape(w.shape[0], -1).max(axis=1) / 127.0
-        w_scale = np.where(w_scale > 0, w_scale, 1.0).astype(np.float32).astype(np.float64)
-        bias_scale = qin[0].scale * w_scale
+        w_scale = self.weight_scale(node)
+        bias_scale = self.bias_scale(node, qin)
         mult, shift = (np.array(v, np.int64) for v in zip(*[fixed_point(s / qout.scale) for s in bias_scale]))
         return QNode(weight=np.clip(np.rint(w / w_scale.reshape(-1, 1, 1, 1)), -127, 127).astype(np.int8),
                      bias=np.clip(np.rint(node.bias / bias_scale), -2 ** 31, 2 ** 31 - 1).astype(np.int32),
