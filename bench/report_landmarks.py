@@ -140,10 +140,10 @@ def _lwdc_lines(rows: dict) -> list[str]:
                 out.append(f"  The uncompressed RWing model's int8 C ({cal}, {len(bs)} folds): max "
                            f"{max(b['diff_input_px_max'] for b in bs):.2f}, mean "
                            f"{statistics.mean(b['diff_input_px_mean'] for b in bs):.2f} input px; within 1 px on "
-                           f"{sum(b['within_1px'] for b in bs)} of {len(bs)} folds"
-                           + (" (measured before the global average got its own int8 scale; the compressed model's "
-                              "figures above are after it)" if any("c_int8_before_gap_scale" in g[f] for f in folds)
-                              else "") + ".")
+                           f"{sum(b['within_1px'] for b in bs)} of {len(bs)} folds.")
+        best = [cal for cal in C_INT8 if all(g[f].get("c_int8", {}).get(cal, {}).get("within_1px") for f in folds)]
+        out.append(f"- **int8 C within 1 input pixel of float at every point of every test frame**: "
+                   + (f"**met** with {', '.join(best)} on all {len(folds)} folds." if best else "**not met**."))
         if any(not c["within_1px"] for f in folds for c in (g[f].get("c_int8") or {}).values()):
             out.append("  Where the int8 C is off by more than a pixel: see docs/landmarks.md, \"int8 export\".")
     return out

@@ -21,7 +21,9 @@ def _write(folder, row, name=None):
 def test_section_renders_tables_and_comparisons(tmp_path):
     out = tmp_path / "landmarks"
     c8 = {"minmax": {"flash_bytes": 11640, "peak_ram_bytes": 114688, "calib_frames": 64, "diff_input_px_max": 0.4,
-                     "diff_input_px_mean": 0.1, "within_1px": True, "metrics": {"rmse_px": 31.0}}}
+                     "diff_input_px_mean": 0.1, "within_1px": True, "metrics": {"rmse_px": 31.0}},
+          "mse+bias": {"flash_bytes": 11640, "peak_ram_bytes": 114688, "calib_frames": 64, "diff_input_px_max": 1.4,
+                       "diff_input_px_mean": 0.5, "within_1px": False, "metrics": {"rmse_px": 31.5}}}
     for fold in (0, 1):
         _write(out, _row("l2", fold, 40.0 + fold))
         _write(out, _row("rwing", fold, 30.0 + fold))
@@ -39,6 +41,8 @@ def test_section_renders_tables_and_comparisons(tmp_path):
     assert "Pose balancing" in body and "Transfer from CIFAR-10 against scratch" in body
     assert "0.595-0.595x" in body and "**met**" in body
     assert "max 0.40" in body and "within 1 px on 2 of 2 folds" in body
+    assert "mse calibration + bias correction" in body and "within 1 px on 0 of 2 folds" in body
+    assert "every point of every test frame**: **met** with minmax on all 2 folds" in body
     assert "2.81 px" in body
 
 
