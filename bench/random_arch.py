@@ -24,7 +24,7 @@ from lwdc.stages import check_checkpoint
 from .context import Context, run_name
 from .runners import lwdc_config, lwdc_extra
 
-__all__ = ["draw_matched", "run_random", "TOLERANCE"]
+__all__ = ["draw_matched", "seed_draw", "run_random", "TOLERANCE"]
 
 TOLERANCE = 0.03            # a draw's cost within 3% of the point's
 MAX_TRIES = 200_000       # rejection sampling over table sums: well under a second
@@ -63,38 +63,51 @@ def _point_ratio(point: Path, table, supernet) -> float:
     return table.ratio_of({n: layers[n].op_names.index(op) for n, op in choices.items()})
 
 
+def seed_draw(search: Path, fingerprint: str, supernet, table, target: float, seed: int, run_dir: Path) -> dict:
+    """Draw operators matched on ``table``'s cost to ``target`` and write ``search`` (a finished search
+    checkpoint of ``supernet``'s point, checked against ``fingerprint``) into ``run_dir`` with every gate one-hot on
+    the draw, so ``lwdc.compress`` with the point's config resumes there, derives the draw and fine-tunes it.
+    Returns the draw's record (also written as ``random_draw.json``)."""
+    state = check_checkpoint(search, "search", fingerprint)
+    layers = {n: layer.op_names for n, layer in supernet.choice_layers().items()}
+    choices, ratio, tries = draw_matched(table, layers, target, seed=seed)
+    for name, op in choices.items():
+        alpha = state["model"][f"net.{name}.alpha"]
+        state["model"][f"net.{name}.alpha"] = torch.where(
+            torch.arange(len(alpha)) == layers[name].index(op), torch.tensor(10.0), torch.tensor(-10.0))
+    run = Run(run_dir)
+    mine = run.checkpoint_path("search")
+    mine.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save(state, mine)
+    record = {"point": search.parent.parent.name, "match": table.name, "target_ratio": target, "draw_ratio": ratio,
+              "tolerance": TOLERANCE, "tries": tries, "seed": seed, "choices": choices}
+    run.write_file("random_draw.json", record)
+    return record
+
+
 def run_random(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module, dict]:
     a = ctx.args
     config = lwdc_config(ctx)
     run = Run(run_dir)
-    mine = run.checkpoint_path("search")
     record = run.read_file("random_draw.json")
-    if record is None or not mine.exists():
+    if record is None or not run.checkpoint_path("search").exists():
         point = _point_dir(ctx)
         search = point / "checkpoints" / "search.pt"
         if not search.exists():
             raise SystemExit(f"random draws start from the trained supernet of {point.name}, and {search} is missing "
                              f"(a carried finished point keeps no search): run that LWDC point again on this machine "
                              f"(python -m bench.cifar --method lwdc --lam {a.lam:g} --schedule {a.schedule} ...)")
-        state = check_checkpoint(search, "search", compress_fingerprint(config, "search"))
         supernet = expand(base, ctx.example, a.ops)
         table = build_cost_table(get_cost_model(a.match), supernet, base, ctx.example)
         target = _point_ratio(point, table, supernet)
-        layers = {n: layer.op_names for n, layer in supernet.choice_layers().items()}
-        choices, ratio, tries = draw_matched(table, layers, target, seed=1000 * a.seed + a.draw)
-        for name, op in choices.items():
-            alpha = state["model"][f"net.{name}.alpha"]
-            state["model"][f"net.{name}.alpha"] = torch.where(
-                torch.arange(len(alpha)) == layers[name].index(op), torch.tensor(10.0), torch.tensor(-10.0))
-        mine.parent.mkdir(parents=True, exist_ok=True)
-        atomic_save(state, mine)
-        record = {"point": point.name, "match": a.match, "target_ratio": target, "draw_ratio": ratio,
-                  "tolerance": TOLERANCE, "tries": tries, "draw": a.draw, "choices": choices}
+        record = seed_draw(search, compress_fingerprint(config, "search"), supernet, table, target,
+                           1000 * a.seed + a.draw, run_dir)
+        record = {**record, "match": a.match, "draw": a.draw}
         run.write_file("random_draw.json", record)
-        ctx.log(f"draw {a.draw}: {a.match} {ratio:.3f}x against the point's {target:.3f}x after {tries:,} tries")
+        ctx.log(f"draw {a.draw}: {a.match} {record['draw_ratio']:.3f}x against the point's {target:.3f}x after "
+                f"{record['tries']:,} tries")
     result = compress(base, ctx.train, ctx.test, example_input=ctx.example, config=config, run_dir=run_dir,
                       log=ctx.log)
     if result.report["choices"] != record["choices"]:
         raise RuntimeError("the derived network is not the draw: the one-hot gates were not kept")
     return result.model, {**lwdc_extra(ctx, result), "random_draw": record, "matches": record["point"]}
-

@@ -41,7 +41,8 @@ def _table(name: str, rows: list[dict]) -> list[str]:
     key, label, digits = HEADLINE[name]
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
-        groups[(r["model"], r["method"])].append(r)
+        if "random_draw" not in r:
+            groups[(r["model"], r["method"])].append(r)
     base_macs = {(r["model"], r["split"]): r["macs"] for r in rows if r["method"] == "baseline"}
     clinical = name == "p300"
     head = ["model", "method", "splits", label]
@@ -75,6 +76,32 @@ def _table(name: str, rows: list[dict]) -> list[str]:
     return lines
 
 
+def _random(name: str, rows: list[dict]) -> list[str]:
+    """Issue 26 on a 1-D task: each LWDC point against its random draws (same split, MACs within 3%)."""
+    key, label, digits = HEADLINE[name]
+    draws: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        if "random_draw" in r:
+            draws[(r["model"], r["split"], r["method"].rsplit("-random-", 1)[0])].append(r)
+    if not draws:
+        return []
+    points = {(r["model"], r["split"], r["method"]): r for r in rows}
+    lines = [f"Random architectures at the LWDC point's MACs (issue 26's protocol: operators drawn uniformly per "
+             f"layer until the MACs are within 3%, started from the point's trained supernet, fine-tuned with its "
+             f"settings); PyTorch {label} on the test split, onnxruntime batch-1 ms:", "",
+             "| model | split | point | LWDC | draws | random mean | random min-max | best draw | LWDC ORT ms | "
+             "random ORT ms (mean) |", "|" + "---|" * 10]
+    for (model, split, point), g in sorted(draws.items()):
+        lw = points.get((model, split, point))
+        vals = [r["metrics"][key] for r in g]
+        lines.append("| " + " | ".join([
+            model, str(split), point, format(lw["metrics"][key], f".{digits}f") if lw else "-", str(len(g)),
+            format(statistics.mean(vals), f".{digits}f"), f"{min(vals):.{digits}f}-{max(vals):.{digits}f}",
+            format(max(vals), f".{digits}f"), f"{lw['latency_ms_onnxruntime']:.3f}" if lw else "-",
+            _mean([r["latency_ms_onnxruntime"] for r in g], ".3f")]) + " |")
+    return lines + [""]
+
+
 def section(results: Path) -> str:
     rows = load(results)
     if not rows:
@@ -89,5 +116,5 @@ def section(results: Path) -> str:
            ""]
     for name in ("fsdd", "p300"):
         if rows.get(name):
-            out += [f"### {name.upper()}", ""] + _table(name, rows[name]) + [""]
+            out += [f"### {name.upper()}", ""] + _table(name, rows[name]) + [""] + _random(name, rows[name])
     return "\n".join(out)

@@ -28,7 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from lwdc import CompressConfig, compress
+from lwdc import CompressConfig, compress, expand
+from lwdc.api import compress_fingerprint
+from lwdc.costs import build_cost_table, get_cost_model
 from lwdc.analysis.detection import model_outputs
 from lwdc.data import BatchLoader, load_data, random_shift
 from lwdc.export import export_c, export_onnx
@@ -45,6 +47,7 @@ from lwdc.train import TrainConfig
 from .baselines import ShrinkageLDA
 from .deploy import ort_latency
 from .measure import git_info, machine_info
+from .random_arch import seed_draw
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CACHE = Path.home() / ".cache" / "lwdc" / "bench" / "signals"
@@ -204,17 +207,24 @@ def point_name(point: str, ops: str = "default") -> str:
     return "lwdc-" + ("" if ops == "default" else f"{ops}-") + point.replace("=", "").replace(":", "_")
 
 
-def lwdc_row(spec: SetSpec, base: nn.Module, point: str, split: int, data, task, folder: Path,
-             example: torch.Tensor, quick: bool, ops: str = "default"):
+def point_config(spec: SetSpec, point: str, split: int, quick: bool, ops: str = "default") -> CompressConfig:
     key, _, value = point.partition("=")
     lam, budgets = (float(value), None) if key == "lam" else (None, {key: value})
-    cfg = CompressConfig(**{**dict(ops=ops, lam=lam, budgets=budgets, warmup_epochs=spec.warmup_epochs,
-                                   search_epochs=spec.search_epochs, finetune_epochs=spec.finetune_epochs, lr=spec.lr,
-                                   finetune_lr=spec.finetune_lr, seed=split, progress=False,
-                                   max_batches=3 if quick else None), **spec.search})
-    train = BatchLoader(data.train, spec.batch_size, shuffle=True, augment=augment_of(spec), seed=split,
-                        drop_last=True)
-    test = BatchLoader(data.test, 256)
+    return CompressConfig(**{**dict(ops=ops, lam=lam, budgets=budgets, warmup_epochs=spec.warmup_epochs,
+                                    search_epochs=spec.search_epochs, finetune_epochs=spec.finetune_epochs, lr=spec.lr,
+                                    finetune_lr=spec.finetune_lr, seed=split, progress=False,
+                                    max_batches=3 if quick else None), **spec.search})
+
+
+def loaders(spec: SetSpec, data, split: int) -> tuple[BatchLoader, BatchLoader]:
+    return (BatchLoader(data.train, spec.batch_size, shuffle=True, augment=augment_of(spec), seed=split,
+                        drop_last=True), BatchLoader(data.test, 256))
+
+
+def lwdc_row(spec: SetSpec, base: nn.Module, point: str, split: int, data, task, folder: Path,
+             example: torch.Tensor, quick: bool, ops: str = "default"):
+    cfg = point_config(spec, point, split, quick, ops)
+    train, test = loaders(spec, data, split)
     result = compress(base, train, test, example_input=example, task=task, config=cfg,
                       run_dir=folder / point_name(point, ops), log=_log, summary=False)
     r = result.report
@@ -223,6 +233,33 @@ def lwdc_row(spec: SetSpec, base: nn.Module, point: str, split: int, data, task,
                           "finetune_seconds": wall.get("finetune"), "point": point, "ops": ops,
                           "lambda": cfg.effective_lam,
                           "budgets": r.get("budgets") or [], "macs_ratio": r["ratios"].get("macs")}
+
+
+def random_row(spec: SetSpec, base: nn.Module, point: str, draw: int, point_choices: dict, split: int, data, task,
+               folder: Path, example: torch.Tensor, quick: bool, ops: str = "default"):
+    """Issue 26's protocol on a 1-D task: draw ``draw`` of the LWDC point, operators drawn uniformly per layer
+    until the MACs are within 3% of the point's derived network, started from the point's trained supernet and
+    fine-tuned with the point's exact settings (``bench.random_arch``)."""
+    cfg = point_config(spec, point, split, quick, ops)
+    run_dir = folder / f"{point_name(point, ops)}-random-d{draw}"
+    record = Run(run_dir).read_file("random_draw.json")
+    if record is None or not Run(run_dir).checkpoint_path("search").exists():
+        search = folder / point_name(point, ops) / "checkpoints" / "search.pt"
+        supernet = expand(base, example, ops)
+        table = build_cost_table(get_cost_model("macs"), supernet, base, example)
+        layers = supernet.choice_layers()
+        target = table.ratio_of({n: layers[n].op_names.index(op) for n, op in point_choices.items()})
+        record = seed_draw(search, compress_fingerprint(cfg, "search"), supernet, table, target,
+                           1000 * split + draw, run_dir)
+        _log(f"draw {draw}: MACs {record['draw_ratio']:.3f}x against the point's {target:.3f}x")
+    train, test = loaders(spec, data, split)
+    result = compress(base, train, test, example_input=example, task=task, config=cfg, run_dir=run_dir, log=_log,
+                      summary=False)
+    if result.choices != record["choices"]:
+        raise RuntimeError("the derived network is not the draw: the one-hot gates were not kept")
+    return result.model, {"choices": result.choices, "point": point, "ops": ops, "draw": draw, "random_draw": record,
+                          "finetune_seconds": result.report["wall_time_s"].get("finetune"),
+                          "macs_ratio": result.report["ratios"].get("macs")}
 
 
 def lda_row(data) -> dict:
@@ -243,8 +280,9 @@ def _relevant(settings: dict, method: str) -> dict:
 
 
 def run_unit(spec_name: str, spec: SetSpec, model_name: str, split: int, source: Path, quick: bool,
-             out_dir: Path, cache: Path = CACHE) -> list[dict]:
-    """Baseline, LWDC points (and LDA on P300) of one (model, split); rows already written are kept."""
+             out_dir: Path, cache: Path = CACHE, random_draws: int = 0) -> list[dict]:
+    """Baseline, LWDC points (and LDA on P300) of one (model, split), and ``random_draws`` random architectures
+    per point matched on its MACs (issue 26); rows already written are kept."""
     data = load_split(spec, source, split)
     task = task_for(spec, data)
     folder = cache / spec_name / f"{model_name}_{spec.split_kind}{split}{'_quick' if quick else ''}"
@@ -287,10 +325,19 @@ def run_unit(spec_name: str, spec: SetSpec, model_name: str, split: int, source:
     ops = spec.ops.get(model_name, "default")
     for point in spec.points:
         name = point_name(point, ops)
-        if done(name):
+        searched = (folder / name / "checkpoints" / "search.pt").exists()
+        if done(name) and (searched or not random_draws):
             continue
         model, extra = lwdc_row(spec, base, point, split, data, task, folder, example, quick, ops)
-        emit(name, {**measure(name, model, data, example, quick), **extra})
+        if not done(name):
+            emit(name, {**measure(name, model, data, example, quick), **extra})
+        for draw in range(random_draws):
+            drawn = f"{name}-random-d{draw}"
+            if done(drawn):
+                continue
+            choices = json.loads(path_of(name).read_text())["choices"]
+            model, extra = random_row(spec, base, point, draw, choices, split, data, task, folder, example, quick, ops)
+            emit(drawn, {**measure(drawn, model, data, example, quick), **extra})
     if spec.clinical and model_name == spec.models[0] and not done("lda"):
         emit("lda", lda_row(data))
     return rows
@@ -307,6 +354,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache-dir", default=str(CACHE), help="run folders (checkpoints)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="a smoke run: 3 batches per epoch, 1 epoch per stage")
+    p.add_argument("--random-draws", type=int, default=0, help="random architectures per LWDC point, matched on its "
+                   "MACs within 3%% and fine-tuned like it from its trained supernet (issue 26)")
     a = p.parse_args(argv)
     spec = SETS[a.set]
     if a.points:
@@ -319,7 +368,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(a.threads)
     for model_name in a.models or spec.models:
         for split in a.splits if a.splits is not None else spec.splits:
-            run_unit(a.set, spec, model_name, split, source, a.quick, Path(a.out_dir), Path(a.cache_dir))
+            run_unit(a.set, spec, model_name, split, source, a.quick, Path(a.out_dir), Path(a.cache_dir),
+                     a.random_draws)
 
 
 if __name__ == "__main__":
