@@ -325,12 +325,11 @@ def run_unit(spec_name: str, spec: SetSpec, model_name: str, split: int, source:
     ops = spec.ops.get(model_name, "default")
     for point in spec.points:
         name = point_name(point, ops)
-        searched = (folder / name / "checkpoints" / "search.pt").exists()
-        if done(name) and (searched or not random_draws):
-            continue
-        model, extra = lwdc_row(spec, base, point, split, data, task, folder, example, quick, ops)
-        if not done(name):
-            emit(name, {**measure(name, model, data, example, quick), **extra})
+        finished = done(name)           # once: a row of other settings has its run folder moved aside
+        if not finished or (random_draws and not (folder / name / "checkpoints" / "search.pt").exists()):
+            model, extra = lwdc_row(spec, base, point, split, data, task, folder, example, quick, ops)
+            if not finished:
+                emit(name, {**measure(name, model, data, example, quick), **extra})
         for draw in range(random_draws):
             drawn = f"{name}-random-d{draw}"
             if done(drawn):
