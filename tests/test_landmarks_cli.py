@@ -125,9 +125,13 @@ def test_compress_a_landmark_model_from_a_classifier(tmp_path):
     run = tmp_path / "run"
     args = ["compress", *QUICK, *SMALL, "--data", str(tmp_path / "set"), "--cache-dir", str(tmp_path / "cache"),
             "--task", "landmarks", "--loss", "wing", "--task-option", "w=5", "--init-from", str(tmp_path / "cifar.pt"),
-            "--freeze", "backbone", "--pretrain-epochs", "1", "--run-dir", str(run)]
+            "--freeze", "backbone", "--pretrain-epochs", "1", "--run-dir", str(run), "--export", "c"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
+    from lwdc.export.c import find_compiler
+    if find_compiler("host"):                            # the firmware's int8 C is bias-corrected for regression
+        deploy = json.loads((run / "firmware" / "deploy.json").read_text())
+        assert deploy["bias_correction"]["convs"] >= 1
     assert "task landmarks" in result.output and "head head.2 replaced (2 tensors" in result.output
     report = json.loads((run / "report.json").read_text())
     assert report["task"] == "landmarks" and report["primary_metric"] == "nme"
