@@ -28,6 +28,15 @@ def test_budgets_parse(text, expected):
     assert parse_budget(text) == expected
 
 
+def test_instructions_names_the_mcu_cost():
+    """``--target instructions=2M``: the issue's spelling of an instruction budget is the ``mcu`` cost."""
+    from lwdc.costs import get_cost_model
+    from lwdc.costs.mcu import McuCost
+    assert parse_budget("instructions=2M") == Budget("instructions", absolute=2e6)
+    assert isinstance(get_cost_model("instructions"), McuCost)
+    assert get_cost_model("instructions:cortex-m7").target.name == get_cost_model("mcu:cortex-m7").target.name
+
+
 @pytest.mark.parametrize("text, words", [("macs", "COST=VALUE"), ("macs=1.5x", "(0, 1]"), ("macs=abc", "neither"),
                                          ("flash=12parsecs", "neither"), ("macs=-3", "neither")])
 def test_bad_budgets_say_what_is_wrong(text, words):

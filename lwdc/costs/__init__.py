@@ -13,7 +13,8 @@ A cost model is named by a spec string ``name[:option[:option...]]``; keyword ar
                                     place), see ram.py
     mcu[:cortex-m4|cortex-m7|cortex-m33][:int8|float32]
                                     instructions of the C export on the emulated core (default cortex-m4, int8),
-                                    measured in QEMU and cached, see mcu.py
+                                    measured in QEMU and cached, see mcu.py; ``instructions`` is an alias
+                                    (``--target instructions=2M``)
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ __all__ = ["CostModel", "CostTable", "build_cost_table", "get_cost_model", "COST
 
 COST_MODELS = {"params": ParamsCost, "macs": MacsCost, "flops": MacsCost, "latency": LatencyCost,
                "systolic": SystolicCost, "flash": FlashCost,
-               "ram": RamCost, "mcu": McuCost}
+               "ram": RamCost, "mcu": McuCost, "instructions": McuCost}
 
 
 def get_cost_model(spec: str, **options) -> CostModel:
