@@ -141,7 +141,8 @@ _RUN_OPTIONS = [
                  help="A target or budget the search keeps by itself (repeatable): macs=0.5x, params=0.3x, "
                       "flash=200KiB (int8 weights; flash:float32=... for float), ram=48KiB (peak activation bytes "
                       "of the C library's memory plan; ram:plain=... without in-place kernels), "
-                      "latency:onnxruntime=0.6x, systolic=0.5x, mcu:cortex-m4=5M or instructions=5M (instructions on the emulated core). "
+                      "latency:onnxruntime=0.6x, systolic=0.5x, mcu:cortex-m4=5M or instructions=5M (instructions "
+                      "on the emulated core). "
                       "With targets, --lam defaults to 0. A board name (--target cortex-m4) instead means --export c "
                       "for that board."),
     click.option("--export", "export", default="none", show_default=True, type=click.Choice(["none", "c"]),
