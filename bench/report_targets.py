@@ -20,7 +20,8 @@ def _row(file: str, r: dict, baseline: dict) -> str:
     ram = (f"; peak RAM {r['ram_bytes_before']:,} -> {r['ram_bytes_after']:,} B (plain plan "
            f"{r['ram_bytes_after_plain_plan']:,})" if "ram_bytes_after" in r else "")
     return (f"| {r['target']} | {r['seed']} | {r['achieved_ratio']:.3f}x of a {r['limit_ratio']:.3f}x limit "
-            f"({'met' if r['met'] else 'MISSED'}) | {alone:.3f}x | {len(r['repaired_layers'])} | "
+            f"({'met' if r['met'] else 'MISSED'}) | {alone:.3f}x | {len(r['repaired_layers'])} / "
+            f"{len(r.get('filled_layers') or [])}{' (fill limits)' if r.get('fill_limits') else ''} | "
             f"{r['accuracy']:.2f}% (baseline {baseline['accuracy']:.2f}%), MACs {r['macs_ratio']:.3f}x{ram} | {file} |")
 
 
@@ -31,10 +32,11 @@ def section(results: Path) -> str:
     lines = ["## Targets and budgets on ResNet-20, CIFAR-10 subset (issue 24, measured here)", "",
              "`python -m bench.targets` (see its docstring): one baseline (30 epochs on the shipped subset), then an "
              "LWDC run per target with no lambda (8 search + 8 fine-tuning epochs). 'search alone' is the argmax "
-             "network at the end of the search, before the greedy repair; 'achieved' is the derived network "
+             "network at the end of the search, before the greedy repair (and the fill toward a target, or toward an "
+             "absolute limit with `fill_limits`); 'achieved' is the derived network "
              "(MACs by the independent counter, flash as the C exporter counts it, peak RAM by the memory planner). "
              "`targets_integral.json` holds the first control law's runs (multiplier only), kept for the record.", "",
-             "| target | seed | achieved | search alone | layers repaired | accuracy, MACs | file |",
+             "| target | seed | achieved | search alone | layers repaired / filled | accuracy, MACs | file |",
              "|---|---|---|---|---|---|---|"]
     for f in files:
         data = json.loads(f.read_text())
