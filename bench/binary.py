@@ -259,7 +259,8 @@ def run_row(row: str, data, loaders, calib, args) -> dict:
                           summary=False, log=_log, **settings)
         model = result.model
         rep = result.report
-        out.update(kind="lwdc", ops=ops, budget={cost: budget}, seed=args.seed, trainer=2, settings={k: v for k, v in settings.items()},
+        out.update(kind="lwdc", ops=ops, budget={cost: budget}, seed=args.seed, trainer=2,
+                   settings={k: v for k, v in settings.items()},
                    choices=result.choices, run_dir=str(cache / folder),
                    wall_time_s=rep.get("wall_time_s"))
     else:

@@ -21,7 +21,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-__all__ = ["Schedule", "SCHEDULES", "EXPERIMENTS", "ABLATIONS", "VARIANTS", "METHODS", "PRUNE_METHODS", "PLANS", "baseline_schedule", "lambdas",
+__all__ = ["Schedule", "SCHEDULES", "EXPERIMENTS", "ABLATIONS", "VARIANTS", "METHODS", "PRUNE_METHODS", "PLANS",
+           "baseline_schedule", "lambdas",
            "plan_of"]
 
 PRUNE_METHODS = ("prune-l1", "prune-l1-global", "prune-group-sparse")

@@ -26,7 +26,8 @@ optimistic; the other four folds were not looked at before the run.
 The RWing baseline of each fold is then compressed by LWDC with the RWing loss as the task loss (``macs=0.6x``
 target, met exactly: at least 40% fewer MACs; search 20 epochs at 1e-3, fine-tuning 60 at 3e-3, both AdamW), and
 that model is exported to int8 C four times (activation ranges from the training frames by min/max and by MSE,
-each with and without bias correction, ``export_c(bias_correction=True)``) and run on the whole test fold: its outputs are compared with the float PyTorch model's in pixels of the 64x64 input
+each with and without bias correction, ``export_c(bias_correction=True)``) and run on the whole test fold: its
+outputs are compared with the float PyTorch model's in pixels of the 64x64 input
 (point distances: max and mean) and scored in original pixels. The uncompressed RWing model gets the same int8
 C check (``baseline_c_int8``), which tells the export's own error from what the compressed architecture adds.
 

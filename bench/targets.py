@@ -95,7 +95,8 @@ def main() -> None:
             try:
                 result = compress(base, train, test, example_input=example, budgets={cost: limit}, ops="default",
                                   search_epochs=a.search_epochs, finetune_epochs=a.finetune_epochs, seed=seed,
-                                  finetune_lr=0.05, fill_limits=a.fill_limits, max_batches=max_batches, progress=False, run_dir=cache / name,
+                                  finetune_lr=0.05, fill_limits=a.fill_limits, max_batches=max_batches,
+                                  progress=False, run_dir=cache / name,
                                   log=lambda s: (lines.append(s), print(f"[{name}] {s}", flush=True)))
             except BudgetError as exc:
                 rows.append({"run": name, "target": f"{cost}={value} ({limit} B of {original:,.0f})", "seed": seed,

@@ -75,7 +75,8 @@ class LWDC:
 
     def keep_budgets(self, supernet: Supernet, terms: list[BudgetTerm], ctx) -> tuple[dict, dict]:
         """After the search: repair (or refuse) a derivable network that misses a budget, fill one far under a
-        ratio target (or, with ``fill_limits``, under a limit), and say which binds. Returns the layers repaired and filled."""
+        ratio target (or, with ``fill_limits``, under a limit), and say which binds. Returns the layers repaired
+        and filled."""
         if not terms:
             return {}, {}
         repaired = repair(supernet, terms)
