@@ -22,8 +22,7 @@ import math
 from dataclasses import asdict, dataclass
 
 __all__ = ["Schedule", "SCHEDULES", "EXPERIMENTS", "ABLATIONS", "VARIANTS", "METHODS", "PRUNE_METHODS", "PLANS",
-           "baseline_schedule", "lambdas",
-           "plan_of"]
+           "baseline_schedule", "lambdas", "plan_of"]
 
 PRUNE_METHODS = ("prune-l1", "prune-l1-global", "prune-group-sparse")
 METHODS = ("baseline", "baseline-extended", "lwdc") + PRUNE_METHODS + ("random",)   # random: issue 26

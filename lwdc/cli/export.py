@@ -55,9 +55,8 @@ from .base import MODEL_HELP, TRUST_PT2_HELP, fail, load_model_arg, main
               help="With --kernels cmsis-nn: your CMSIS-NN checkout (the folder holding Include/ and Source/); it is "
                    "compiled with -DCMSIS_NN_USE_SINGLE_ROUNDING and never copied into the export.")
 def export_cmd(model, fmt, out, int8, calib_data, calib_samples, calibration, bias_correction, eval_samples, name,
-               width, weights,
-               input_shape, num_classes, cache_dir, force, trust_pt2, verify, weight_storage, c_target, kernels,
-               cmsis_nn) -> None:
+               width, weights, input_shape, num_classes, cache_dir, force, trust_pt2, verify, weight_storage,
+               c_target, kernels, cmsis_nn) -> None:
     """Export MODEL as ONNX or a C99 library (run it with `lwdc run-c OUT`).
 
     MODEL is a run folder (its compressed model), a registered model name (--weights for its state_dict), your own
