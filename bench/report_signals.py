@@ -41,7 +41,7 @@ def _table(name: str, rows: list[dict]) -> list[str]:
     key, label, digits = HEADLINE[name]
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
-        if "random_draw" not in r:
+        if "random_draw" not in r and "rerun_of" not in r:
             groups[(r["model"], r["method"])].append(r)
     base_macs = {(r["model"], r["split"]): r["macs"] for r in rows if r["method"] == "baseline"}
     clinical = name == "p300"
@@ -85,7 +85,8 @@ def _random(name: str, rows: list[dict]) -> list[str]:
             draws[(r["model"], r["split"], r["method"].rsplit("-random-", 1)[0])].append(r)
     if not draws:
         return []
-    points = {(r["model"], r["split"], r["method"]): r for r in rows}
+    points = {(r["model"], r["split"], r["method"]): r for r in rows if "rerun_of" not in r}
+    points.update({(r["model"], r["split"], r["rerun_of"]): r for r in rows if "rerun_of" in r})  # the draws' own
     lines = [f"Random architectures at the LWDC point's MACs (issue 26's protocol: operators drawn uniformly per "
              f"layer until the MACs are within 3%, started from the point's trained supernet, fine-tuned with its "
              f"settings); PyTorch {label} on the test split, onnxruntime batch-1 ms:", "",

@@ -326,10 +326,17 @@ def run_unit(spec_name: str, spec: SetSpec, model_name: str, split: int, source:
     for point in spec.points:
         name = point_name(point, ops)
         finished = done(name)           # once: a row of other settings has its run folder moved aside
-        if not finished or (random_draws and not (folder / name / "checkpoints" / "search.pt").exists()):
+        # draws need the point's trained supernet; a point recorded elsewhere is searched again here, and as this
+        # machine need not reproduce the recorded row, the draws are compared with that rerun (its own row)
+        rerun, marker = f"{name}-rerun", folder / f"{name}-rerun"
+        if finished and random_draws and not (folder / name / "checkpoints" / "search.pt").exists():
+            marker.mkdir(parents=True, exist_ok=True)
+        if not finished or (marker.exists() and not done(rerun)):
             model, extra = lwdc_row(spec, base, point, split, data, task, folder, example, quick, ops)
             if not finished:
                 emit(name, {**measure(name, model, data, example, quick), **extra})
+            else:
+                emit(rerun, {**measure(rerun, model, data, example, quick), **extra, "rerun_of": name})
         for draw in range(random_draws):
             drawn = f"{name}-random-d{draw}"
             if done(drawn):
