@@ -365,5 +365,11 @@ def test_ablations_switch_off_one_part_of_the_search_each(trained):
          "--ablate", "no-warmup"]))
     config = lwdc_config(ctx)
     assert (config.noise_end, config.original_prob, config.warmup_epochs) == (1.0, None, 0.0)
-    with pytest.raises(SystemExit, match="--ablate applies to --method lwdc"):
+    with pytest.raises(SystemExit, match="--ablate and --variant apply to --method lwdc"):
         run(root, "--method", "prune-l1-global", "--lam", "2", "--ablate", "no-warmup")
+    variant = SimpleNamespace(schedule=cifar.SCHEDULES["smoke"], args=cifar.parse(
+        ["--method", "lwdc", "--budget", "flash=75000", "--variant", "fill-limits", "--variant", "ramp0.5"]))
+    config = lwdc_config(variant)
+    assert (config.fill_limits, config.budget_ramp) == (True, 0.5)
+    assert cifar.run_name("lwdc", 0.0, "default", None, budgets=["flash=75000"], variants=["ramp0.5", "fill-limits"]) \
+        == "lwdc-default-lam0-flash75000-fill-limits-ramp0.5"
