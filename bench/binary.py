@@ -41,7 +41,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -50,7 +49,7 @@ from lwdc.binary import BINARY_CONVS, BiRealBlock, BinaryConv2d, clip_latent_wei
 from lwdc.costs.flash import flash_bytes
 from lwdc.data import BatchLoader, load_data, random_crop_flip
 from lwdc.export import export_c
-from lwdc.export.c import run_c
+from lwdc.export.c import evaluate_c
 from lwdc.export.c.instructions import count_instructions
 from lwdc.export.c.targets import get_target
 from lwdc.profiling import count_macs, count_params
@@ -201,9 +200,8 @@ def measure(model: nn.Module, data, test_loader, calib: torch.Tensor, instructio
     xs = data.test.normalize(data.test.x)
     with tempfile.TemporaryDirectory(prefix="lwdc-bench-binary-") as tmp:
         exp = export_c(model, example, Path(tmp) / "int8", int8=True, calib=calib, log=None)
-        out = np.asarray(run_c(Path(tmp) / "int8", xs).outputs).reshape(len(xs), -1)
         row.update(flash_bytes=exp.summary["flash_bytes"], peak_ram_bytes=exp.summary["peak_ram_bytes"],
-                   int8_c_accuracy=100.0 * float((out.argmax(1) == data.test.y.numpy()).mean()),
+                   int8_c_accuracy=evaluate_c(exp, xs, data.test.y)["accuracy"],
                    int8_verified=exp.summary.get("verified"))
         if instructions and get_target("cortex-m4").can_run():
             t0 = time.perf_counter()

@@ -63,11 +63,12 @@ def _point_ratio(point: Path, table, supernet) -> float:
     return table.ratio_of({n: layers[n].op_names.index(op) for n, op in choices.items()})
 
 
-def seed_draw(search: Path, fingerprint: str, supernet, table, target: float, seed: int, run_dir: Path) -> dict:
+def seed_draw(search: Path, fingerprint: str, supernet, table, target: float, seed: int, run_dir: Path,
+              **record_extra) -> dict:
     """Draw operators matched on ``table``'s cost to ``target`` and write ``search`` (a finished search
     checkpoint of ``supernet``'s point, checked against ``fingerprint``) into ``run_dir`` with every gate one-hot on
     the draw, so ``lwdc.compress`` with the point's config resumes there, derives the draw and fine-tunes it.
-    Returns the draw's record (also written as ``random_draw.json``)."""
+    Returns the draw's record (also written as ``random_draw.json``, with ``record_extra`` in it)."""
     state = check_checkpoint(search, "search", fingerprint)
     layers = {n: layer.op_names for n, layer in supernet.choice_layers().items()}
     choices, ratio, tries = draw_matched(table, layers, target, seed=seed)
@@ -80,7 +81,7 @@ def seed_draw(search: Path, fingerprint: str, supernet, table, target: float, se
     mine.parent.mkdir(parents=True, exist_ok=True)
     atomic_save(state, mine)
     record = {"point": search.parent.parent.name, "match": table.name, "target_ratio": target, "draw_ratio": ratio,
-              "tolerance": TOLERANCE, "tries": tries, "seed": seed, "choices": choices}
+              "tolerance": TOLERANCE, "tries": tries, "seed": seed, "choices": choices, **record_extra}
     run.write_file("random_draw.json", record)
     return record
 
@@ -101,9 +102,7 @@ def run_random(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module,
         table = build_cost_table(get_cost_model(a.match), supernet, base, ctx.example)
         target = _point_ratio(point, table, supernet)
         record = seed_draw(search, compress_fingerprint(config, "search"), supernet, table, target,
-                           1000 * a.seed + a.draw, run_dir)
-        record = {**record, "match": a.match, "draw": a.draw}
-        run.write_file("random_draw.json", record)
+                           1000 * a.seed + a.draw, run_dir, match=a.match, draw=a.draw)
         ctx.log(f"draw {a.draw}: {a.match} {record['draw_ratio']:.3f}x against the point's {target:.3f}x after "
                 f"{record['tries']:,} tries")
     result = compress(base, ctx.train, ctx.test, example_input=ctx.example, config=config, run_dir=run_dir,

@@ -36,6 +36,7 @@ binary operations per real one, a 64-bit word), in the operator registry and in 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from contextlib import contextmanager
 
 import torch
@@ -228,9 +229,10 @@ def packed_words(in_ch_per_group: int) -> int:
 
 
 @torch.no_grad()
-def clip_latent_weights(model: nn.Module, limit: float = 1.0) -> None:
-    """Clip every binary layer's latent weights to [-limit, limit] (BinaryConnect): call after optimiser steps."""
-    for m in model.modules():
+def clip_latent_weights(model: nn.Module | Iterable[nn.Module], limit: float = 1.0) -> None:
+    """Clip every binary layer's latent weights to [-limit, limit] (BinaryConnect): call after optimiser steps.
+    ``model``: a network, or its binary layers already found (a training loop's hot path)."""
+    for m in model.modules() if isinstance(model, nn.Module) else model:
         if isinstance(m, BINARY_CONVS):
             m.weight.clamp_(-limit, limit)
 

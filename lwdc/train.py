@@ -281,7 +281,7 @@ def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterab
             dist.average_gradients(params)
             optimizer.step()
             if latent:
-                clip_latent_weights(model)
+                clip_latent_weights(latent)
             for opt in extra_optimizers:
                 opt.step()
             scheduler.step()

@@ -109,22 +109,12 @@ class FlashCost:
 
     def branch_cost(self, spec: LayerSpec, op_name: str, branch: nn.Module) -> float:
         """The branch's weights, plus the BatchNorm after the layer when the branch does not end in a conv it
-        folds into (skip, pooling, a Bi-Real add)."""
-        per_weight, per_channel = _PRECISIONS[self.precision]
-        cost = flash_bytes(branch, self.precision, example_input=_example(spec))
-        if spec.norm_after and not _ends_in_conv(branch, spec):
-            cost += spec.out_ch * (per_weight + per_channel)
-        return float(cost)
+        folds into (skip, pooling, a Bi-Real add): the branch is traced with that BatchNorm behind it."""
+        if spec.norm_after:
+            norm = nn.BatchNorm1d(spec.out_ch) if spec.dims == 1 else nn.BatchNorm2d(spec.out_ch)
+            branch = nn.Sequential(branch, norm)
+        return float(flash_bytes(branch, self.precision, example_input=torch.zeros(1, spec.in_ch, *spec.in_size)))
 
     def network_cost(self, model: nn.Module, example_input: torch.Tensor) -> float:
         return float(flash_bytes(model, self.precision, example_input=example_input))
 
-
-def _example(spec: LayerSpec) -> torch.Tensor:
-    return torch.zeros(1, spec.in_ch, *spec.in_size)
-
-
-def _ends_in_conv(branch: nn.Module, spec: LayerSpec) -> bool:
-    """Whether a BatchNorm reading the branch's output folds into it (traced as :func:`unfolded_norms` does)."""
-    norm = nn.BatchNorm1d(spec.out_ch) if spec.dims == 1 else nn.BatchNorm2d(spec.out_ch)
-    return all(m is not norm for m in unfolded_norms(nn.Sequential(branch, norm), _example(spec)))

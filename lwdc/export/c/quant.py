@@ -13,7 +13,7 @@ arithmetic of its kernel (``Op.run_int8``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -101,31 +101,27 @@ def correct_biases(qg: QuantizedGraph, batches: Iterable[torch.Tensor]) -> dict[
     corrected conv (its ``where``), the largest change in output units."""
     g = qg.graph
     x = torch.cat([b.detach().float() for b in batches])
-    n = len(x)
     floats = run_float(g, x, keep=True)
-    store = {g.tensors[g.input].storage: qg.qp(g.input).quantize(x.numpy()).reshape(n, -1)}
     changed: dict[str, float] = {}
 
-    def rows(name: str, values: dict):
-        t = g.tensors[name]
-        return t.take(values[t.storage])
-
-    for i, node in enumerate(g.nodes):
-        op, q = op_for(node.op), qg.nodes[i]
-        xs = [rows(t, store) for t in node.inputs]
+    def correct(i: int, xs: list[np.ndarray]) -> None:
+        node, q = g.nodes[i], qg.nodes[i]
+        op = op_for(node.op)
+        if node.op != "conv" or q.bias is None or not hasattr(op, "bias_scale"):
+            return
         qin, qout = [qg.qp(t) for t in node.inputs], qg.qp(node.output)
-        if node.op == "conv" and q.bias is not None and hasattr(op, "bias_scale"):
-            raw = op.run_int8(node, q, xs, qin, qout)                 # before the activation's clamp
-            got = qout.scale * (raw.astype(np.float64) - qout.zero_point)
-            with torch.no_grad():
-                want = op.run(replace(node, act="none"), [torch.as_tensor(rows(t, floats)) for t in node.inputs])
-            axes = (0, *range(2, got.ndim))
-            delta = want.double().numpy().mean(axis=axes) - got.mean(axis=axes)
-            step = np.rint(delta / op.bias_scale(node, qin)).astype(np.int64)
-            q.bias = np.clip(q.bias.astype(np.int64) + step, -2 ** 31, 2 ** 31 - 1).astype(np.int32)
-            changed[node.where] = float(np.abs(delta).max())
-        y = op.run_int8(node, q, xs, qin, qout)
-        store[g.tensors[node.output].storage] = np.clip(y, *q.clamp).astype(np.int8).reshape(n, -1)
+        raw = op.run_int8(node, q, xs, qin, qout)                 # before the activation's clamp
+        got = qout.scale * (raw.astype(np.float64) - qout.zero_point)
+        with torch.no_grad():
+            want = op.run(replace(node, act="none"),
+                          [torch.as_tensor(g.tensors[t].take(floats[g.tensors[t].storage])) for t in node.inputs])
+        axes = (0, *range(2, got.ndim))
+        delta = want.double().numpy().mean(axis=axes) - got.mean(axis=axes)
+        step = np.rint(delta / op.bias_scale(node, qin)).astype(np.int64)
+        q.bias = np.clip(q.bias.astype(np.int64) + step, -2 ** 31, 2 ** 31 - 1).astype(np.int32)
+        changed[node.where] = float(np.abs(delta).max())
+
+    run_int8(qg, qg.qp(g.input).quantize(x.numpy()), before=correct)
     return changed
 
 
@@ -136,12 +132,16 @@ def run_node_int8(qg: QuantizedGraph, i: int, xs: list[np.ndarray]) -> np.ndarra
     return np.clip(y, *q.clamp).astype(np.int8)
 
 
-def run_int8(qg: QuantizedGraph, xq: np.ndarray) -> np.ndarray:
-    """The int8 graph on a batch of already-quantised inputs; returns the int8 output (N, *output_shape)."""
+def run_int8(qg: QuantizedGraph, xq: np.ndarray,
+             before: Callable[[int, list[np.ndarray]], None] | None = None) -> np.ndarray:
+    """The int8 graph on a batch of already-quantised inputs; returns the int8 output (N, *output_shape).
+    ``before(i, inputs)`` is called ahead of node ``i`` and may change its constants (bias correction)."""
     g, n = qg.graph, xq.shape[0]
     store = {g.tensors[g.input].storage: xq.reshape(n, -1)}
     for i, node in enumerate(g.nodes):  # a view is a slice of its storage's row and shares its quantisation
         xs = [g.tensors[t].take(store[g.tensors[t].storage]) for t in node.inputs]
+        if before is not None:
+            before(i, xs)
         store[g.tensors[node.output].storage] = run_node_int8(qg, i, xs).reshape(n, -1)
     out = g.tensors[g.output]
     return out.take(store[out.storage]).reshape(n, *g.output_shape)

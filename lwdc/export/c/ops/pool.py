@@ -118,13 +118,19 @@ class Gap(Op):
     name = "gap"
     supports = ("global average pooling",)
 
+    @classmethod
+    def append(cls, lw, node, src: str) -> None:
+        """One global average of ``src`` (its plane size kept for the int8 constants, which see no shapes)."""
+        _, h, w = lw.graph.tensors[src].shape
+        lw.emit(node, cls.name, [src], attrs={"plane": h * w})
+
     @lowers(A.adaptive_avg_pool2d.default, A.adaptive_avg_pool1d.default, A._adaptive_avg_pool2d.default)
     def lower_adaptive(self, lw, node, a):
         src = lw.tensor_of(a["self"], node)
         c, h, w = lw.graph.tensors[src].shape
         oc, oh, ow = per_sample(val(node).shape, lw.where(node))
         if (oh, ow) == (1, 1):
-            lw.emit(node, self.name, [src], attrs={"plane": h * w})
+            self.append(lw, node, src)
         elif (oh, ow) == (h, w):
             lw.alias(node, src)
         elif h % oh == 0 and w % ow == 0:

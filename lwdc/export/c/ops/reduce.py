@@ -13,7 +13,7 @@ from ..fixed import centred
 from ..graph import val
 from ..registry import Op, register_op
 from .movement import sample_axis
-from .pool import tflite_average
+from .pool import Gap, tflite_average
 
 A = torch.ops.aten
 
@@ -54,8 +54,7 @@ class Mean(Op):
             raise lw.fail(node, "a mean over the batch dimension")
         src = lw.tensor_of(a["self"], node)
         if dims == list(range(2, rank)):
-            _, h, w = lw.graph.tensors[src].shape
-            lw.emit(node, "gap", [src], attrs={"plane": h * w})
+            Gap.append(lw, node, src)
         else:
             lw.emit(node, self.name, [src], attrs=dict(axes=tuple(sample_axis(d, rank) for d in dims)))
 
