@@ -150,6 +150,54 @@ def _separable(k: int, dilation: int) -> OpSpec:
     return OpSpec(f"{prefix}{k}x{k}", build, params, macs, fits)
 
 
+def _lowrank(d: int) -> OpSpec:
+    """The original convolution factored through ``r = ceil(out_ch / d)`` channels: its own kernel, stride and
+    dilation from ``in_ch`` to ``r``, then a 1 x 1 from ``r`` to ``out_ch`` (Jaderberg et al. 2014, Zhang et al.
+    2015). Built from a trained layer, it starts as that layer's best rank-``r`` approximation (truncated SVD of
+    the weight as an ``out_ch x (in_ch k^2)`` matrix, the singular values split evenly between the two factors),
+    so the search weighs a branch that already computes nearly what the original did, where a grouped or
+    separable branch starts from random weights and only learns it in the warm-up. It has no non-linearity
+    inside: the BatchNorm and activation after the layer stay where they were."""
+
+    def rank(s: LayerSpec) -> int:
+        return -(-s.out_ch // d)
+
+    def fits(s: LayerSpec) -> str | None:
+        if s.kind != "conv":
+            return "only a convolution can be factored"
+        if s.groups != 1:
+            return f"the layer is grouped ({s.groups} groups); only a dense convolution is factored"
+        if d < 2:
+            return "a rank divisor below 2 keeps every channel"
+        if 2 * rank(s) * (s.in_ch * math.prod(s.kernel) + s.out_ch) > 2 * s.out_ch * s.in_ch * math.prod(s.kernel):
+            return f"rank {rank(s)} of {s.out_ch} channels costs more than the layer itself"
+        return None
+
+    def build(s: LayerSpec, orig: nn.Module) -> nn.Module:
+        conv = _conv_cls(s.dims)
+        r = rank(s)
+        first = conv(s.in_ch, r, s.kernel, stride=s.stride, padding=s.padding, dilation=s.dilation, bias=False)
+        second = conv(r, s.out_ch, 1, bias=s.bias)
+        weight = getattr(orig, "weight", None)
+        if isinstance(weight, torch.Tensor) and tuple(weight.shape) == (s.out_ch, s.in_ch, *s.kernel):
+            with torch.no_grad():
+                u, sv, vh = torch.linalg.svd(weight.detach().float().reshape(s.out_ch, -1), full_matrices=False)
+                root = sv[:r].sqrt()
+                first.weight.copy_((root[:, None] * vh[:r]).reshape(first.weight.shape))
+                second.weight.copy_((u[:, :r] * root[None, :]).reshape(second.weight.shape))
+                if s.bias and getattr(orig, "bias", None) is not None:
+                    second.bias.copy_(orig.bias)
+        return nn.Sequential(first, second)
+
+    def params(s: LayerSpec) -> int:
+        return rank(s) * s.in_ch * math.prod(s.kernel) + _conv_params(rank(s), s.out_ch, 1, 1, s.dims, s.bias)
+
+    def macs(s: LayerSpec) -> int:
+        return s.out_positions * rank(s) * (s.in_ch * math.prod(s.kernel) + s.out_ch)
+
+    return OpSpec(f"lowrank_d{d}", build, params, macs, fits)
+
+
 def _pool(kind: str, k: int) -> OpSpec:
     def fits(s: LayerSpec) -> str | None:
         if s.in_ch != s.out_ch:
@@ -246,6 +294,7 @@ _PATTERNS: list[tuple[str, re.Pattern[str], Callable[[re.Match[str]], OpSpec]]] 
     ("dilsep{k}x{k}", re.compile(r"dilsep(\d+)x\1"), lambda m: _separable(int(m[1]), 2)),
     ("avgpool{k}x{k}", re.compile(r"avgpool(\d+)x\1"), lambda m: _pool("avg", int(m[1]))),
     ("maxpool{k}x{k}", re.compile(r"maxpool(\d+)x\1"), lambda m: _pool("max", int(m[1]))),
+    ("lowrank_d{d}", re.compile(r"lowrank_d(\d+)"), lambda m: _lowrank(int(m[1]))),
     ("skip", re.compile(r"skip"), lambda m: _skip()),
     ("bin{k}x{k}", re.compile(r"bin(\d+)x\1"), lambda m: _binary(int(m[1]), 1, False)),
     ("bin{k}x{k}_g{g}", re.compile(r"bin(\d+)x\1_g(\d+)"), lambda m: _binary(int(m[1]), int(m[2]), False)),
@@ -271,6 +320,9 @@ OP_SETS: dict[str, tuple[str, ...]] = {
     # which the default set can only keep or skip: grouped pointwise layers halve or quarter them
     "signal": ("original", "conv41x41", "conv21x21", "conv9x9", "conv3x3_g2", "conv3x3_g4", "conv1x1",
                "conv1x1_g2", "conv1x1_g4", "sep9x9", "sep3x3", "skip"),
+    # the default set plus the original layer factored at half and a quarter of its output rank, starting from
+    # its truncated SVD: a cheaper branch that keeps the layer's kernel and most of what it learnt
+    "lowrank": ("original", "conv3x3_g2", "conv3x3_g4", "conv1x1", "sep3x3", "skip", "lowrank_d2", "lowrank_d4"),
     # binary operators (lwdc.binary) beside the default set's real ones, so the search weighs one bit against
     # fewer channels or no layer at all
     "binary": ("original", "bin3x3", "birealbin3x3", "conv3x3_g4", "conv1x1", "sep3x3", "skip"),

@@ -103,11 +103,11 @@ class ZooNet(nn.Module):
 def lwdc_derived() -> nn.Module:
     """ResNet-20 (width 0.5) through expand + derive, choices cycling through every candidate operator."""
     torch.manual_seed(0)
-    supernet = expand(create_model("resnet20", width=0.5), torch.randn(2, 3, 32, 32))
+    supernet = expand(create_model("resnet20", width=0.5), torch.randn(2, 3, 32, 32), "lowrank")
     picks = {}
     for i, (name, layer) in enumerate(supernet.choice_layers().items()):
         picks[name] = layer.op_names[i % len(layer.op_names)]
-    assert {"sep3x3", "skip", "conv1x1"} <= set(picks.values())
+    assert {"sep3x3", "skip", "conv1x1", "lowrank_d2", "lowrank_d4"} <= set(picks.values())
     return randomize_bn(derive(supernet, picks), seed=1)
 
 

@@ -8,7 +8,7 @@ from lwdc.profiling import count_macs, count_params
 
 ALL_OPS = ["original", "conv3x3", "conv3x3_g2", "conv3x3_g4", "conv3x3_g8", "conv1x1", "conv1x1_g2",
            "conv1x1_g4", "conv5x5_g2", "sep3x3", "sep5x5", "dilsep3x3", "dilsep5x5", "avgpool3x3",
-           "maxpool3x3", "skip", "bin3x3", "bin5x5", "bin3x3_g2", "birealbin3x3"]
+           "maxpool3x3", "skip", "lowrank_d2", "lowrank_d4", "bin3x3", "bin5x5", "bin3x3_g2", "birealbin3x3"]
 
 
 def conv_spec(dims, cin, cout, stride, size, k=3, groups=1, bias=False):
@@ -111,3 +111,31 @@ def test_unknown_operator_lists_valid_names(bad):
 def test_duplicate_operators_rejected():
     with pytest.raises(UnknownOperatorError, match="duplicates"):
         resolve_ops(["skip", "skip"])
+
+
+def test_lowrank_starts_as_the_layers_best_low_rank_approximation():
+    """Built from a trained conv whose weight has rank r, the factored branch computes the same function; from a
+    full-rank weight it is the truncated SVD, so its error equals the discarded singular values' energy."""
+    spec = conv_spec(2, 8, 16, 2, (9, 9), bias=True)
+    conv = original_conv(spec)
+    with torch.no_grad():
+        low = torch.randn(16, 4) @ torch.randn(4, 8 * 9)           # rank 4 = ceil(16 / 4)
+        conv.weight.copy_(low.reshape(conv.weight.shape))
+    branch = get_op("lowrank_d4").build(spec, conv)
+    x = torch.randn(3, 8, 9, 9)
+    torch.testing.assert_close(branch(x), conv(x), rtol=1e-4, atol=1e-4)
+
+    full = original_conv(spec)
+    branch = get_op("lowrank_d2").build(spec, full)
+    product = branch[1].weight.reshape(16, 8) @ branch[0].weight.reshape(8, -1)
+    sv = torch.linalg.svdvals(full.weight.detach().reshape(16, -1))
+    residual = (full.weight.detach().reshape(16, -1) - product).pow(2).sum()
+    torch.testing.assert_close(residual, sv[8:].pow(2).sum(), rtol=1e-3, atol=1e-5)
+
+
+def test_lowrank_refuses_grouped_layers_and_ranks_that_cost_more():
+    assert "grouped" in get_op("lowrank_d2").fits(conv_spec(2, 8, 8, 1, (6, 6), groups=8))
+    # 1 input channel, 1x1 kernel: any rank costs more than the layer itself
+    one = LayerSpec("conv", 2, 1, 16, (1, 1), (1, 1), (0, 0), (1, 1), 1, False, (4, 4), (4, 4))
+    assert "costs more" in get_op("lowrank_d2").fits(one)
+    assert "below 2" in get_op("lowrank_d1").fits(conv_spec(2, 8, 8, 1, (6, 6)))
