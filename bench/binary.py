@@ -49,14 +49,13 @@ from lwdc.binary import BINARY_CONVS, BiRealBlock, BinaryConv2d, clip_latent_wei
 from lwdc.costs.flash import flash_bytes
 from lwdc.data import BatchLoader, load_data, random_crop_flip
 from lwdc.export import export_c
-from lwdc.export.c import evaluate_c
 from lwdc.export.c.instructions import count_instructions
 from lwdc.export.c.targets import get_target
 from lwdc.profiling import count_macs, count_params
 from lwdc.runs import write_json
 from lwdc.stages import config_fingerprint
 
-from .measure import git_info, machine_info
+from .measure import git_info, int8_c_figures, machine_info
 
 CACHE = Path.home() / ".cache" / "lwdc" / "bench" / "binary"
 OUT = Path(__file__).resolve().parent / "results" / "binary"
@@ -198,11 +197,9 @@ def measure(model: nn.Module, data, test_loader, calib: torch.Tensor, instructio
            "flash_bytes_cost_float32": flash_bytes(model, "float32", example),
            "binary_layers": sum(isinstance(m, BINARY_CONVS) for m in model.modules())}
     xs = data.test.normalize(data.test.x)
+    c = int8_c_figures(model, calib, xs, data.test.y)
+    row.update({k: c[k] for k in ("flash_bytes", "peak_ram_bytes", "int8_c_accuracy", "int8_verified")})
     with tempfile.TemporaryDirectory(prefix="lwdc-bench-binary-") as tmp:
-        exp = export_c(model, example, Path(tmp) / "int8", int8=True, calib=calib, log=None)
-        row.update(flash_bytes=exp.summary["flash_bytes"], peak_ram_bytes=exp.summary["peak_ram_bytes"],
-                   int8_c_accuracy=evaluate_c(exp, xs, data.test.y)["accuracy"],
-                   int8_verified=exp.summary.get("verified"))
         if instructions and get_target("cortex-m4").can_run():
             t0 = time.perf_counter()
             m4 = export_c(model, example, Path(tmp) / "m4", int8=True, calib=calib, target="cortex-m4", log=None)

@@ -11,6 +11,7 @@ import platform
 import resource
 import statistics
 import subprocess
+import tempfile
 from pathlib import Path
 
 import torch
@@ -21,7 +22,7 @@ from lwdc.profiling import measure_latency
 
 ROOT = Path(__file__).resolve().parents[1]
 
-__all__ = ["machine_info", "git_info", "memory_mb", "latency_pair", "speed_ratio"]
+__all__ = ["machine_info", "git_info", "memory_mb", "latency_pair", "speed_ratio", "int8_c_figures"]
 
 
 def machine_info() -> dict:
@@ -81,3 +82,17 @@ def speed_ratio(latency_before: float, latency_after: float, macs_before: int, m
     below 0 the smaller model is slower. None when the MACs did not go down."""
     saved = 1 - macs_after / macs_before
     return (1 - latency_after / latency_before) / saved if saved > 1e-9 else None
+
+
+def int8_c_figures(model: nn.Module, calib: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor) -> dict:
+    """What a microcontroller would run: the model exported as int8 C (min/max ranges from ``calib``, verified bit
+    for bit against the integer reference), its flash and planned peak RAM as the exporter counts them, and the
+    compiled library's top-1 accuracy on ``inputs`` (normalised, as the model takes them)."""
+    from lwdc.export import export_c
+    from lwdc.export.c import evaluate_c
+
+    with tempfile.TemporaryDirectory(prefix="lwdc-bench-int8-") as tmp:
+        exp = export_c(model.eval(), calib[:1], Path(tmp) / "int8", int8=True, calib=calib, log=None)
+        return {"flash_bytes": exp.summary["flash_bytes"], "peak_ram_bytes": exp.summary["peak_ram_bytes"],
+                "int8_c_accuracy": evaluate_c(exp, inputs, targets)["accuracy"],
+                "int8_verified": exp.summary.get("verified"), "calibration_samples": len(calib)}

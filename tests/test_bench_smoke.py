@@ -313,6 +313,19 @@ def test_a_budgeted_lwdc_point_keeps_its_budgets_and_names_them(trained):
     rows = {b["cost"]: b for b in r["budgets"]}
     assert set(rows) == {"flash", "ram"} and all(b["met"] for b in rows.values())
     assert rows["ram"]["measured_by"] == "memory planner" and rows["flash"]["achieved"] <= flash
+    # sized at int8, so measured as the int8 C too: what the exporter writes fits the same limits
+    c = r["int8_c"]
+    assert c["flash_bytes"] <= flash and c["peak_ram_bytes"] <= 100 * 1024 and 0 <= c["int8_c_accuracy"] <= 100
+    assert c["calibration_samples"] == cifar.CALIBRATION_SAMPLES
+    # a finished result that predates the measurement gets it on the next run, the same figures
+    folder = root / "runs" / GROUP.format(0) / r["run"]
+    stored = json.loads((folder / "result.json").read_text())
+    del stored["int8_c"]
+    (folder / "result.json").write_text(json.dumps(stored))
+    again = run(root, "--method", "lwdc", "--ops", "minimal", "--budget", f"flash={flash}", "--budget", "ram=100KiB")
+    assert again["int8_c"]["flash_bytes"] == c["flash_bytes"]
+    assert again["int8_c"]["int8_c_accuracy"] == c["int8_c_accuracy"]
+    assert "int8_c" in json.loads((folder / "result.json").read_text())
     with pytest.raises(SystemExit, match="--budget applies to --method lwdc"):
         run(root, "--method", "prune-l1-global", "--lam", "2", "--budget", "flash=1000")
 
