@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .measure import speed_ratio
 
-__all__ = ["apply_remeasured", "remeasured_note", "latency_fronts", "front", "cost_of"]
+__all__ = ["apply_remeasured", "remeasured_note", "latency_fronts", "front", "cost_of", "sweep_point"]
 
 REMEASURED = ("eager_b1", "ort_b1")
 
@@ -70,13 +70,20 @@ def _dominated(p: tuple, others: list[tuple]) -> bool:
     return any(q[0] <= p[0] and q[1] >= p[1] and (q[0], q[1]) != (p[0], p[1]) for q in others)
 
 
+def sweep_point(r: dict) -> bool:
+    """A point of a lambda sweep: an LWDC run driven by lambda alone. Runs under budgets (lambda 0, their size set
+    by flash or RAM limits), ablations and longer fine-tunes answer other questions and would bend the fronts."""
+    return (r["method"] == "lwdc" and not r.get("finetune_override") and not r.get("budgets")
+            and not r.get("ablations"))
+
+
 def latency_fronts(rs: list[dict], path: Path, title: str, label) -> list[str]:
     """Plot accuracy against onnxruntime batch-1 latency for each LWDC sweep (operator set x search cost) that has
     a cost other than MACs beside it; return the plot's Markdown and one verdict per operator set. ``label``
     names a point (bench.report.point). Nothing when no latency-cost run has finished."""
     sweeps = defaultdict(list)
     for r in rs:
-        if r["method"] == "lwdc" and not r.get("finetune_override") and "ort_b1" in r["latency_ms"]:
+        if sweep_point(r) and "ort_b1" in r["latency_ms"]:
             sweeps[(r["ops"], r.get("noise_end", 1), cost_of(r))].append((r["latency_ms"]["ort_b1"], r["accuracy"], r))
     others = {(ops, noise) for ops, noise, cost in sweeps if cost != "macs"}
     sweeps = {k: v for k, v in sweeps.items() if k[:2] in others}

@@ -386,3 +386,16 @@ def test_ablations_switch_off_one_part_of_the_search_each(trained):
     assert (config.fill_limits, config.budget_ramp) == (True, 0.5)
     assert cifar.run_name("lwdc", 0.0, "default", None, budgets=["flash=75000"], variants=["ramp0.5", "fill-limits"]) \
         == "lwdc-default-lam0-flash75000-fill-limits-ramp0.5"
+
+
+def test_lambda_sweep_fronts_leave_out_budgeted_and_ablated_runs():
+    """The latency-vs-MACs fronts compare lambda sweeps: a flash/RAM-budgeted run (lambda 0, sized by its limits),
+    an ablation or a longer fine-tune is not a point of either sweep (the converged report once put the uNAS
+    budget runs on the MACs-cost front)."""
+    from bench.report_latency import sweep_point
+    plain = {"method": "lwdc", "lambda": 0.6, "cost": "macs"}
+    assert sweep_point(plain) and sweep_point({**plain, "budgets": []})
+    assert not sweep_point({**plain, "budgets": [{"cost": "flash", "limit": 75000}]})
+    assert not sweep_point({**plain, "ablations": ["no-warmup"]})
+    assert not sweep_point({**plain, "finetune_override": 20})
+    assert not sweep_point({**plain, "method": "random"})
