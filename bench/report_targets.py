@@ -25,6 +25,57 @@ def _row(file: str, r: dict, baseline: dict) -> str:
             f"{r['accuracy']:.2f}% (baseline {baseline['accuracy']:.2f}%), MACs {r['macs_ratio']:.3f}x{ram} | {file} |")
 
 
+#: uNAS's CIFAR-10 limits (Liberis, Dudziak and Lane 2021) and the error it reached inside them
+UNAS_LIMITS = {"flash": 75000.0, "ram": 75000.0}
+UNAS_ERROR = 0.18
+
+
+def _unas_runs(results: Path) -> list[dict]:
+    """Full-CIFAR-10 LWDC runs of ``bench.cifar`` held to uNAS's flash and RAM limits."""
+    runs = []
+    for f in sorted((results / "cifar").glob("*.json")):
+        r = json.loads(f.read_text())
+        limits = {b["cost"]: b["limit"] for b in r.get("budgets") or []}
+        if r.get("method") == "lwdc" and limits == UNAS_LIMITS:
+            runs.append(r)
+    return runs
+
+
+def _bytes(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
+
+
+def unas_lines(results: Path) -> list[str]:
+    """LWDC at uNAS's limits beside uNAS's error, float and as the int8 C that the limits size."""
+    runs = _unas_runs(results)
+    if not runs:
+        return []
+    lines = ["### At uNAS's CIFAR-10 limits: 75,000 B flash and 75,000 B peak RAM, int8 (full CIFAR-10)", "",
+             "`python -m bench.cifar --schedule cpu-converged --budget flash=75000 --budget ram=75000 ...`: from the "
+             "converged baseline, the schedule's warm-up, search and fine-tuning epochs, no lambda. Flash and peak "
+             "RAM are the int8 C export's (weights; the memory planner's arena and scratch); the int8 C is "
+             f"calibrated on 512 training images and scored on the whole test set. uNAS reached error {UNAS_ERROR} "
+             f"({100 * (1 - UNAS_ERROR):.0f}% accuracy) inside the same limits.", "",
+             "| operators | variants | float acc. | int8 C acc. | error (int8 C) | flash (B) | peak RAM (B) | MACs | "
+             "choices |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        c = r.get("int8_c") or {}
+        variants = [v for v in ("fill-limits", "ramp0.5") if v in r["run"]]
+        counts: dict[str, int] = {}
+        for op in (r.get("choices") or {}).values():
+            counts[op] = counts.get(op, 0) + 1
+        acc8 = c.get("int8_c_accuracy")
+        lines.append(f"| {r['ops']} | {', '.join(variants) or '-'} | {r['accuracy']:.2f}% | "
+                     f"{f'{acc8:.2f}%' if acc8 is not None else 'not measured'} | "
+                     f"{f'{1 - acc8 / 100:.3f}' if acc8 is not None else '-'} | "
+                     f"{_bytes(c.get('flash_bytes'))} | {_bytes(c.get('peak_ram_bytes'))} | {r['macs_ratio']:.3f}x | "
+                     + ", ".join(f"{op} x{n}" for op, n in sorted(counts.items(), key=lambda kv: -kv[1])) + " |")
+    best = max((r.get("int8_c") or {}).get("int8_c_accuracy", 0.0) for r in runs)
+    verdict = "meets" if 1 - best / 100 <= UNAS_ERROR else "misses"
+    lines += ["", f"Best int8 C error {1 - best / 100:.3f}: it {verdict} uNAS's {UNAS_ERROR}.", ""]
+    return lines
+
+
 def section(results: Path) -> str:
     files = sorted(results.glob("targets*.json"))
     if not files:
@@ -42,4 +93,5 @@ def section(results: Path) -> str:
         data = json.loads(f.read_text())
         for r in data.get("runs", []):
             lines.append(_row(f.name, r, data["baseline"]))
-    return "\n".join(lines) + "\n"
+    unas = unas_lines(results)
+    return "\n".join(lines + ([""] + unas if unas else [])) + "\n"

@@ -399,3 +399,22 @@ def test_lambda_sweep_fronts_leave_out_budgeted_and_ablated_runs():
     assert not sweep_point({**plain, "ablations": ["no-warmup"]})
     assert not sweep_point({**plain, "finetune_override": 20})
     assert not sweep_point({**plain, "method": "random"})
+
+
+def test_unas_table_scores_the_int8_c_against_unas_error(tmp_path):
+    """The uNAS rows: only runs held to both of uNAS's limits, the int8 C's error beside uNAS's 0.18, and the
+    verdict from the best int8 C (a float accuracy alone never meets it)."""
+    from bench import report_targets
+    (tmp_path / "cifar").mkdir()
+    budgets = [{"cost": "flash", "limit": 75000.0}, {"cost": "ram", "limit": 75000.0}]
+    point = {"method": "lwdc", "ops": "default", "run": "lwdc-default-lam0-flash75000-ram75000-fill-limits",
+             "accuracy": 83.0, "macs_ratio": 0.3, "budgets": budgets, "choices": {"a": "skip", "b": "skip", "c": "sep3x3"}}
+    (tmp_path / "cifar" / "a.json").write_text(json.dumps(point))
+    (tmp_path / "cifar" / "b.json").write_text(json.dumps({**point, "budgets": budgets[:1], "accuracy": 99.0}))
+    lines = "\n".join(report_targets.unas_lines(tmp_path))
+    assert "| default | fill-limits | 83.00% | not measured | - | - | - | 0.300x | skip x2, sep3x3 x1 |" in lines
+    assert "99.00%" not in lines and "misses uNAS's 0.18" in lines
+    (tmp_path / "cifar" / "a.json").write_text(json.dumps(
+        {**point, "int8_c": {"int8_c_accuracy": 82.4, "flash_bytes": 74000, "peak_ram_bytes": 58368}}))
+    lines = "\n".join(report_targets.unas_lines(tmp_path))
+    assert "| 82.40% | 0.176 | 74,000 | 58,368 |" in lines and "meets uNAS's 0.18" in lines
