@@ -20,6 +20,7 @@ from .report_compare import best_pruning, matched_pairs, matched_table, nearest_
 from . import binary, c_speed, mcu_kernels, report_landmarks, report_share, report_signals, report_targets
 from .report_format import fmt, machine_label, noise_label, point, same_budget, series  # noqa: F401 (API)
 from .report_latency import apply_remeasured, latency_fronts, remeasured_note
+from .report_random import ablation_lines, random_lines
 from .report_seeds import cell, merge_seeds, seeds_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -274,6 +275,7 @@ def section(results: list[dict], doc: Path, latency_dir: Path | None = None) -> 
         out += [f"![accuracy vs FLOPs, {model}]({plot.name})", ""]
         out += latency_fronts(rs, doc.parent / f"latency_{tag}.png",
                               f"{model}, CIFAR-10, schedule {schedule}: accuracy vs onnxruntime latency", point)
+        out += random_lines(measured) + ablation_lines(measured)
         matched, verdicts = matched_table(rs)
         if len(matched) > 2:
             out += ["Matched MACs:", ""] + matched + [""] + best_pruning(rs)

@@ -1,0 +1,105 @@
+"""Is the search better than chance? (issue 26) The CIFAR rows of docs/RESULTS.md that answer it.
+
+From one schedule's results (``bench.cifar``): each LWDC point against its random draws (``--method random``,
+matched on MACs or on onnxruntime latency within 3%, started from the point's trained supernet, fine-tuned with its
+budget), as mean, spread and best of the draws' accuracy and onnxruntime batch-1 latency with a verdict; and the
+ablations of the search's own parts (``--ablate``) beside the full search, seed by seed.
+"""
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+
+__all__ = ["random_lines", "ablation_lines", "verdict"]
+
+
+def _ort(r: dict) -> float | None:
+    return (r.get("latency_ms") or {}).get("ort_b1")
+
+
+def _point_key(r: dict) -> tuple:
+    return (r.get("lambda"), r.get("ops"), r.get("cost") or "macs", r.get("noise_end"), r["seed"])
+
+
+def _plain_points(rs: list[dict]) -> dict[tuple, dict]:
+    """LWDC runs driven by lambda alone (no budgets, ablations or longer fine-tune), by what an ablation keeps."""
+    return {_point_key(r): r for r in rs if r["method"] == "lwdc" and not r.get("budgets") and not r.get("ablations")
+            and not r.get("finetune_override")}
+
+
+def verdict(point: float, draws: list[float]) -> str:
+    """Where the searched architecture's accuracy lies among the random draws'."""
+    mean, sd = statistics.mean(draws), statistics.stdev(draws) if len(draws) > 1 else 0.0
+    if point > max(draws):
+        return f"search ahead of every draw (+{point - max(draws):.2f} over the best, +{point - mean:.2f} over the mean)"
+    if point > mean + sd:
+        return (f"search ahead of the draws' mean by more than their spread (+{point - mean:.2f}), but the best draw "
+                f"is {max(draws) - point:+.2f}")
+    if point >= mean:
+        return f"random matches the search: within the draws' spread (+{point - mean:.2f} over the mean, sd {sd:.2f})"
+    return f"random beats the search: the draws' mean is {mean - point:.2f} points higher"
+
+
+def random_lines(rs: list[dict]) -> list[str]:
+    """One row per (LWDC point, seed, matched cost): the point against its draws."""
+    points = {(r["run"], r["seed"]): r for r in rs if r["method"] == "lwdc"}
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rs:
+        d = r.get("random_draw")
+        if r["method"] == "random" and d:
+            groups[(d["point"], r["seed"], d["match"])].append(r)
+    if not groups:
+        return []
+    lines = ["Random architectures against the search (issue 26): operators drawn uniformly per layer until the "
+             "matched cost is within 3% of the LWDC point's derived network, started from the point's trained "
+             "supernet and fine-tuned with its budget. Accuracy on the whole test set; onnxruntime batch-1 ms.", "",
+             "| LWDC point | seed | matched on | LWDC acc. | draws | random acc. mean ± sd | min-max | best | "
+             "LWDC ORT ms | random ORT ms mean (min-max) | verdict |", "|" + "---|" * 11]
+    for (point, seed, match), draws in sorted(groups.items(), key=str):
+        lw = points.get((point, seed))
+        acc = [r["accuracy"] for r in draws]
+        ort = [v for v in map(_ort, draws) if v is not None]
+        sd = f" ± {statistics.stdev(acc):.2f}" if len(acc) > 1 else ""
+        lines.append("| " + " | ".join([
+            point, str(seed), match, f"{lw['accuracy']:.2f}" if lw else "not finished", str(len(draws)),
+            f"{statistics.mean(acc):.2f}{sd}", f"{min(acc):.2f}-{max(acc):.2f}", f"{max(acc):.2f}",
+            f"{_ort(lw):.3f}" if lw and _ort(lw) is not None else "-",
+            f"{statistics.mean(ort):.3f} ({min(ort):.3f}-{max(ort):.3f})" if ort else "-",
+            verdict(lw["accuracy"], acc) if lw and len(acc) >= 2 else "-"]) + " |")
+    return lines + [""]
+
+
+def ablation_lines(rs: list[dict]) -> list[str]:
+    """The full search and each ablation of it at the same point, one column per seed."""
+    plain = _plain_points(rs)
+    rows: dict[tuple, dict[str, dict[int, dict]]] = defaultdict(lambda: defaultdict(dict))
+    for r in rs:
+        if r["method"] == "lwdc" and r.get("ablations") and not r.get("budgets"):
+            key = _point_key(r)[:-1]
+            rows[key]["+".join(r["ablations"])][r["seed"]] = r
+    for key in list(rows):
+        for (lam, ops, cost, noise, seed), r in plain.items():
+            if (lam, ops, cost, noise) == key:
+                rows[key]["full search"][seed] = r
+    if not rows:
+        return []
+    lines = ["Ablations of the search's parts at one point (issue 26): `no-warmup` skips the branch warm-up, "
+             "`constant-noise` keeps the Gumbel noise at scale 1, `uniform-gates` starts every gate uniform instead "
+             "of P(original) = 0.9. Accuracy (MACs ratio) per seed:", ""]
+    for (lam, ops, cost, noise), by_name in sorted(rows.items(), key=str):
+        seeds = sorted({s for runs in by_name.values() for s in runs})
+        lines += [f"Point `{ops}` λ={lam:g}, cost {cost}, noise→{noise:g}:", "",
+                  "| search | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | vs full search |",
+                  "|" + "---|" * (len(seeds) + 3)]
+        full = by_name.get("full search", {})
+        full_mean = statistics.mean(r["accuracy"] for r in full.values()) if full else None
+        for name in ["full search"] + sorted(n for n in by_name if n != "full search"):
+            runs = by_name.get(name, {})
+            cells = [f"{runs[s]['accuracy']:.2f} ({runs[s]['macs_ratio']:.3f}x)" if s in runs else "-" for s in seeds]
+            mean = statistics.mean(r["accuracy"] for r in runs.values()) if runs else None
+            delta = (f"{mean - full_mean:+.2f}" if mean is not None and full_mean is not None and name != "full search"
+                     else "-")
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {f'{mean:.2f}' if mean is not None else '-'} | "
+                         f"{delta} |")
+        lines.append("")
+    return lines
