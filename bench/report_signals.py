@@ -82,21 +82,23 @@ def _random(name: str, rows: list[dict]) -> list[str]:
     draws: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         if "random_draw" in r:
-            draws[(r["model"], r["split"], r["method"].rsplit("-random-", 1)[0])].append(r)
+            draws[(r["model"], r["split"], r["method"].rsplit("-random-", 1)[0],
+                   r["random_draw"].get("match", "macs"))].append(r)
     if not draws:
         return []
     points = {(r["model"], r["split"], r["method"]): r for r in rows if "rerun_of" not in r}
     points.update({(r["model"], r["split"], r["rerun_of"]): r for r in rows if "rerun_of" in r})  # the draws' own
-    lines = [f"Random architectures at the LWDC point's MACs (issue 26's protocol: operators drawn uniformly per "
-             f"layer until the MACs are within 3%, started from the point's trained supernet, fine-tuned with its "
-             f"settings); PyTorch {label} on the test split, onnxruntime batch-1 ms:", "",
-             "| model | split | point | LWDC | draws | random mean | random min-max | best draw | LWDC ORT ms | "
-             "random ORT ms (mean) |", "|" + "---|" * 10]
-    for (model, split, point), g in sorted(draws.items()):
+    lines = [f"Random architectures at the LWDC point's cost (issue 26's protocol: operators drawn uniformly per "
+             f"layer until the matched cost, MACs or onnxruntime latency, is within 3% of the point's, started from "
+             f"the point's trained supernet, fine-tuned with its settings); PyTorch {label} on the test split, "
+             f"onnxruntime batch-1 ms:", "",
+             "| model | split | point | matched on | LWDC | draws | random mean | random min-max | best draw | "
+             "LWDC ORT ms | random ORT ms (mean) |", "|" + "---|" * 11]
+    for (model, split, point, match), g in sorted(draws.items()):
         lw = points.get((model, split, point))
         vals = [r["metrics"][key] for r in g]
         lines.append("| " + " | ".join([
-            model, str(split), point, format(lw["metrics"][key], f".{digits}f") if lw else "-", str(len(g)),
+            model, str(split), point, match, format(lw["metrics"][key], f".{digits}f") if lw else "-", str(len(g)),
             format(statistics.mean(vals), f".{digits}f"), f"{min(vals):.{digits}f}-{max(vals):.{digits}f}",
             format(max(vals), f".{digits}f"), f"{lw['latency_ms_onnxruntime']:.3f}" if lw else "-",
             _mean([r["latency_ms_onnxruntime"] for r in g], ".3f")]) + " |")

@@ -235,23 +235,31 @@ def lwdc_row(spec: SetSpec, base: nn.Module, point: str, split: int, data, task,
                           "budgets": r.get("budgets") or [], "macs_ratio": r["ratios"].get("macs")}
 
 
+def draw_name(point_run: str, draw: int, match: str = "macs") -> str:
+    """A draw's row and run folder: ``<point>-random-d<k>``, with the matched cost named when it is not MACs."""
+    return f"{point_run}-random-" + ("" if match == "macs" else match.replace(":", "_") + "-") + f"d{draw}"
+
+
 def random_row(spec: SetSpec, base: nn.Module, point: str, draw: int, point_choices: dict, split: int, data, task,
-               folder: Path, example: torch.Tensor, quick: bool, ops: str = "default"):
+               folder: Path, example: torch.Tensor, quick: bool, ops: str = "default", match: str = "macs"):
     """Issue 26's protocol on a 1-D task: draw ``draw`` of the LWDC point, operators drawn uniformly per layer
-    until the MACs are within 3% of the point's derived network, started from the point's trained supernet and
-    fine-tuned with the point's exact settings (``bench.random_arch``)."""
+    until the ``match`` cost (MACs, or e.g. ``latency:onnxruntime``) is within 3% of the point's derived network,
+    started from the point's trained supernet and fine-tuned with the point's exact settings
+    (``bench.random_arch``)."""
     cfg = point_config(spec, point, split, quick, ops)
-    run_dir = folder / f"{point_name(point, ops)}-random-d{draw}"
+    run_dir = folder / draw_name(point_name(point, ops), draw, match)
     record = Run(run_dir).read_file("random_draw.json")
     if record is None or not Run(run_dir).checkpoint_path("search").exists():
         search = folder / point_name(point, ops) / "checkpoints" / "search.pt"
         supernet = expand(base, example, ops)
-        table = build_cost_table(get_cost_model("macs"), supernet, base, example)
+        table = build_cost_table(get_cost_model(match), supernet, base, example)
         layers = supernet.choice_layers()
         target = table.ratio_of({n: layers[n].op_names.index(op) for n, op in point_choices.items()})
-        record = seed_draw(search, compress_fingerprint(cfg, "search"), supernet, table, target,
-                           1000 * split + draw, run_dir)
-        _log(f"draw {draw}: MACs {record['draw_ratio']:.3f}x against the point's {target:.3f}x")
+        # MACs draws keep their first seeds (1000 split + draw); draws matched on another cost get their own
+        seed = 1000 * split + draw + (0 if match == "macs" else 100)
+        record = seed_draw(search, compress_fingerprint(cfg, "search"), supernet, table, target, seed, run_dir,
+                           match=match)
+        _log(f"draw {draw}: {match} {record['draw_ratio']:.3f}x against the point's {target:.3f}x")
     train, test = loaders(spec, data, split)
     result = compress(base, train, test, example_input=example, task=task, config=cfg, run_dir=run_dir, log=_log,
                       summary=False)
@@ -280,9 +288,9 @@ def _relevant(settings: dict, method: str) -> dict:
 
 
 def run_unit(spec_name: str, spec: SetSpec, model_name: str, split: int, source: Path, quick: bool,
-             out_dir: Path, cache: Path = CACHE, random_draws: int = 0) -> list[dict]:
+             out_dir: Path, cache: Path = CACHE, random_draws: int = 0, random_match: str = "macs") -> list[dict]:
     """Baseline, LWDC points (and LDA on P300) of one (model, split), and ``random_draws`` random architectures
-    per point matched on its MACs (issue 26); rows already written are kept."""
+    per point matched on its ``random_match`` cost (issue 26); rows already written are kept."""
     data = load_split(spec, source, split)
     task = task_for(spec, data)
     folder = cache / spec_name / f"{model_name}_{spec.split_kind}{split}{'_quick' if quick else ''}"
@@ -338,11 +346,12 @@ def run_unit(spec_name: str, spec: SetSpec, model_name: str, split: int, source:
             else:
                 emit(rerun, {**measure(rerun, model, data, example, quick), **extra, "rerun_of": name})
         for draw in range(random_draws):
-            drawn = f"{name}-random-d{draw}"
+            drawn = draw_name(name, draw, random_match)
             if done(drawn):
                 continue
             choices = json.loads(path_of(name).read_text())["choices"]
-            model, extra = random_row(spec, base, point, draw, choices, split, data, task, folder, example, quick, ops)
+            model, extra = random_row(spec, base, point, draw, choices, split, data, task, folder, example, quick, ops,
+                                      random_match)
             emit(drawn, {**measure(drawn, model, data, example, quick), **extra})
     if spec.clinical and model_name == spec.models[0] and not done("lda"):
         emit("lda", lda_row(data))
@@ -362,6 +371,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="a smoke run: 3 batches per epoch, 1 epoch per stage")
     p.add_argument("--random-draws", type=int, default=0, help="random architectures per LWDC point, matched on its "
                    "MACs within 3%% and fine-tuned like it from its trained supernet (issue 26)")
+    p.add_argument("--random-match", default="macs", help="the cost a random draw matches within 3%%: macs, or an "
+                   "lwdc cost such as latency:onnxruntime (build its table on an idle machine)")
     a = p.parse_args(argv)
     spec = SETS[a.set]
     if a.points:
@@ -375,7 +386,7 @@ def main(argv: list[str] | None = None) -> None:
     for model_name in a.models or spec.models:
         for split in a.splits if a.splits is not None else spec.splits:
             run_unit(a.set, spec, model_name, split, source, a.quick, Path(a.out_dir), Path(a.cache_dir),
-                     a.random_draws)
+                     a.random_draws, a.random_match)
 
 
 if __name__ == "__main__":

@@ -52,3 +52,24 @@ def test_rows_of_other_settings_are_measured_again_and_the_baseline_kept(tmp_pat
     row = json.loads((out / "p300" / "eegnet_fold0_lwdc-lam1_quick.json").read_text())
     assert row["settings"]["search"] == {"noise_end": 0.5}
     assert len(list((cache / "p300" / "eegnet_fold0_quick").glob("lwdc-lam1.stale-*"))) == 1
+
+
+@pytest.mark.skipif(find_compiler() is None, reason="no C compiler")
+def test_random_draws_matched_on_another_cost_are_named_and_reported_apart(tmp_path):
+    """Issue 26 on a 1-D task with --random-match: the draw is kept within 3% of the point on that cost (here
+    parameters), its row and run folder name the cost, and the section gives it its own 'matched on' row."""
+    data = make_epochs(tmp_path, recordings_per_subject=4, per_recording=40)
+    out = tmp_path / "results" / "signals"
+    signals.main(["--set", "p300", "--quick", "--data", str(data), "--splits", "0", "--models", "eegnet",
+                  "--points", "macs=0.5x", "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache"),
+                  "--random-draws", "1", "--random-match", "params"])
+    drawn = json.loads((out / "p300" / "eegnet_fold0_lwdc-macs0.5x-random-params-d0_quick.json").read_text())
+    record = drawn["random_draw"]
+    assert record["match"] == "params" and abs(record["draw_ratio"] / record["target_ratio"] - 1) <= 0.03
+    assert (tmp_path / "cache" / "p300" / "eegnet_fold0_quick" / "lwdc-macs0.5x-random-params-d0").is_dir()
+    for p in (out / "p300").glob("*.json"):
+        r = json.loads(p.read_text())
+        r["quick"] = False
+        p.write_text(json.dumps(r))
+    text = report_signals.section(tmp_path / "results")
+    assert "| eegnet | 0 | lwdc-macs0.5x | params |" in text
