@@ -10,6 +10,8 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
+from .report_latency import sweep_point
+
 __all__ = ["random_lines", "ablation_lines", "verdict"]
 
 
@@ -25,9 +27,8 @@ def _point_key(r: dict) -> tuple:
 
 
 def _plain_points(rs: list[dict]) -> dict[tuple, dict]:
-    """LWDC runs driven by lambda alone (no budgets, ablations or longer fine-tune), by what an ablation keeps."""
-    return {_point_key(r): r for r in rs if r["method"] == "lwdc" and not r.get("budgets") and not r.get("ablations")
-            and not r.get("finetune_override")}
+    """LWDC runs driven by lambda alone (``sweep_point``), by what an ablation of them keeps."""
+    return {_point_key(r): r for r in rs if sweep_point(r)}
 
 
 def verdict(point: float, draws: list[float]) -> str:
