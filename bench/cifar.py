@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from lwdc import CompressConfig
+from lwdc.budgets import BudgetError, parse_budgets
 from lwdc.costs import get_cost_model
 from lwdc.data import BatchLoader, load_data, random_crop_flip
 from lwdc.profiling import count_macs, count_params
@@ -179,7 +180,8 @@ def run(a: argparse.Namespace) -> dict:
 
 
 def _wants_int8(a: argparse.Namespace) -> bool:
-    return any(b.split("=", 1)[0].strip() in INT8_BUDGETS for b in a.budget or ())
+    """Whether the run keeps a budget counted at int8 (parsed as lwdc parses it, so `` flash = 75000`` counts)."""
+    return any(b.cost in INT8_BUDGETS for b in parse_budgets(a.budget))
 
 
 def _int8_c(model: nn.Module, data) -> dict:
@@ -247,6 +249,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         raise SystemExit("--ablate and --variant apply to --method lwdc")
     if a.budget and a.method != "lwdc":
         raise SystemExit("--budget applies to --method lwdc")
+    try:
+        parse_budgets(a.budget)        # a malformed budget fails here, not after the baseline has loaded
+    except BudgetError as exc:
+        raise SystemExit(f"--budget: {exc}") from None
     if a.method == "lwdc" and a.lam is None and a.budget:
         a.lam = 0.0                     # the budgets size the network, as in lwdc.compress
     if a.method == "lwdc" and a.lam is None:

@@ -24,10 +24,16 @@ from lwdc.stages import check_checkpoint
 from .context import Context, run_name
 from .runners import lwdc_config, lwdc_extra
 
-__all__ = ["draw_matched", "seed_draw", "run_random", "TOLERANCE"]
+__all__ = ["draw_matched", "draw_seed", "seed_draw", "run_random", "TOLERANCE"]
 
 TOLERANCE = 0.03            # a draw's cost within 3% of the point's
 MAX_TRIES = 200_000       # rejection sampling over table sums: well under a second
+
+
+def draw_seed(seed: int, draw: int) -> int:
+    """The random seed of draw ``draw`` of a point trained with ``seed`` (a CIFAR seed or a 1-D task's split), the
+    same for every matched cost: the matched cost's own table and target already make its draws its own."""
+    return 1000 * seed + draw
 
 
 def draw_matched(table, layers: dict[str, list[str]], target: float, seed: int,
@@ -102,7 +108,7 @@ def run_random(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module,
         table = build_cost_table(get_cost_model(a.match), supernet, base, ctx.example)
         target = _point_ratio(point, table, supernet)
         record = seed_draw(search, compress_fingerprint(config, "search"), supernet, table, target,
-                           1000 * a.seed + a.draw, run_dir, match=a.match, draw=a.draw)
+                           draw_seed(a.seed, a.draw), run_dir, match=a.match, draw=a.draw)
         ctx.log(f"draw {a.draw}: {a.match} {record['draw_ratio']:.3f}x against the point's {target:.3f}x after "
                 f"{record['tries']:,} tries")
     result = compress(base, ctx.train, ctx.test, example_input=ctx.example, config=config, run_dir=run_dir,

@@ -60,7 +60,7 @@ def unas_lines(results: Path) -> list[str]:
              "choices |", "|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         c = r.get("int8_c") or {}
-        variants = [v for v in ("fill-limits", "ramp0.5") if v in r["run"]]
+        variants = r.get("variants") or []     # recorded by the run (a result from before variants has none)
         counts: dict[str, int] = {}
         for op in (r.get("choices") or {}).values():
             counts[op] = counts.get(op, 0) + 1

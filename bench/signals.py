@@ -47,7 +47,7 @@ from lwdc.train import TrainConfig
 from .baselines import ShrinkageLDA
 from .deploy import ort_latency
 from .measure import git_info, machine_info
-from .random_arch import seed_draw
+from .random_arch import draw_seed, seed_draw
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CACHE = Path.home() / ".cache" / "lwdc" / "bench" / "signals"
@@ -255,10 +255,8 @@ def random_row(spec: SetSpec, base: nn.Module, point: str, draw: int, point_choi
         table = build_cost_table(get_cost_model(match), supernet, base, example)
         layers = supernet.choice_layers()
         target = table.ratio_of({n: layers[n].op_names.index(op) for n, op in point_choices.items()})
-        # MACs draws keep their first seeds (1000 split + draw); draws matched on another cost get their own
-        seed = 1000 * split + draw + (0 if match == "macs" else 100)
-        record = seed_draw(search, compress_fingerprint(cfg, "search"), supernet, table, target, seed, run_dir,
-                           match=match)
+        record = seed_draw(search, compress_fingerprint(cfg, "search"), supernet, table, target,
+                           draw_seed(split, draw), run_dir, match=match)
         _log(f"draw {draw}: {match} {record['draw_ratio']:.3f}x against the point's {target:.3f}x")
     train, test = loaders(spec, data, split)
     result = compress(base, train, test, example_input=example, task=task, config=cfg, run_dir=run_dir, log=_log,

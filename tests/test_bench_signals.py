@@ -5,6 +5,7 @@ import json
 import pytest
 
 from bench import report_signals, signals
+from bench.random_arch import draw_seed
 from lwdc.export.c import find_compiler
 
 from test_data_signals import make_epochs
@@ -66,6 +67,7 @@ def test_random_draws_matched_on_another_cost_are_named_and_reported_apart(tmp_p
     drawn = json.loads((out / "p300" / "eegnet_fold0_lwdc-macs0.5x-random-params-d0_quick.json").read_text())
     record = drawn["random_draw"]
     assert record["match"] == "params" and abs(record["draw_ratio"] / record["target_ratio"] - 1) <= 0.03
+    assert record["seed"] == draw_seed(0, 0)        # one seed rule for every matched cost, as bench.cifar's
     assert (tmp_path / "cache" / "p300" / "eegnet_fold0_quick" / "lwdc-macs0.5x-random-params-d0").is_dir()
     for p in (out / "p300").glob("*.json"):
         r = json.loads(p.read_text())

@@ -303,6 +303,19 @@ def test_bad_seed_and_cost_options_name_the_problem(argv, message):
         cifar.parse(argv)
 
 
+def test_int8_measurement_follows_the_budgets_as_lwdc_parses_them():
+    """A flash or RAM budget, however spaced, asks for the int8 C; a MACs budget does not; a malformed budget is
+    refused when the command is read, before any baseline loads."""
+    wants = lambda *budgets: cifar._wants_int8(cifar.parse(  # noqa: E731
+        ["--method", "lwdc", *[x for b in budgets for x in ("--budget", b)]]))
+    assert wants(" flash = 75000") and wants("macs=0.5x", "ram=64KiB")
+    assert not wants("macs=0.5x") and not wants("params=0.3x")
+    with pytest.raises(SystemExit, match=re.escape("--budget: target 'flash75000': write COST=VALUE")):
+        cifar.parse(["--method", "lwdc", "--budget", "flash75000"])
+    with pytest.raises(SystemExit, match="one budget per cost"):
+        cifar.parse(["--method", "lwdc", "--budget", "flash=1000", "--budget", "flash=2000"])
+
+
 def test_a_budgeted_lwdc_point_keeps_its_budgets_and_names_them(trained):
     """uNAS-style limits (flash and peak RAM, int8) on one LWDC run: lambda 0, the budgets in the run's name and
     result, each met as the exporter and the memory planner count it."""
@@ -407,8 +420,8 @@ def test_unas_table_scores_the_int8_c_against_unas_error(tmp_path):
     from bench import report_targets
     (tmp_path / "cifar").mkdir()
     budgets = [{"cost": "flash", "limit": 75000.0}, {"cost": "ram", "limit": 75000.0}]
-    point = {"method": "lwdc", "ops": "default", "run": "lwdc-default-lam0-flash75000-ram75000-fill-limits",
-             "accuracy": 83.0, "macs_ratio": 0.3, "budgets": budgets, "choices": {"a": "skip", "b": "skip", "c": "sep3x3"}}
+    point = {"method": "lwdc", "ops": "default", "run": "lwdc-default-lam0-flash75000-ram75000-fill-limits-ramp0.5",
+             "variants": ["fill-limits"], "accuracy": 83.0, "macs_ratio": 0.3, "budgets": budgets, "choices": {"a": "skip", "b": "skip", "c": "sep3x3"}}
     (tmp_path / "cifar" / "a.json").write_text(json.dumps(point))
     (tmp_path / "cifar" / "b.json").write_text(json.dumps({**point, "budgets": budgets[:1], "accuracy": 99.0}))
     lines = "\n".join(report_targets.unas_lines(tmp_path))
