@@ -2,6 +2,8 @@
 
     python -m bench.signals --set fsdd [--models m5 logmel_dscnn] [--splits 0 1 2] [--points macs=0.5x lam=2] [--quick]
     python -m bench.signals --set p300 [--models eegnet farahat1d] [--splits 0 1 ...]   (folds by recording)
+    python -m bench.signals --set fsdd --random-draws 5 [--random-match latency:onnxruntime]   (issue 26's draws;
+        for a measured cost, first --tables-only on an idle machine, then the draws beside other jobs)
 
 Per data set, model and split (a seed for FSDD's official split; a fold by recording of subject 1 for P300), it
 trains the baseline, compresses it with LWDC at each point (a MACs target, the way lwdc is meant to be driven, or
@@ -285,6 +287,22 @@ def _relevant(settings: dict, method: str) -> dict:
     return settings if method.startswith("lwdc") else {k: v for k, v in settings.items() if k not in _POINT_ONLY}
 
 
+def build_match_table(spec: SetSpec, model_name: str, split: int, source: Path, match: str) -> None:
+    """Price the (model, split)'s supernet on the ``match`` cost and leave the table in the cost's cache, so a
+    measured cost (``latency:onnxruntime``) is timed on an idle machine and the draws that match it, run later
+    beside other jobs, only read it. Timing depends on shapes, not weights: an untrained model of the same
+    architecture and input prices the same table."""
+    data = load_split(spec, source, split)
+    model = create_model(model_name, num_classes=data.num_classes, in_channels=data.input_shape[0],
+                         **spec.model_kwargs).eval()
+    example = data.test.normalize(data.test.x[:1])
+    ops = spec.ops.get(model_name, "default")
+    t0 = time.perf_counter()
+    table = build_cost_table(get_cost_model(match), expand(model, example, ops), model, example)
+    _log(f"{model_name} split {split}: {match} table of {len(table.layer_costs)} layers ({ops} operators) in "
+         f"{time.perf_counter() - t0:.1f} s; the original costs {table.reference:.4g} {table.unit}")
+
+
 def run_unit(spec_name: str, spec: SetSpec, model_name: str, split: int, source: Path, quick: bool,
              out_dir: Path, cache: Path = CACHE, random_draws: int = 0, random_match: str = "macs") -> list[dict]:
     """Baseline, LWDC points (and LDA on P300) of one (model, split), and ``random_draws`` random architectures
@@ -370,7 +388,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--random-draws", type=int, default=0, help="random architectures per LWDC point, matched on its "
                    "MACs within 3%% and fine-tuned like it from its trained supernet (issue 26)")
     p.add_argument("--random-match", default="macs", help="the cost a random draw matches within 3%%: macs, or an "
-                   "lwdc cost such as latency:onnxruntime (build its table on an idle machine)")
+                   "lwdc cost such as latency:onnxruntime (build its table on an idle machine: --tables-only)")
+    p.add_argument("--tables-only", action="store_true", help="only price each (model, split)'s supernet on "
+                   "--random-match and cache the table (run it on an idle machine before the draws), then stop")
     a = p.parse_args(argv)
     spec = SETS[a.set]
     if a.points:
@@ -383,6 +403,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(a.threads)
     for model_name in a.models or spec.models:
         for split in a.splits if a.splits is not None else spec.splits:
+            if a.tables_only:
+                build_match_table(spec, model_name, split, source, a.random_match)
+                continue
             run_unit(a.set, spec, model_name, split, source, a.quick, Path(a.out_dir), Path(a.cache_dir),
                      a.random_draws, a.random_match)
 

@@ -75,3 +75,15 @@ def test_random_draws_matched_on_another_cost_are_named_and_reported_apart(tmp_p
         p.write_text(json.dumps(r))
     text = report_signals.section(tmp_path / "results")
     assert "| eegnet | 0 | lwdc-macs0.5x | params |" in text
+
+
+def test_tables_only_prices_the_supernet_and_trains_nothing(tmp_path, capsys):
+    """--tables-only (for a measured cost, run on an idle machine before the draws): one table per (model, split),
+    no baseline trained, no row or run folder written."""
+    data = make_epochs(tmp_path, recordings_per_subject=4, per_recording=40)
+    out, cache = tmp_path / "results", tmp_path / "cache"
+    signals.main(["--set", "p300", "--quick", "--data", str(data), "--splits", "0", "1", "--models", "eegnet",
+                  "--out-dir", str(out), "--cache-dir", str(cache), "--random-match", "params", "--tables-only"])
+    logged = capsys.readouterr().out
+    assert logged.count("eegnet split") == 2 and "params table of" in logged and "the original costs" in logged
+    assert not out.exists() and not cache.exists()
