@@ -279,12 +279,17 @@ def lda_row(data) -> dict:
     return {"metrics": m, "threshold": threshold, "features": "4 channels x 29 window means (decimate 4)"}
 
 
+#: Settings that say which rows exist, not how any one row is made (a row is one model, split and point, named by
+#: its file): adding a point to a set must not measure its finished rows again.
+_GRID = ("models", "splits", "points")
 #: Settings a baseline or LDA row does not depend on (only the LWDC points read them).
-_POINT_ONLY = ("points", "warmup_epochs", "search_epochs", "finetune_epochs", "finetune_lr", "ops", "search")
+_POINT_ONLY = ("warmup_epochs", "search_epochs", "finetune_epochs", "finetune_lr", "ops", "search")
 
 
 def _relevant(settings: dict, method: str) -> dict:
-    return settings if method.startswith("lwdc") else {k: v for k, v in settings.items() if k not in _POINT_ONLY}
+    """The settings a row of ``method`` depends on: a row written under other ones is measured again."""
+    skip = _GRID if method.startswith("lwdc") else _GRID + _POINT_ONLY
+    return {k: v for k, v in settings.items() if k not in skip}
 
 
 def build_match_table(spec: SetSpec, model_name: str, split: int, source: Path, match: str) -> None:

@@ -87,3 +87,18 @@ def test_tables_only_prices_the_supernet_and_trains_nothing(tmp_path, capsys):
     logged = capsys.readouterr().out
     assert logged.count("eegnet split") == 2 and "params table of" in logged and "the original costs" in logged
     assert not out.exists() and not cache.exists()
+
+
+def test_a_row_is_current_whatever_other_rows_the_set_names():
+    """Adding a point (or a model, a split) to a set leaves its finished rows alone: the FSDD point's row, written
+    when the set named one point, was measured again (and its run folder moved aside) once a second point was
+    added. A change to how the row is made still counts."""
+    from bench.signals import SETS, _relevant
+    now = json.loads(json.dumps({**SETS["fsdd"].__dict__, "model_kwargs": {}}))
+    written = {**now, "points": ["macs=0.5x"], "models": ["m5"], "splits": [0]}
+    for method in ("lwdc-signal-macs0.5x", "lwdc-signal-macs0.5x-random-d0", "baseline", "lda"):
+        assert _relevant(written, method) == _relevant(now, method)
+    searched_otherwise = {**now, "search": {**now["search"], "lr": 0.05}}
+    assert _relevant(searched_otherwise, "lwdc-signal-macs0.5x") != _relevant(now, "lwdc-signal-macs0.5x")
+    assert _relevant(searched_otherwise, "baseline") == _relevant(now, "baseline")
+    assert _relevant({**now, "epochs": 5}, "baseline") != _relevant(now, "baseline")
