@@ -31,17 +31,18 @@ def _plain_points(rs: list[dict]) -> dict[tuple, dict]:
     return {_point_key(r): r for r in rs if sweep_point(r)}
 
 
-def verdict(point: float, draws: list[float]) -> str:
-    """Where the searched architecture's accuracy lies among the random draws'."""
+def verdict(point: float, draws: list[float], digits: int = 2) -> str:
+    """Where the searched architecture's score lies among the random draws' (``digits``: the score's decimals)."""
     mean, sd = statistics.mean(draws), statistics.stdev(draws) if len(draws) > 1 else 0.0
+    f = (lambda x: f"{x:.{digits}f}")  # noqa: E731
     if point > max(draws):
-        return f"search ahead of every draw (+{point - max(draws):.2f} over the best, +{point - mean:.2f} over the mean)"
+        return f"search ahead of every draw (+{f(point - max(draws))} over the best, +{f(point - mean)} over the mean)"
     if point > mean + sd:
-        return (f"search ahead of the draws' mean by more than their spread (+{point - mean:.2f}), but the best draw "
-                f"is {max(draws) - point:+.2f}")
+        return (f"search ahead of the draws' mean by more than their spread (+{f(point - mean)}), but the best draw "
+                f"is +{f(max(draws) - point)}")
     if point >= mean:
-        return f"random matches the search: within the draws' spread (+{point - mean:.2f} over the mean, sd {sd:.2f})"
-    return f"random beats the search: the draws' mean is {mean - point:.2f} points higher"
+        return f"random matches the search: within the draws' spread (+{f(point - mean)} over the mean, sd {f(sd)})"
+    return f"random beats the search: the draws' mean is {f(mean - point)} higher"
 
 
 def random_lines(rs: list[dict]) -> list[str]:

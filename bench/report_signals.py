@@ -13,6 +13,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from .report_random import verdict
+
 MARKERS = ("<!-- bench:signals:start -->", "<!-- bench:signals:end -->")
 HEADLINE = {"fsdd": ("accuracy", "accuracy (%)", 2), "p300": ("auc", "AUC", 3)}
 
@@ -93,7 +95,7 @@ def _random(name: str, rows: list[dict]) -> list[str]:
              f"the point's trained supernet, fine-tuned with its settings); PyTorch {label} on the test split, "
              f"onnxruntime batch-1 ms:", "",
              "| model | split | point | matched on | LWDC | draws | random mean | random min-max | best draw | "
-             "LWDC ORT ms | random ORT ms (mean) |", "|" + "---|" * 11]
+             "LWDC ORT ms | random ORT ms (mean) | verdict |", "|" + "---|" * 12]
     for (model, split, point, match), g in sorted(draws.items()):
         lw = points.get((model, split, point))
         vals = [r["metrics"][key] for r in g]
@@ -101,7 +103,8 @@ def _random(name: str, rows: list[dict]) -> list[str]:
             model, str(split), point, match, format(lw["metrics"][key], f".{digits}f") if lw else "-", str(len(g)),
             format(statistics.mean(vals), f".{digits}f"), f"{min(vals):.{digits}f}-{max(vals):.{digits}f}",
             format(max(vals), f".{digits}f"), f"{lw['latency_ms_onnxruntime']:.3f}" if lw else "-",
-            _mean([r["latency_ms_onnxruntime"] for r in g], ".3f")]) + " |")
+            _mean([r["latency_ms_onnxruntime"] for r in g], ".3f"),
+            verdict(lw["metrics"][key], vals, digits) if lw else "-"]) + " |")
     return lines + [""]
 
 

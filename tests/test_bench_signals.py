@@ -75,6 +75,8 @@ def test_random_draws_matched_on_another_cost_are_named_and_reported_apart(tmp_p
         p.write_text(json.dumps(r))
     text = report_signals.section(tmp_path / "results")
     assert "| eegnet | 0 | lwdc-macs0.5x | params |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| eegnet | 0 | lwdc-macs0.5x | params |"))
+    assert row.count("|") == 13 and any(v in row for v in ("search ahead", "random matches", "random beats"))
 
 
 def test_tables_only_prices_the_supernet_and_trains_nothing(tmp_path, capsys):
