@@ -12,7 +12,7 @@ from collections import defaultdict
 
 from .report_latency import sweep_point
 
-__all__ = ["random_lines", "ablation_lines", "verdict"]
+__all__ = ["random_lines", "ablation_lines", "front_at", "verdict"]
 
 
 def _ort(r: dict) -> float | None:
@@ -75,8 +75,20 @@ def random_lines(rs: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def front_at(points: list[dict], macs_ratio: float) -> float | None:
+    """The full search's accuracy at ``macs_ratio``, read off its lambda sweep (same operators, cost, noise and
+    seed) by linear interpolation between the two neighbouring points; None outside the swept range. An ablation at
+    the same lambda lands at another cost, so it is judged against the front, not only against its own point."""
+    front = sorted((r["macs_ratio"], r["accuracy"]) for r in points)
+    for (m0, a0), (m1, a1) in zip(front, front[1:]):
+        if m0 <= macs_ratio <= m1:
+            return a0 if m1 == m0 else a0 + (a1 - a0) * (macs_ratio - m0) / (m1 - m0)
+    return None
+
+
 def ablation_lines(rs: list[dict]) -> list[str]:
-    """The full search and each ablation of it at the same point, one column per seed."""
+    """The full search and each ablation of it at the same point, one column per seed, each ablation also against
+    the full search's front at the MACs it reached."""
     plain = _plain_points(rs)
     rows: dict[tuple, dict[str, dict[int, dict]]] = defaultdict(lambda: defaultdict(dict))
     for r in rs:
@@ -91,12 +103,14 @@ def ablation_lines(rs: list[dict]) -> list[str]:
         return []
     lines = ["Ablations of the search's parts at one point (issue 26): `no-warmup` skips the branch warm-up, "
              "`constant-noise` keeps the Gumbel noise at scale 1, `uniform-gates` starts every gate uniform instead "
-             "of P(original) = 0.9. Accuracy (MACs ratio) per seed:", ""]
+             "of P(original) = 0.9. Accuracy (MACs ratio) per seed. At the same lambda an ablation ends at another "
+             "cost, so the last column compares it with the full search's lambda sweep (same seed) interpolated to "
+             "the MACs the ablation reached ('-': outside the swept range).", ""]
     for (lam, ops, cost, noise), by_name in sorted(rows.items(), key=str):
         seeds = sorted({s for runs in by_name.values() for s in runs})
         lines += [f"Point `{ops}` λ={lam:g}, cost {cost}, noise→{noise:g}:", "",
-                  "| search | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | vs full search |",
-                  "|" + "---|" * (len(seeds) + 3)]
+                  "| search | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | vs full search (same lambda) | "
+                  "vs full-search front at its MACs |", "|" + "---|" * (len(seeds) + 4)]
         full = by_name.get("full search", {})
         full_mean = statistics.mean(r["accuracy"] for r in full.values()) if full else None
         for name in ["full search"] + sorted(n for n in by_name if n != "full search"):
@@ -105,7 +119,15 @@ def ablation_lines(rs: list[dict]) -> list[str]:
             mean = statistics.mean(r["accuracy"] for r in runs.values()) if runs else None
             delta = (f"{mean - full_mean:+.2f}" if mean is not None and full_mean is not None and name != "full search"
                      else "-")
+            gaps = []
+            for s, r in runs.items():
+                sweep = [p for (_, o, c, n, seed), p in plain.items() if (o, c, n, seed) == (ops, cost, noise, s)]
+                at = front_at(sweep, r["macs_ratio"])
+                if at is not None:
+                    gaps.append(r["accuracy"] - at)
+            vs_front = (f"{statistics.mean(gaps):+.2f} ({len(gaps)} of {len(runs)} seeds)"
+                        if gaps and name != "full search" else "-")
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {f'{mean:.2f}' if mean is not None else '-'} | "
-                         f"{delta} |")
+                         f"{delta} | {vs_front} |")
         lines.append("")
     return lines

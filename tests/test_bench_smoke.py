@@ -436,7 +436,7 @@ def test_unas_table_scores_the_int8_c_against_unas_error(tmp_path):
 def test_random_and_ablation_tables_read_draws_and_seeds():
     """Issue 26's CIFAR tables: draws grouped by point, seed and matched cost with mean, spread, best and a
     verdict; ablations beside the full search of the same point, one column per seed."""
-    from bench.report_random import ablation_lines, random_lines, verdict
+    from bench.report_random import ablation_lines, front_at, random_lines, verdict
     assert verdict(86.5, [80.0, 82.0, 86.1]).startswith("search ahead of every draw (+0.40 over the best")
     assert verdict(88.0, [80.0, 80.0, 80.0, 90.0]).startswith("search ahead of the draws' mean by more than their")
     assert verdict(84.0, [80.0, 81.0, 86.0]).startswith("random matches the search")
@@ -449,12 +449,17 @@ def test_random_and_ablation_tables_read_draws_and_seeds():
               "random_draw": {"point": "lwdc-default-lam0.6", "match": match}}
              for a, ms, match in [(80.0, 0.7, "macs"), (82.0, 0.8, "macs"), (85.0, 0.45, "latency:onnxruntime"),
                                   (87.0, 0.55, "latency:onnxruntime")]]
-    ablated = [{**point, "run": "x", "seed": s, "ablations": ["no-warmup"], "accuracy": a} for s, a in [(0, 85.0), (1, 84.0)]]
+    ablated = [{**point, "run": "x", "seed": s, "ablations": ["no-warmup"], "accuracy": a, "macs_ratio": m}
+               for s, a, m in [(0, 85.0, 0.43), (1, 84.0, 0.57)]]
+    # seed 0 also swept lambda 1.6 (0.29x): its front at the ablation's 0.43x is 83.8 + 2.7 / 2 = 85.15
+    far = {**point, "run": "lwdc-default-lam1.6", "lambda": 1.6, "accuracy": 83.8, "macs_ratio": 0.29}
     text = "\n".join(random_lines([point, *draws]) + ablation_lines([point, {**point, "seed": 1, "accuracy": 86.0},
-                                                                         *ablated]))
+                                                                         far, *ablated]))
     # latency as a fraction of the original timed in the same process: the draws ran under another load
     assert "| lwdc-default-lam0.6 | 0 | macs | 86.50 | 2 | 81.00 ± 1.41 | 80.00-82.00 | 82.00 | 0.500x | " \
            "0.375x (0.350-0.400) | search ahead of every draw" in text
     assert "| lwdc-default-lam0.6 | 0 | latency:onnxruntime | 86.50 | 2 | 86.00 ± 1.41 |" in text
-    assert "| full search | 86.50 (0.570x) | 86.00 (0.570x) | 86.25 | - |" in text
-    assert "| no-warmup | 85.00 (0.570x) | 84.00 (0.570x) | 84.50 | -1.75 |" in text
+    assert "| full search | 86.50 (0.570x) | 86.00 (0.570x) | 86.25 | - | - |" in text
+    # against its own point -1.75; against the front at the cost it reached, seed 0 only (seed 1 swept one lambda)
+    assert "| no-warmup | 85.00 (0.430x) | 84.00 (0.570x) | 84.50 | -1.75 | -0.15 (1 of 2 seeds) |" in text
+    assert front_at([point, far], 0.57) == 86.5 and front_at([point, far], 0.6) is None and front_at([point], 0.57) is None
