@@ -9,12 +9,13 @@ fine-tunes it with exactly the point's settings and budget. Draw ``k`` of a poin
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from lwdc import compress
+from lwdc import CompressConfig, compress
 from lwdc.api import compress_fingerprint
 from lwdc.costs import build_cost_table, get_cost_model
 from lwdc.runs import Run, atomic_save
@@ -24,10 +25,17 @@ from lwdc.stages import check_checkpoint
 from .context import Context, run_name
 from .runners import lwdc_config, lwdc_extra
 
-__all__ = ["draw_matched", "draw_seed", "seed_draw", "run_random", "TOLERANCE"]
+__all__ = ["draw_config", "draw_matched", "draw_seed", "seed_draw", "run_random", "TOLERANCE"]
 
 TOLERANCE = 0.03            # a draw's cost within 3% of the point's
 MAX_TRIES = 200_000       # rejection sampling over table sums: well under a second
+
+
+def draw_config(point: CompressConfig) -> CompressConfig:
+    """The config a draw of ``point`` is derived and fine-tuned with: the point's, without its budgets. A draw's
+    choices are final; the point's budgets would repair and fill them back toward the point's own cost (a draw
+    matched on latency was moved to the point's MACs target, and the run stopped on "not the draw")."""
+    return replace(point, budgets=None, lam=point.effective_lam)
 
 
 def draw_seed(seed: int, draw: int) -> int:
@@ -69,13 +77,14 @@ def _point_ratio(point: Path, table, supernet) -> float:
     return table.ratio_of({n: layers[n].op_names.index(op) for n, op in choices.items()})
 
 
-def seed_draw(search: Path, fingerprint: str, supernet, table, target: float, seed: int, run_dir: Path,
+def seed_draw(search: Path, config: CompressConfig, supernet, table, target: float, seed: int, run_dir: Path,
               **record_extra) -> dict:
     """Draw operators matched on ``table``'s cost to ``target`` and write ``search`` (a finished search
-    checkpoint of ``supernet``'s point, checked against ``fingerprint``) into ``run_dir`` with every gate one-hot on
-    the draw, so ``lwdc.compress`` with the point's config resumes there, derives the draw and fine-tunes it.
+    checkpoint of ``supernet``'s point, searched with ``config``) into ``run_dir`` with every gate one-hot on the
+    draw, so ``lwdc.compress`` with ``draw_config(config)`` resumes there, derives the draw and fine-tunes it.
     Returns the draw's record (also written as ``random_draw.json``, with ``record_extra`` in it)."""
-    state = check_checkpoint(search, "search", fingerprint)
+    state = check_checkpoint(search, "search", compress_fingerprint(config, "search"))
+    state["fingerprint"] = compress_fingerprint(draw_config(config), "search")
     layers = {n: layer.op_names for n, layer in supernet.choice_layers().items()}
     choices, ratio, tries = draw_matched(table, layers, target, seed=seed)
     for name, op in choices.items():
@@ -107,12 +116,12 @@ def run_random(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module,
         supernet = expand(base, ctx.example, a.ops)
         table = build_cost_table(get_cost_model(a.match), supernet, base, ctx.example)
         target = _point_ratio(point, table, supernet)
-        record = seed_draw(search, compress_fingerprint(config, "search"), supernet, table, target,
+        record = seed_draw(search, config, supernet, table, target,
                            draw_seed(a.seed, a.draw), run_dir, match=a.match, draw=a.draw)
         ctx.log(f"draw {a.draw}: {a.match} {record['draw_ratio']:.3f}x against the point's {target:.3f}x after "
                 f"{record['tries']:,} tries")
-    result = compress(base, ctx.train, ctx.test, example_input=ctx.example, config=config, run_dir=run_dir,
-                      log=ctx.log)
+    result = compress(base, ctx.train, ctx.test, example_input=ctx.example, config=draw_config(config),
+                      run_dir=run_dir, log=ctx.log)
     if result.report["choices"] != record["choices"]:
         raise RuntimeError("the derived network is not the draw: the one-hot gates were not kept")
     return result.model, {**lwdc_extra(ctx, result), "random_draw": record, "matches": record["point"]}

@@ -31,7 +31,6 @@ import torch
 from torch import nn
 
 from lwdc import CompressConfig, compress, expand
-from lwdc.api import compress_fingerprint
 from lwdc.costs import build_cost_table, get_cost_model
 from lwdc.analysis.detection import model_outputs
 from lwdc.data import BatchLoader, load_data, random_shift
@@ -49,7 +48,7 @@ from lwdc.train import TrainConfig
 from .baselines import ShrinkageLDA
 from .deploy import ort_latency
 from .measure import git_info, machine_info
-from .random_arch import draw_seed, seed_draw
+from .random_arch import draw_config, draw_seed, seed_draw
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CACHE = Path.home() / ".cache" / "lwdc" / "bench" / "signals"
@@ -257,12 +256,11 @@ def random_row(spec: SetSpec, base: nn.Module, point: str, draw: int, point_choi
         table = build_cost_table(get_cost_model(match), supernet, base, example)
         layers = supernet.choice_layers()
         target = table.ratio_of({n: layers[n].op_names.index(op) for n, op in point_choices.items()})
-        record = seed_draw(search, compress_fingerprint(cfg, "search"), supernet, table, target,
-                           draw_seed(split, draw), run_dir, match=match)
+        record = seed_draw(search, cfg, supernet, table, target, draw_seed(split, draw), run_dir, match=match)
         _log(f"draw {draw}: {match} {record['draw_ratio']:.3f}x against the point's {target:.3f}x")
     train, test = loaders(spec, data, split)
-    result = compress(base, train, test, example_input=example, task=task, config=cfg, run_dir=run_dir, log=_log,
-                      summary=False)
+    result = compress(base, train, test, example_input=example, task=task, config=draw_config(cfg), run_dir=run_dir,
+                      log=_log, summary=False)
     if result.choices != record["choices"]:
         raise RuntimeError("the derived network is not the draw: the one-hot gates were not kept")
     return result.model, {"choices": result.choices, "point": point, "ops": ops, "draw": draw, "random_draw": record,
