@@ -4,7 +4,8 @@ A draw picks an operator per layer uniformly at random and is kept only when its
 cost such as ``latency:onnxruntime``) is within 3% of the LWDC point's derived network. It starts from the same
 trained supernet as the point: the point's finished search checkpoint is copied into the draw's run folder with
 every gate set one-hot on the drawn operator, so ``lwdc.compress`` resumes after the search, derives the draw and
-fine-tunes it with exactly the point's settings and budget. Draw ``k`` of a point is reproducible (its own seed).
+fine-tunes it with exactly the point's settings and epochs (not the point's cost budgets, which would move the draw:
+``draw_config``). Draw ``k`` of a point is reproducible (its own seed).
 """
 from __future__ import annotations
 
