@@ -1,6 +1,7 @@
 """Time the finished models of a schedule again, all in one process and alternating, on (ideally) an idle machine.
 
     python -m bench.remeasure [--schedule cpu-converged] [--rounds 5] [--no-onnx]
+    python -m bench.remeasure --signals fsdd        (bench.signals' rows of one set: points, draws, baselines)
 
 Each run measured its latency right after training, beside its baseline, while other jobs shared the CPU: its
 ratios are fair, its absolute figures carry that moment's load, and two runs' figures are not comparable. This
@@ -16,6 +17,10 @@ that predate it, the baseline's checkpoint (baseline, baseline-extended) or the 
 recorded ratio with the fine-tuned weights of its checkpoint (prune-l1, prune-l1-global). Every model is timed
 in the same form, rebuilt from its architecture description (lwdc.arch), so none has less Python overhead
 than another.
+
+With ``--signals SET`` it does the same for bench.signals' rows of one set (``bench/results/signals/latency_<SET>.json``):
+every LWDC point, rerun and random draw whose run folder holds its saved model, and per (model, split) the
+original network those folders saved, so issue 26's 1-D table compares draws and search in one process.
 """
 from __future__ import annotations
 
@@ -38,7 +43,7 @@ from .configs import baseline_schedule
 from .context import DEFAULT_CACHE, DEFAULT_OUT, folder_name, result_stem
 from .measure import git_info, machine_info
 
-__all__ = ["load_model", "measure", "remeasure", "latency_path"]
+__all__ = ["load_model", "measure", "remeasure", "remeasure_signals", "latency_path", "signals_latency_path"]
 
 INPUT_SHAPE = (3, 32, 32)       # CIFAR; a saved architecture records its own
 
@@ -113,11 +118,12 @@ def _summary(values: list[float]) -> dict:
             "rounds": values}
 
 
-def measure(models: dict[str, nn.Module], rounds: int, onnx: bool = True, log=print) -> dict[str, dict]:
+def measure(models: dict[str, nn.Module], rounds: int, onnx: bool = True, log=print,
+            input_shape: tuple[int, ...] = INPUT_SHAPE) -> dict[str, dict]:
     """Batch-1 latency (ms, one thread) of every model: ``rounds`` rounds, each timing every model once per
     backend, the starting model rotating; per model and backend the median over rounds and the spread."""
     keys = list(models)
-    x = torch.randn(1, *INPUT_SHAPE, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(1, *input_shape, generator=torch.Generator().manual_seed(0))
     sessions = {k: onnx_session(models[k], x, threads=1) for k in keys} if onnx else {}
     times: dict[str, dict[str, list[float]]] = {k: {"eager_b1": [], **({"ort_b1": []} if onnx else {})}
                                                 for k in keys}
@@ -167,6 +173,71 @@ def remeasure(results: Path, cache: Path, schedule: str, rounds: int = 5, onnx: 
     return out
 
 
+def signals_latency_path(results: Path, set_name: str) -> Path:
+    return Path(results) / f"latency_{set_name}.json"
+
+
+def _signal_models(results: Path, cache: Path, set_name: str, log=print) -> tuple[dict, dict, dict]:
+    """The models of one set's rows that can be rebuilt here, their entries, and the rows skipped (why)."""
+    from .signals import row_stem
+
+    rows = [json.loads(p.read_text()) for p in sorted((Path(results) / set_name).glob("*.json"))]
+    reruns = {(r["model"], r["split"], r["rerun_of"], r.get("quick", False)) for r in rows if "rerun_of" in r}
+    models, entries, skipped = {}, {}, {}
+    for r in rows:
+        kind, quick = r["settings"]["split_kind"], r.get("quick", False)
+        unit = Path(cache) / set_name / f"{r['model']}_{kind}{r['split']}{'_quick' if quick else ''}"
+        stem = row_stem(r["model"], kind, r["split"], r["method"], quick)
+        if not r["method"].startswith("lwdc"):
+            continue                    # baselines are timed from the originals the LWDC folders saved
+        if (r["model"], r["split"], r["method"], quick) in reruns:
+            skipped[stem] = "searched again here: its rerun row holds the model of this folder"
+            continue
+        folder = unit / r.get("rerun_of", r["method"])
+        base = row_stem(r["model"], kind, r["split"], "baseline", quick)
+        try:
+            models[stem] = uniform(Run(folder).load_model("model", r["model"]))
+            if base not in models:
+                models[base] = uniform(Run(folder).load_model("original", r["model"]))
+                entries[base] = {"row": "baseline", "source": f"{folder.name}/original", "baseline": base,
+                                 "input_shape": list(Run(folder).input_shape("original"))}
+        except (RunError, CheckpointError, FileNotFoundError) as exc:
+            models.pop(stem, None)
+            skipped[stem] = str(exc)
+            log(f"skipped {stem}: {exc}")
+            continue
+        entries[stem] = {"row": r["method"], "source": f"{folder.name}/model", "baseline": base,
+                         "input_shape": list(Run(folder).input_shape("model"))}
+    return models, entries, skipped
+
+
+def remeasure_signals(results: Path, cache: Path, set_name: str, rounds: int = 5, onnx: bool = True,
+                      log=print) -> dict:
+    """Re-time bench.signals' rows of ``set_name`` (``results`` is bench/results/signals) together, per input
+    shape; returns (and writes) ``latency_<set_name>.json``."""
+    torch.set_num_threads(1)
+    models, entries, skipped = _signal_models(results, cache, set_name, log)
+    if not models:
+        raise SystemExit(f"no model of the {set_name} rows in {results} could be loaded from {cache}")
+    started, load = time.perf_counter(), os.getloadavg()[0]
+    shapes: dict[tuple, list[str]] = {}
+    for stem, e in entries.items():
+        shapes.setdefault(tuple(e["input_shape"]), []).append(stem)
+    for shape, stems in shapes.items():
+        log(f"timing {len(stems)} models of input {shape} over {rounds} rounds")
+        for stem, figures in measure({s: models[s] for s in stems}, rounds, onnx, log, shape).items():
+            entries[stem].update(figures)
+    out = {"set": set_name, "rounds": rounds, "threads": 1, "models": entries, "skipped": skipped,
+           "wall_s": time.perf_counter() - started, "load_average_1m_before": load,
+           "machine": machine_info(), "git": git_info(), "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+           "notes": "median over rounds of per-round medians; models of one input shape in one process, one thread, "
+                    "alternating; baselines are the original networks the LWDC run folders saved"}
+    path = signals_latency_path(results, set_name)
+    write_json(path, out)
+    log(f"{len(entries)} model(s), {len(skipped)} skipped -> {path}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--schedule", default="cpu-converged", help="the schedule whose finished runs to time")
@@ -174,9 +245,17 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--results", default=str(DEFAULT_OUT), help="bench.cifar's result JSON files")
     p.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="bench.cifar's run folders")
     p.add_argument("--no-onnx", dest="onnx", action="store_false", help="eager only")
+    p.add_argument("--signals", metavar="SET", help="time bench.signals' rows of SET (fsdd, p300) instead of a "
+                   "CIFAR schedule; --results and --cache-dir default to bench.signals' own")
     a = p.parse_args(argv)
     if a.rounds < 1:
         raise SystemExit("--rounds must be >= 1")
+    if a.signals:
+        from .signals import CACHE as SIGNALS_CACHE, OUT as SIGNALS_OUT
+
+        results = Path(a.results) if a.results != str(DEFAULT_OUT) else SIGNALS_OUT
+        cache = Path(a.cache_dir).expanduser() if a.cache_dir != str(DEFAULT_CACHE) else SIGNALS_CACHE
+        return remeasure_signals(results, cache, a.signals, a.rounds, a.onnx)
     return remeasure(Path(a.results), Path(a.cache_dir).expanduser(), a.schedule, a.rounds, a.onnx)
 
 

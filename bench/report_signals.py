@@ -78,8 +78,18 @@ def _table(name: str, rows: list[dict]) -> list[str]:
     return lines
 
 
-def _random(name: str, rows: list[dict]) -> list[str]:
-    """Issue 26 on a 1-D task: each LWDC point against its random draws (same split, MACs within 3%)."""
+def _retimed(results: Path, name: str) -> dict | None:
+    """``bench.remeasure --signals NAME``'s file: the rows' models timed together in one process, if it exists."""
+    path = results / "signals" / f"latency_{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _random(name: str, rows: list[dict], retimed: dict | None = None) -> list[str]:
+    """Issue 26 on a 1-D task: each LWDC point against its random draws (same split, matched cost within 3%).
+    onnxruntime times come from ``retimed`` (all models in one process) where the row and its baseline are in it,
+    as ms and as a fraction of that baseline; else each row's own, timed in its own process under its own load."""
+    from .signals import row_stem
+
     key, label, digits = HEADLINE[name]
     draws: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
@@ -90,10 +100,26 @@ def _random(name: str, rows: list[dict]) -> list[str]:
         return []
     points = {(r["model"], r["split"], r["method"]): r for r in rows if "rerun_of" not in r}
     points.update({(r["model"], r["split"], r["rerun_of"]): r for r in rows if "rerun_of" in r})  # the draws' own
+    timed = (retimed or {}).get("models", {})
+
+    def ort(r: dict) -> tuple[float, float | None, bool]:
+        """(ms, fraction of the baseline's ms or None, re-timed?)"""
+        e = timed.get(row_stem(r["model"], r["settings"]["split_kind"], r["split"], r["method"], r.get("quick", False)))
+        base = timed.get(e["baseline"]) if e else None
+        if e and base and "ort_b1" in e and "ort_b1" in base:
+            return e["ort_b1"]["median"], e["ort_b1"]["median"] / base["ort_b1"]["median"], True
+        return r["latency_ms_onnxruntime"], None, False
+
+    def show(values: list[tuple]) -> str:
+        ms = statistics.mean(v[0] for v in values)
+        frac = [v[1] for v in values if v[1] is not None]
+        return f"{ms:.3f}" + (f" ({statistics.mean(frac):.3f}x)" if len(frac) == len(values) else "") + \
+            ("" if all(v[2] for v in values) else " *")
+
     lines = [f"Random architectures at the LWDC point's cost (issue 26's protocol: operators drawn uniformly per "
              f"layer until the matched cost, MACs or onnxruntime latency, is within 3% of the point's, started from "
              f"the point's trained supernet, fine-tuned with its settings); PyTorch {label} on the test split, "
-             f"onnxruntime batch-1 ms:", "",
+             f"onnxruntime batch-1 ms (and as a fraction of the baseline's):", "",
              "| model | split | point | matched on | LWDC | draws | random mean | random min-max | best draw | "
              "LWDC ORT ms | random ORT ms (mean) | verdict |", "|" + "---|" * 12]
     for (model, split, point, match), g in sorted(draws.items()):
@@ -102,9 +128,16 @@ def _random(name: str, rows: list[dict]) -> list[str]:
         lines.append("| " + " | ".join([
             model, str(split), point, match, format(lw["metrics"][key], f".{digits}f") if lw else "-", str(len(g)),
             format(statistics.mean(vals), f".{digits}f"), f"{min(vals):.{digits}f}-{max(vals):.{digits}f}",
-            format(max(vals), f".{digits}f"), f"{lw['latency_ms_onnxruntime']:.3f}" if lw else "-",
-            _mean([r["latency_ms_onnxruntime"] for r in g], ".3f"),
+            format(max(vals), f".{digits}f"), show([ort(lw)]) if lw else "-", show([ort(r) for r in g]),
             verdict(lw["metrics"][key], vals, digits) if lw else "-"]) + " |")
+    if retimed:
+        lines += ["", f"ORT times re-timed together by `python -m bench.remeasure --signals {name}` "
+                      f"({retimed['measured_at']}, {retimed['rounds']} rounds, one process, one thread, load average "
+                      f"{retimed['load_average_1m_before']:.1f} at the start); * marks a row's own time, taken in its "
+                      f"own process."]
+    else:
+        lines += ["", "ORT times are each row's own, taken in its own process under that moment's load; "
+                      f"`python -m bench.remeasure --signals {name}` times them together."]
     return lines + [""]
 
 
@@ -122,5 +155,6 @@ def section(results: Path) -> str:
            ""]
     for name in ("fsdd", "p300"):
         if rows.get(name):
-            out += [f"### {name.upper()}", ""] + _table(name, rows[name]) + [""] + _random(name, rows[name])
+            out += ([f"### {name.upper()}", ""] + _table(name, rows[name]) + [""]
+                    + _random(name, rows[name], _retimed(results, name)))
     return "\n".join(out)

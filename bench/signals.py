@@ -202,6 +202,11 @@ def baseline(spec: SetSpec, model_name: str, split: int, data, task, folder: Pat
     return model
 
 
+def row_stem(model_name: str, split_kind: str, split: int, method: str, quick: bool = False) -> str:
+    """A row's file name without ``.json``; its run folder is ``<model>_<split kind><split>[_quick]/<method>``."""
+    return f"{model_name}_{split_kind}{split}_{method}{'_quick' if quick else ''}"
+
+
 def point_name(point: str, ops: str = "default") -> str:
     """``lam=2`` -> ``lwdc-lam2``; ``macs=0.5x`` -> ``lwdc-macs0.5x``; another operator set than the default is
     named too (``lwdc-signal-macs0.5x``) (file and folder names)."""
@@ -320,7 +325,7 @@ def run_unit(spec_name: str, spec: SetSpec, model_name: str, split: int, source:
     rows = []
 
     def path_of(method: str) -> Path:
-        return out_dir / spec_name / f"{model_name}_{spec.split_kind}{split}_{method}{'_quick' if quick else ''}.json"
+        return out_dir / spec_name / f"{row_stem(model_name, spec.split_kind, split, method, quick)}.json"
 
     def done(method: str) -> bool:
         """A row written under the same settings; one written under others is measured again (its run folder,

@@ -343,9 +343,10 @@ class Run:
             raise RunError(f"{self.folder} does not record the model's input shape; the run folder is damaged")
         return tuple(shape)
 
-    def load_model(self, name: str = "model") -> nn.Module:
+    def load_model(self, name: str = "model", model_name: str | None = None) -> nn.Module:
         """Rebuild a saved model (``"model"``: the compressed one, ``"original"``) without running code from the
-        folder: from its architecture description, else from lwdc's registered model named in the spec."""
+        folder: from its architecture description, else from lwdc's registered model named in the spec, or by
+        ``model_name`` for a folder that has none (``lwdc.compress`` called from Python writes no config.json)."""
         from .arch import ArchitectureError, build
 
         state = self.model_state(name)
@@ -356,7 +357,7 @@ class Run:
             except ArchitectureError as exc:
                 raise RunError(f"{self.folder / (name + '_arch.json')}: {exc}") from None
         else:
-            model = self._rebuild_registered(name, state, arch)
+            model = self._rebuild_registered(name, state, arch, model_name)
         try:
             model.load_state_dict(state["state_dict"])
         except (RuntimeError, KeyError, TypeError) as exc:
@@ -364,16 +365,16 @@ class Run:
                            f"({str(exc).splitlines()[0][:200]}); the run folder is damaged") from None
         return model.eval()
 
-    def _rebuild_registered(self, name: str, state: dict, arch: dict | None) -> nn.Module:
+    def _rebuild_registered(self, name: str, state: dict, arch: dict | None, model_name: str | None) -> nn.Module:
         """Models lwdc's vocabulary cannot describe: rebuilt only from a registered model (never from code the
         folder names), expanded and derived with the saved choices for the compressed one."""
         from .derivation import derive
         from .models import create_model, list_models
         from .space import expand
 
-        spec = self.spec
+        spec = self.read_file(self.CONFIG) or {}
         why = (arch or {}).get("unavailable", "no architecture description was saved")
-        model_name = spec.get("model_name")
+        model_name = spec.get("model_name") or model_name
         if model_name not in list_models():
             raise RunError(f"cannot rebuild {name} of {self.folder}: {why}, and its model "
                            f"{str(model_name)[:80]!r} is not a registered lwdc model")

@@ -6,6 +6,7 @@ import pytest
 
 from bench import report_signals, signals
 from bench.random_arch import draw_seed
+from bench.remeasure import remeasure_signals
 from lwdc.export.c import find_compiler
 
 from test_data_signals import make_epochs
@@ -73,6 +74,11 @@ def test_random_draws_matched_on_another_cost_are_named_and_reported_apart(tmp_p
     # point's MACs (the FSDD latency draw ended as another network and the run stopped)
     report = json.loads((draw_dir / "report.json").read_text())
     assert report["budgets"] == [] and report["choices"] == record["choices"] == drawn["choices"]
+    # the rows' own ORT times came from separate processes: the point, its draw and their baseline timed together
+    timed = remeasure_signals(out, tmp_path / "cache", "p300", rounds=1, log=lambda *_: None)["models"]
+    point, draw = "eegnet_fold0_lwdc-macs0.5x_quick", "eegnet_fold0_lwdc-macs0.5x-random-params-d0_quick"
+    assert timed[point]["baseline"] == timed[draw]["baseline"] == "eegnet_fold0_baseline_quick"
+    assert all(timed[k]["ort_b1"]["median"] > 0 for k in (point, draw, "eegnet_fold0_baseline_quick"))
     for p in (out / "p300").glob("*.json"):
         r = json.loads(p.read_text())
         r["quick"] = False
@@ -81,6 +87,16 @@ def test_random_draws_matched_on_another_cost_are_named_and_reported_apart(tmp_p
     assert "| eegnet | 0 | lwdc-macs0.5x | params |" in text
     row = next(line for line in text.splitlines() if line.startswith("| eegnet | 0 | lwdc-macs0.5x | params |"))
     assert row.count("|") == 13 and any(v in row for v in ("search ahead", "random matches", "random beats"))
+    assert " *" in row and "* marks a row's own time" in text     # the file times the quick rows, not these
+    retimed = json.loads((out / "latency_p300.json").read_text())
+    retimed["models"] = {k.replace("_quick", ""): {**v, "baseline": v["baseline"].replace("_quick", "")}
+                         for k, v in retimed["models"].items()}
+    (out / "latency_p300.json").write_text(json.dumps(retimed))
+    text = report_signals.section(tmp_path / "results")
+    row = next(line for line in text.splitlines() if line.startswith("| eegnet | 0 | lwdc-macs0.5x | params |"))
+    lw_ms = timed[point]["ort_b1"]["median"]
+    frac = lw_ms / timed["eegnet_fold0_baseline_quick"]["ort_b1"]["median"]
+    assert f"| {lw_ms:.3f} ({frac:.3f}x) |" in row and " *" not in row and "re-timed together" in text
 
 
 def test_tables_only_prices_the_supernet_and_trains_nothing(tmp_path, capsys):

@@ -168,3 +168,22 @@ def test_a_static_batch_pt2_is_profiled_or_refused_cleanly(tmp_path):
     torch.export.save(program, tmp_path / "static.pt2")
     r = CliRunner().invoke(main, ["profile", str(tmp_path / "static.pt2"), "--trust-pt2"])
     assert "Traceback" not in r.output and (r.exit_code == 0 or "cannot run" in r.output), r.output
+
+
+def test_a_folder_without_config_rebuilds_only_a_registered_model_the_caller_names(tmp_path, marker):
+    """``lwdc.compress`` called from Python writes no config.json; a model outside the architecture vocabulary
+    (logmel_dscnn's front end) is then rebuilt from the registered model the caller names, never from a name in
+    the folder that is not registered."""
+    import torch
+    from lwdc.models import create_model
+    model = create_model("logmel_dscnn", num_classes=10, in_channels=1).eval()
+    run = Run(tmp_path / "run")
+    run.save_model("original", model, torch.zeros(1, 1, 8000), portable=False)
+    assert "unavailable" in run.read_file("original_arch.json")
+    with pytest.raises(RunError, match="is not a registered lwdc model"):
+        run.load_model("original")
+    with pytest.raises(RunError, match="is not a registered lwdc model"):
+        run.load_model("original", f"os.system('touch {marker}')")
+    rebuilt = run.load_model("original", "logmel_dscnn")
+    x = torch.randn(2, 1, 8000)
+    assert torch.equal(rebuilt(x), model(x)) and not marker.exists()
