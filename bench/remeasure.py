@@ -162,12 +162,18 @@ def remeasure(results: Path, cache: Path, schedule: str, rounds: int = 5, onnx: 
     started, load = time.perf_counter(), os.getloadavg()[0]
     for stem, figures in measure(models, rounds, onnx, log).items():
         entries[stem].update(figures)
-    out = {"schedule": schedule, "rounds": rounds, "threads": 1, "models": entries, "skipped": skipped,
+    return _write(latency_path(results, schedule), {"schedule": schedule}, rounds, entries, skipped, started, load,
+                  "all models in one process, one thread", log)
+
+
+def _write(path: Path, what: dict, rounds: int, entries: dict, skipped: dict, started: float, load: float,
+           where: str, log) -> dict:
+    """The latency file: what was timed, how, on which machine and code, and each model's figures."""
+    out = {**what, "rounds": rounds, "threads": 1, "models": entries, "skipped": skipped,
            "wall_s": time.perf_counter() - started, "load_average_1m_before": load,
            "machine": machine_info(), "git": git_info(), "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
            "notes": "median over rounds of per-round medians (eager: 30+ calls, onnxruntime: 200+ calls, each after "
-                    "a warm-up); spread = (max - min) / median over rounds; all models in one process, one thread"}
-    path = latency_path(results, schedule)
+                    f"a warm-up); spread = (max - min) / median over rounds; {where}"}
     write_json(path, out)
     log(f"{len(entries)} model(s), {len(skipped)} skipped -> {path}")
     return out
@@ -227,15 +233,9 @@ def remeasure_signals(results: Path, cache: Path, set_name: str, rounds: int = 5
         log(f"timing {len(stems)} models of input {shape} over {rounds} rounds")
         for stem, figures in measure({s: models[s] for s in stems}, rounds, onnx, log, shape).items():
             entries[stem].update(figures)
-    out = {"set": set_name, "rounds": rounds, "threads": 1, "models": entries, "skipped": skipped,
-           "wall_s": time.perf_counter() - started, "load_average_1m_before": load,
-           "machine": machine_info(), "git": git_info(), "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-           "notes": "median over rounds of per-round medians; models of one input shape in one process, one thread, "
-                    "alternating; baselines are the original networks the LWDC run folders saved"}
-    path = signals_latency_path(results, set_name)
-    write_json(path, out)
-    log(f"{len(entries)} model(s), {len(skipped)} skipped -> {path}")
-    return out
+    return _write(signals_latency_path(results, set_name), {"set": set_name}, rounds, entries, skipped, started,
+                  load, "models of one input shape in one process, one thread; baselines are the original networks "
+                  "the LWDC run folders saved", log)
 
 
 def main(argv: list[str] | None = None) -> dict:
