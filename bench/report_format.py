@@ -29,11 +29,26 @@ def point(r: dict) -> str:
     cost = f", cost {cost_of(r)}" if cost_of(r) != "macs" else ""
     if r["method"] == "lwdc":
         longer = f", fine-tune {r['finetune_override']}" if r.get("finetune_override") else ""
-        return f"{r['ops']} λ={r['lambda']:g}{noise_label(r, ', noise→{:g}')}{cost}{longer}"
+        return f"{r['ops']} λ={r['lambda']:g}{noise_label(r, ', noise→{:g}')}{cost}{longer}{_how(r)}"
     if r.get("matches"):
         name = r["matches"].removesuffix(cost_label(cost_of(r)))
-        return "→ " + name.replace("lwdc-", "").replace("-lam", " λ=").replace("-noise", ", noise→") + cost
+        return "→ " + name.replace("lwdc-", "").replace("-lam", " λ=").replace("-noise", ", noise→") + cost + _how(r)
     return f"→ {r['target']:g} MACs" if r.get("target") is not None else ""
+
+
+def _how(r: dict) -> str:
+    """What sets a run apart from the plain point it shares a lambda with: budgets, variants, an ablation, a draw."""
+    parts = []
+    if r.get("budgets"):
+        parts.append("budgets " + " ".join(b.get("budget") or f"{b['cost']}={b['limit']:g}" for b in r["budgets"]))
+    if r.get("variants"):
+        parts.append("+".join(r["variants"]))
+    if r.get("ablations"):
+        parts.append("ablated: " + "+".join(r["ablations"]))
+    if r.get("random_draw"):
+        d = r["random_draw"]
+        parts.append(f"random draw {d.get('draw', '?')} matched on {d.get('match', 'macs')}")
+    return "".join(f", {p}" for p in parts)
 
 
 def machine_label(m: dict) -> str:

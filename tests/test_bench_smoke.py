@@ -463,3 +463,18 @@ def test_random_and_ablation_tables_read_draws_and_seeds():
     # against its own point -1.75; against the front at the cost it reached, seed 0 only (seed 1 swept one lambda)
     assert "| no-warmup | 85.00 (0.430x) | 84.00 (0.570x) | 84.50 | -1.75 | -0.15 (1 of 2 seeds) |" in text
     assert front_at([point, far], 0.57) == 86.5 and front_at([point, far], 0.6) is None and front_at([point], 0.57) is None
+
+
+def test_a_run_is_named_by_what_sets_it_apart_from_its_point():
+    """The results table's point column: an ablation, a budget, a variant or a random draw at lambda 0.6 must not
+    read as a second plain lambda-0.6 point."""
+    from bench.report_format import point
+    plain = {"method": "lwdc", "ops": "default", "lambda": 0.6, "noise_end": 0.25, "cost": "macs"}
+    assert point(plain) == "default λ=0.6, noise→0.25"
+    assert point({**plain, "ablations": ["no-warmup"]}) == "default λ=0.6, noise→0.25, ablated: no-warmup"
+    budgeted = {**plain, "lambda": 0.0, "variants": ["fill-limits", "ramp0.5"],
+                "budgets": [{"budget": "macs=0.5x", "cost": "macs", "limit": 2.04e7}, {"cost": "ram", "limit": 75000.0}]}
+    assert point(budgeted) == "default λ=0, noise→0.25, budgets macs=0.5x ram=75000, fill-limits+ramp0.5"
+    draw = {"method": "random", "matches": "lwdc-default-lam0.6-noise0.25", "noise_end": 0.25, "cost": "macs",
+            "random_draw": {"draw": 3, "match": "latency:onnxruntime"}}
+    assert point(draw) == "→ default λ=0.6, noise→0.25, random draw 3 matched on latency:onnxruntime"
