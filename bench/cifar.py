@@ -35,8 +35,8 @@ from lwdc.tasks import Classification
 from lwdc.train import evaluate
 
 from .configs import ABLATIONS, METHODS, PRUNE_METHODS, SCHEDULES, VARIANTS, baseline_schedule
-from .context import (DEFAULT_CACHE, DEFAULT_OUT, Context, epoch_seconds, folder_name, result_stem, run_name,
-                      stage_fingerprint)
+from .context import (DEFAULT_CACHE, DEFAULT_OUT, Context, args_run_name, epoch_seconds, folder_name, result_stem,
+                      run_name, stage_fingerprint)
 from .measure import git_info, int8_c_figures, latency_pair, machine_info, memory_mb, speed_ratio
 from .random_arch import run_random
 from .runners import RUNNERS as METHOD_RUNNERS, lwdc_source
@@ -93,8 +93,7 @@ def finish(ctx: Context, method: str, model: nn.Module, base: nn.Module, base_hi
     lat = latency_pair(base, model, ctx.example, onnx=a.onnx, rounds=1 if a.quick_latency else 3)
     base_epoch = epoch_seconds(base_history)
     result = {
-        "run": run_name(method, a.lam, a.ops, a.target, a.finetune_epochs, a.noise_end, a.cost, a.budget, a.draw, a.match,
-                        a.ablate, a.variant), "model": a.model,
+        "run": args_run_name(a, method), "model": a.model,
         "width": a.width, "method": method,
         "ops": extra.pop("ops", None),
         "lambda": extra.pop("lambda", None),
@@ -123,8 +122,7 @@ def finish(ctx: Context, method: str, model: nn.Module, base: nn.Module, base_hi
 def run(a: argparse.Namespace) -> dict:
     torch.set_num_threads(a.threads)
     schedule = SCHEDULES[a.schedule]
-    name = run_name(a.method, a.lam, a.ops, a.target, a.finetune_epochs, a.noise_end, a.cost, a.budget, a.draw,
-                    a.match, a.ablate, a.variant)
+    name = args_run_name(a)
     cache = Path(a.cache_dir).expanduser()
     folder = cache / folder_name(a.model, a.schedule, a.seed, a.width, a.max_batches)
     try:
@@ -216,6 +214,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-epochs", type=int, help="lwdc: fine-tune this many epochs instead of the "
                    "schedule's (a separate run, labelled -ftN, outside the same-budget comparison; it starts from "
                    "the point's finished search when there is one)")
+    p.add_argument("--distill", type=float, default=0.0, metavar="WEIGHT",
+                   help="lwdc, prune-*: fine-tune with the baseline as teacher, this weight on the distillation term "
+                        "(lwdc.distill; labelled -kdW). An LWDC run starts from its point's finished search; a prune-* "
+                        "--lam run matches that point and is paired with its -kdW run")
     p.add_argument("--noise-end", type=float, help="lwdc: Gumbel noise scale at the end of the search (default: "
                    f"CompressConfig's, {CompressConfig.noise_end:g}; runs other than 1 are labelled -noiseX); prune-* "
                    "--lam: match that LWDC point; the baselines ignore it (so bench.queue can pass it to every job)")
@@ -261,6 +263,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         raise SystemExit("--method random needs --lam: the LWDC point whose trained supernet and cost it matches")
     if a.method in PRUNE_METHODS and (a.lam is None) == (a.target is None):
         raise SystemExit(f"--method {a.method} needs exactly one of --lam (match that LWDC point) or --target")
+    if a.distill and (a.method not in ("lwdc", *PRUNE_METHODS) or not 0 < a.distill < float("inf")):
+        raise SystemExit("--distill takes a positive weight and applies to --method lwdc and prune-*")
     if a.finetune_epochs is not None and (a.method != "lwdc" or a.finetune_epochs < 1):
         raise SystemExit("--finetune-epochs takes a positive number of epochs and applies to --method lwdc only")
     if a.noise_end is not None and (not 0 < a.noise_end <= 1 or a.target is not None):

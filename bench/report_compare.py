@@ -103,15 +103,22 @@ def best_pruning(rs: list[dict]) -> list[str]:
 
 def nearest_pruning(by_point: dict[str, list[dict]], pruned: list[dict]) -> list[tuple[dict, dict, float]]:
     """For an LWDC point no pruning run was matched to by name (a variant such as -noiseX), the finished pruning
-    run of each method nearest to its MACs, when within 5%: the comparison needs matched MACs, not a twin run."""
+    run of each method nearest to its MACs, when within 5%: the comparison needs matched MACs, not a twin run; and
+    the same fine-tuning recipe (a distilled LWDC run is compared only with distilled pruning runs)."""
     pairs = []
     for name, runs in by_point.items():
         if any(r.get("matches") == name for r in pruned):
             continue
         for method in sorted({r["method"] for r in pruned}):
             for lw in runs:
-                error, r = min(((r["macs"] / lw["macs"] - 1, r) for r in pruned if r["method"] == method),
-                               key=lambda e: abs(e[0]))
+                same = [r for r in pruned if r["method"] == method and _kd(r) == _kd(lw)]
+                if not same:
+                    continue
+                error, r = min(((r["macs"] / lw["macs"] - 1, r) for r in same), key=lambda e: abs(e[0]))
                 if abs(error) <= 0.05:
                     pairs.append((lw, r, error))
     return pairs
+
+
+def _kd(r: dict) -> float:
+    return r.get("distill") or 0.0

@@ -1,7 +1,7 @@
 """How bench.report names and formats one result: its series, its point, its machine, a number or a dash."""
 from __future__ import annotations
 
-from .context import cost_label
+from .context import cost_label, distill_label
 from .report_latency import cost_of
 
 __all__ = ["noise_label", "series", "same_budget", "point", "machine_label", "fmt"]
@@ -14,9 +14,10 @@ def noise_label(r: dict, template: str) -> str:
 
 def series(r: dict) -> str:
     if r["method"] != "lwdc":
-        return r["method"]
+        return r["method"] + distill_label(r.get("distill") or 0.0)
     return (f"lwdc-{r['ops']}" + noise_label(r, "-noise{:g}") + cost_label(cost_of(r))
-            + (f"-ft{r['finetune_override']}" if r.get("finetune_override") else ""))
+            + (f"-ft{r['finetune_override']}" if r.get("finetune_override") else "")
+            + distill_label(r.get("distill") or 0.0))
 
 
 def same_budget(r: dict) -> bool:
@@ -37,7 +38,8 @@ def point(r: dict) -> str:
 
 
 def _how(r: dict) -> str:
-    """What sets a run apart from the plain point it shares a lambda with: budgets, variants, an ablation, a draw."""
+    """What sets a run apart from the plain point it shares a lambda with: budgets, variants, an ablation, a
+    distilled fine-tune, a draw."""
     parts = []
     if r.get("budgets"):
         parts.append("budgets " + " ".join(b.get("budget") or f"{b['cost']}={b['limit']:g}" for b in r["budgets"]))
@@ -45,6 +47,8 @@ def _how(r: dict) -> str:
         parts.append("+".join(r["variants"]))
     if r.get("ablations"):
         parts.append("ablated: " + "+".join(r["ablations"]))
+    if r.get("distill"):
+        parts.append(f"distilled from the baseline (weight {r['distill']:g})")
     if r.get("random_draw"):
         d = r["random_draw"]
         parts.append(f"random draw {d.get('draw', '?')} matched on {d.get('match', 'macs')}")

@@ -12,13 +12,14 @@ from torch import nn
 
 from lwdc import CompressConfig, compress
 from lwdc.api import compress_fingerprint
+from lwdc.distill import Distillation
 from lwdc.profiling import count_macs
 from lwdc.runs import CheckpointError, Run
 from lwdc.stages import check_checkpoint, train_stage
 from lwdc.tasks import Classification
 
 from .configs import ABLATIONS, PRUNE_METHODS, VARIANTS, Schedule, baseline_schedule
-from .context import Context, epoch_seconds, run_name, stage_fingerprint
+from .context import Context, distill_label, epoch_seconds, run_name, stage_fingerprint
 
 __all__ = ["RUNNERS", "lwdc_source"]
 
@@ -42,24 +43,27 @@ def run_baseline_extended(ctx: Context, base: nn.Module, run_dir: Path) -> tuple
                    "epoch_seconds": epoch_seconds(history), "epochs": {"post": s.post_epochs}}
 
 
-def lwdc_point(ctx: Context) -> str:
-    """The run name of the LWDC point this run is, or is matched to (its search, without a fine-tune override)."""
+def lwdc_point(ctx: Context, distilled: bool = True) -> str:
+    """The run name of the LWDC point this run is, or is matched to (its search, without a fine-tune override);
+    with its distillation label, unless ``distilled`` is False (the plain point whose search it shares)."""
     a = ctx.args
-    return run_name("lwdc", a.lam, a.ops, None, noise_end=a.noise_end, cost=a.cost, budgets=a.budget)
+    return run_name("lwdc", a.lam, a.ops, None, noise_end=a.noise_end, cost=a.cost, budgets=a.budget,
+                    distill=getattr(a, "distill", 0.0) if distilled else 0.0)
 
 
 def reuse_search(ctx: Context, config: CompressConfig, run_dir: Path) -> str | None:
     """Start an LWDC run from a finished search of the same point, when one exists and its checkpoint fits: the
-    point's own search for a longer fine-tune (``--finetune-epochs``) or a variant its fingerprint allows
-    (``--variant fill-limits``), or the search of the schedule this one
+    point's own search for a longer fine-tune (``--finetune-epochs``), a distilled one (``--distill``) or a variant
+    its fingerprint allows (``--variant fill-limits``), or the search of the schedule this one
     shares its searches with (``Schedule.search_from``). Returns the run folder it started from."""
     a, s = ctx.args, ctx.schedule
     run = Run(run_dir)
     mine, record = run.checkpoint_path("search"), "search_source.json"
     if mine.exists():
         return (run.read_file(record) or {}).get("run")
-    searched = lwdc_point(ctx)
-    candidates = [ctx.folder / searched] if a.finetune_epochs or getattr(a, "variant", ()) else []
+    searched = lwdc_point(ctx, distilled=False)
+    own = a.finetune_epochs or getattr(a, "variant", ()) or getattr(a, "distill", 0.0)
+    candidates = [ctx.folder / searched] if own else []
     if s.search_from:
         if baseline_schedule(s.search_from) != baseline_schedule(a.schedule):
             raise SystemExit(f"schedule {a.schedule} takes its searches from {s.search_from}, which starts from "
@@ -91,7 +95,7 @@ def lwdc_config(ctx: Context) -> CompressConfig:
                     warmup_epochs=s.warmup_epochs, search_epochs=s.search_epochs,
                     finetune_epochs=a.finetune_epochs or s.finetune_epochs, lr=s.search_lr,
                     finetune_lr=s.finetune_lr, noise_end=a.noise_end, seed=a.seed, max_batches=a.max_batches,
-                    progress=False, device=a.device)
+                    progress=False, device=a.device, distill=getattr(a, "distill", 0.0))
     for ablation in getattr(a, "ablate", ()):
         settings.update(ABLATIONS[ablation])
     for variant in getattr(a, "variant", ()):
@@ -115,6 +119,7 @@ def lwdc_extra(ctx: Context, result) -> dict:
         "epochs": {"warmup": s.warmup_epochs, "search": s.search_epochs,
                    "finetune": a.finetune_epochs or s.finetune_epochs},
         "finetune_override": a.finetune_epochs, "search_of": lwdc_point(ctx),
+        "distill": getattr(a, "distill", 0.0),
         "search_history": [{"epoch": h["epoch"], "val": h["val"], "cost_ratios": h["cost_ratios"]}
                            for h in r["history"]["search"]],
     }
@@ -206,14 +211,18 @@ def run_pruning(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module
     cfg = ctx.train_cfg(epochs["finetune"], s.search_lr, "finetune")
     t0 = time.perf_counter()
     context = {} if importance == "l1" and a.baseline_seed == a.seed else {"start": start_label(ctx)}
+    if a.distill:                   # the teacher is the baseline, as for LWDC (not the sparse-trained network)
+        context["distill"] = [a.distill, CompressConfig.distill_temperature]
     history = train_stage("finetune", model, Classification(), ctx.train, ctx.test, cfg, run_dir,
                           stage_fingerprint(cfg, plan=plan, method=a.method, batch_size=s.batch_size, **context),
-                          log=ctx.log)
+                          log=ctx.log,
+                          method=Distillation(base, a.distill, CompressConfig.distill_temperature) if a.distill else None)
     macs = count_macs(model, ctx.example)
     wall = {"prune": prune_time, "finetune": time.perf_counter() - t0}
     return model, {
         "importance": IMPORTANCE[importance], "global_pruning": global_pruning, "pruning_ratio": plan["ratio"],
-        "matches": plan["matches"], "target_from": plan.get("target_from", "result"), "cost": a.cost,
+        "matches": plan["matches"] and plan["matches"] + distill_label(a.distill), "distill": a.distill,
+        "target_from": plan.get("target_from", "result"), "cost": a.cost,
         "target_macs": target, "macs_error": macs / target - 1, "matched_within_5pct": abs(macs / target - 1) <= 0.05,
         "torch_pruning": torch_pruning_version(), "epochs": epochs,
         **({"sparse_reg": s.sparse_reg, "sparse_history": [{"epoch": h.epoch, "val": h.val} for h in sparse_history]}

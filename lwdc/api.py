@@ -21,6 +21,7 @@ from torch import nn
 from . import distributed as dist
 from .costs import get_cost_model
 from .device import module_device, resolve_device
+from .distill import Distillation, check_distillable
 from .methods import get_method
 from .profiling import compare_latency, profile
 from .runs import Run
@@ -51,6 +52,8 @@ class CompressConfig:
     finetune_epochs: int = 10
     lr: float = 0.05               # weights, during search
     finetune_lr: float = 0.02
+    distill: float = 0.0           # fine-tune with the original as teacher: weight of the distillation term (0: off)
+    distill_temperature: float = 4.0  # softening of both models' logits in that term (lwdc.distill)
     weight_decay: float = 5e-4
     arch_lr: float = 0.01
     share: dict | None = None      # method "share": lwdc.methods.share.ShareSettings fields (sparsity, budget...)
@@ -74,7 +77,8 @@ class CompressConfig:
             raise ValueError(f"optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
         get_method(self.method)
         for name in ("lam", "lr", "finetune_lr", "weight_decay", "arch_lr", "tau_start", "tau_end", "noise_end",
-                     "warmup_epochs", "budget_rate", "budget_tolerance", "budget_stiffness", "gate_travel", "budget_ramp"):
+                     "warmup_epochs", "budget_rate", "budget_tolerance", "budget_stiffness", "gate_travel", "budget_ramp",
+                     "distill", "distill_temperature"):
             if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         from .budgets import parse_budgets
@@ -92,6 +96,9 @@ class CompressConfig:
         get_cost_model(self.cost)
         if not 0 < self.noise_end <= 1:
             raise ValueError(f"noise_end must be in (0, 1] (1 keeps the sampling noise constant), got {self.noise_end}")
+        if self.distill < 0 or not self.distill_temperature > 0:
+            raise ValueError(f"distill must be >= 0 (0: plain fine-tuning) and distill_temperature > 0, got "
+                             f"{self.distill} and {self.distill_temperature}")
         if self.original_prob is not None and not 0 < self.original_prob < 1:
             raise ValueError(f"original_prob must be in (0, 1) (or None for uniform gates), got {self.original_prob}")
 
@@ -112,14 +119,14 @@ class CompressResult:
 #: Settings that only derivation and the fine-tuning stage read: a search checkpoint does not depend on them, so a
 #: finished search can be derived again (``fill_limits``) or fine-tuned for longer or at another rate (copy
 #: checkpoints/search.pt to a new run folder).
-FINETUNE_ONLY = ("finetune_epochs", "finetune_lr", "fill_limits")
+FINETUNE_ONLY = ("finetune_epochs", "finetune_lr", "fill_limits", "distill", "distill_temperature")
 #: Settings added after checkpoints existed, with the value that reproduces the older behaviour: left out of the
 #: fingerprint at that value, so older checkpoints still resume under it, and what a run folder's record that
 #: lacks the setting is read as.
 LEGACY_DEFAULTS = {"noise_end": 1.0, "method": "lwdc", "budgets": None, "budget_rate": 2.0, "budget_tolerance": 0.05,
                    "budget_stiffness": 20.0, "gate_travel": None,
                    "gate_optimizer": "adam", "budget_ramp": 0.0, "share": None, "optimizer": "sgd",
-                   "fill_limits": False}
+                   "fill_limits": False, "distill": 0.0, "distill_temperature": 4.0}
 
 
 def compress_fingerprint(cfg: CompressConfig, stage: str = "finetune") -> str:
@@ -163,6 +170,8 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
         model = copy.deepcopy(model).cpu()      # expand, profile and the equivalence check take CPU models
     log = log if log is not None and dist.is_main() else (lambda _line: None)
     task = task or Classification()
+    if cfg.distill:
+        check_distillable(task)                  # before any work: the fine-tune would refuse it at the end
     example = example_input if example_input is not None else _example_from(train_data)
     run = run_dir if isinstance(run_dir, Run) or run_dir is None else Run(run_dir)
     if run is not None and dist.is_main():
@@ -186,7 +195,8 @@ def compress(model: nn.Module, train_data: Iterable, val_data: Iterable | None, 
     tune_cfg = TrainConfig(epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, weight_decay=cfg.weight_decay,
                            optimizer=cfg.optimizer, max_batches=cfg.max_batches, checkpoint_every=cfg.checkpoint_every,
                            progress=cfg.progress, desc="finetune", device=cfg.device)
-    tune_log = ctx.train("finetune", derived, tune_cfg, ctx.fingerprint("finetune"))
+    teacher = Distillation(model, cfg.distill, cfg.distill_temperature) if cfg.distill else None
+    tune_log = ctx.train("finetune", derived, tune_cfg, ctx.fingerprint("finetune"), method=teacher)
     if hasattr(method, "finish"):
         derived = method.finish(derived)
     tune_time = time.perf_counter() - t0

@@ -267,9 +267,9 @@ def fit(model: nn.Module, task: Task, train_loader: Iterable, val_loader: Iterab
             method.before_step(model, epoch * steps_per_epoch + step, total_steps)
             output = model(x)
             loss = task.loss(output, y)
-            extra = method.extra_loss(model)
-            if extra is not None:
-                loss = loss + extra
+            for extra in (method.extra_loss(model), method.batch_loss(x, output)):
+                if extra is not None:
+                    loss = loss + extra
             if dist.any_nonfinite(loss):
                 raise TrainingDiverged(f"{cfg.desc}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}"
                                        f"{' (on some rank)' if dist.is_distributed() else ''}; the last checkpoint "

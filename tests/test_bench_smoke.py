@@ -478,3 +478,38 @@ def test_a_run_is_named_by_what_sets_it_apart_from_its_point():
     draw = {"method": "random", "matches": "lwdc-default-lam0.6-noise0.25", "noise_end": 0.25, "cost": "macs",
             "random_draw": {"draw": 3, "match": "latency:onnxruntime"}}
     assert point(draw) == "→ default λ=0.6, noise→0.25, random draw 3 matched on latency:onnxruntime"
+
+
+def test_distilled_runs_share_their_point_s_search_and_pair_only_with_distilled_pruning(trained):
+    """--distill: the LWDC run fine-tunes the point's own finished search with the baseline as teacher, the pruning
+    run matched to it is distilled the same way, and the report pairs distilled with distilled only."""
+    from bench.report_compare import matched_pairs
+    from bench.report_format import point
+    root, _, lw = trained
+    kd = run(root, "--method", "lwdc", "--lam", "2", "--ops", "minimal", "--distill", "1")
+    assert kd["run"] == "lwdc-minimal-lam2-noise0.25-kd1" and kd["distill"] == 1.0
+    assert kd["search_reused_from"].endswith("/lwdc-minimal-lam2-noise0.25")
+    assert kd["choices"] == lw["choices"] and kd["search_history"] == lw["search_history"]
+    assert kd["search_of"] == "lwdc-minimal-lam2-noise0.25-kd1"
+    assert point(kd) == "minimal λ=2, noise→0.25, distilled from the baseline (weight 1)"
+    plain = run(root, "--method", "prune-l1-global", "--lam", "2", "--ops", "minimal")
+    pruned = run(root, "--method", "prune-l1-global", "--lam", "2", "--ops", "minimal", "--distill", "1")
+    assert pruned["run"] == "prune-l1-global-minimal-lam2-noise0.25-kd1" and pruned["distill"] == 1.0
+    assert pruned["matches"] == "lwdc-minimal-lam2-noise0.25-kd1" and pruned["target_macs"] == lw["macs"]
+    assert plain["distill"] == 0.0 and plain["matches"] == "lwdc-minimal-lam2-noise0.25"
+    _, pairs = matched_pairs([lw, kd, plain, pruned])
+    assert sorted((a["run"], b["run"]) for a, b, _ in pairs) == [
+        ("lwdc-minimal-lam2-noise0.25", "prune-l1-global-minimal-lam2-noise0.25"),
+        ("lwdc-minimal-lam2-noise0.25-kd1", "prune-l1-global-minimal-lam2-noise0.25-kd1")]
+    # without its distilled twin, a distilled point is not paired with a plain pruning run at the same MACs
+    _, pairs = matched_pairs([kd, plain])
+    assert pairs == []
+
+
+@pytest.mark.parametrize("argv", [["--method", "random", "--lam", "1", "--distill", "1"],
+                                  ["--method", "baseline-extended", "--distill", "1"],
+                                  ["--method", "lwdc", "--lam", "1", "--distill", "-1"],
+                                  ["--method", "lwdc", "--lam", "1", "--distill", "nan"]])
+def test_distillation_is_refused_where_it_names_no_run(argv):
+    with pytest.raises(SystemExit, match="--distill takes a positive weight"):
+        cifar.parse(argv)

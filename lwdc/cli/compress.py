@@ -41,6 +41,9 @@ CONFIG_HELP = {
             "flash[:int8|float32], ram[:int8|float32][:inplace|plain].",
     "lr": "Weight learning rate during the search.",
     "finetune_lr": "Learning rate of fine-tuning.",
+    "distill": "Fine-tune with the original model as teacher: weight of the distillation term added to the task "
+               "loss (classification only; 0: off; 1 is a usual start).",
+    "distill_temperature": "Temperature that softens both models' logits in the distillation term.",
     "arch_lr": "Gate learning rate (Adam).",
     "optimizer": "Weights' optimiser (pre-training, search, fine-tuning): sgd (Nesterov momentum) or adamw (what "
                  "direct coordinate regression needs, e.g. --task landmarks, with --lr/--finetune-lr about 1e-3).",

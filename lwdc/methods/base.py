@@ -3,7 +3,7 @@
 ``lwdc.train.fit`` is a loop over batches that knows nothing of supernets, gates or costs. A method plugs into
 it through the hooks of :class:`TrainingMethod` (the pattern of Lightning's callbacks): which parameters the
 weight optimiser gets, extra optimisers stepped beside it, a hook before each step (schedules), an extra loss
-term, a hook before evaluation, fields for the epoch's log, and its own state in the checkpoint. The base class
+term (and one that sees the batch, e.g. distillation), a hook before evaluation, fields for the epoch's log, and its own state in the checkpoint. The base class
 is plain training: every hook does nothing.
 """
 from __future__ import annotations
@@ -39,6 +39,10 @@ class TrainingMethod:
 
     def extra_loss(self, model: nn.Module) -> torch.Tensor | None:
         """A term added to the task loss (e.g. lambda x resource cost), or None."""
+        return None
+
+    def batch_loss(self, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor | None:
+        """A term that needs the batch's input and the model's output (e.g. a teacher's), or None."""
         return None
 
     def before_eval(self, model: nn.Module, train_loader: Iterable) -> None:
