@@ -15,8 +15,11 @@ What ``save`` keeps of each run folder of the cache (``~/.cache/lwdc/bench/cifar
   ``bench.cifar`` command resumes it after its last finished epoch.
 
 The weight-sharing benchmark's run folders (``~/.cache/lwdc/bench/share/<set>/<run>``, ``bench.share``) are
-carried the same way under ``bench/state/share/``. Folders of capped smoke runs (``_mb<N>`` in the name) are not
-carried. ``restore`` copies what the cache lacks and
+carried the same way under ``bench/state/share/``, and the 1-D benchmark's
+(``~/.cache/lwdc/bench/signals/<set>/<model>_<split>/<run>``, ``bench.signals``) under ``bench/state/signals/``:
+those are ``lwdc.compress`` run folders, finished when they hold ``report.json``; an LWDC point keeps its search
+there too (its random draws start from it), a draw does not. Folders of capped smoke runs (``_mb<N>`` in the
+name) are not carried. ``restore`` copies what the cache lacks and
 never replaces a file the cache already has (that copy may be further along), unless ``--overwrite``.
 """
 from __future__ import annotations
@@ -31,34 +34,45 @@ __all__ = ["save", "restore"]
 STATE = Path(__file__).resolve().parent / "state"
 CACHE = Path.home() / ".cache" / "lwdc" / "bench" / "cifar"
 #: other benchmarks whose run folders are carried: state subfolder -> cache folder
-AREAS = {"share": CACHE.parent / "share"}
-FINISHED = ("result.json", "model_state.pt", "model_arch.json")     # what a finished run keeps
+AREAS = {"share": CACHE.parent / "share", "signals": CACHE.parent / "signals"}
+#: an area's layout where it is not bench.cifar's: how many folder levels below its cache folder the run folders
+#: lie (bench.cifar's: <group>/<run>), and the record a finished run holds (bench.cifar's result.json; a
+#: bench.cifar folder also holds lwdc.compress's report.json before its result is written, so that one would not do)
+LAYOUT = {"signals": (3, "report.json")}
+FINISHED = ("model_state.pt", "model_arch.json")     # what a finished run keeps beside its record
 
 
-def _run_folders(root: Path, include_capped: bool) -> list[Path]:
-    return sorted(run for group in Path(root).iterdir() if group.is_dir() and (include_capped or "_mb" not in group.name)
-                  for run in group.iterdir() if run.is_dir())
+def _run_folders(root: Path, include_capped: bool, depth: int = 2) -> list[Path]:
+    folders = [Path(root)]
+    for _ in range(depth):
+        folders = [sub for folder in folders for sub in folder.iterdir() if sub.is_dir()]
+    return sorted(run for run in folders if include_capped or "_mb" not in run.relative_to(root).as_posix())
 
 
-def _carried_files(run: Path) -> list[Path]:
+def _carried_files(run: Path, marker: str = "result.json") -> list[Path]:
     """The files of ``run`` that the state keeps (see the module docstring); atomic-write temporaries never."""
-    if (run / "result.json").exists():
-        keep = [run / name for name in FINISHED if (run / name).is_file()]
+    if (run / marker).is_file():
+        keep = [run / marker] + [run / name for name in FINISHED if (run / name).is_file()]
         if run.name == "baseline":
             keep += sorted((run / "checkpoints").glob("*.pt"))
-        elif run.name.startswith("lwdc-") and (run / "checkpoints" / "search.pt").is_file():
+        elif (run.name.startswith("lwdc-") and "-random-" not in run.name
+              and (run / "checkpoints" / "search.pt").is_file()):
             keep.append(run / "checkpoints" / "search.pt")
         return keep
     return sorted(p for p in run.rglob("*") if p.is_file() and not p.name.endswith(".tmp") and p.name != ".lock")
 
 
-def save(cache: Path = CACHE, state: Path = STATE, include_capped: bool = False, log=print) -> list[Path]:
-    """Mirror the cache's run folders into ``state``; returns the files written. Files the state holds for a
-    run that are no longer carried (the checkpoints of a run that has since finished) are removed."""
+def save(cache: Path = CACHE, state: Path = STATE, include_capped: bool = False, log=print,
+         layout: tuple[int, str] = (2, "result.json")) -> list[Path]:
+    """Mirror the cache's run folders into ``state``; returns the files written. Files the state holds for a run
+    that are no longer carried (the checkpoints of a run that has since finished) are removed. ``layout``: the
+    run folders' depth below ``cache`` and the file that marks one finished (``LAYOUT``)."""
+    depth, marker = layout
     written = []
-    for run in _run_folders(cache, include_capped):
-        target = state / run.parent.name / run.name
-        keep = {p.relative_to(run) for p in _carried_files(run)}
+    for run in _run_folders(cache, include_capped, depth):
+        name = run.relative_to(cache).as_posix()
+        target = state / name
+        keep = {p.relative_to(run) for p in _carried_files(run, marker)}
         for rel in sorted(keep):
             dst = target / rel
             if dst.exists() and filecmp.cmp(run / rel, dst, shallow=False):
@@ -75,8 +89,8 @@ def save(cache: Path = CACHE, state: Path = STATE, include_capped: bool = False,
             for folder in sorted((p for p in target.rglob("*") if p.is_dir()), reverse=True):
                 if not any(folder.iterdir()):
                     folder.rmdir()
-        state_of = "finished" if (run / "result.json").exists() else "unfinished, checkpoints kept"
-        log(f"{run.parent.name}/{run.name}: {state_of}")
+        state_of = "finished" if (run / marker).exists() else "unfinished, checkpoints kept"
+        log(f"{name}: {state_of}")
     return written
 
 
@@ -114,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"saved {len(save(cache, state))} changed file(s) into {state}")
         for area, folder in AREAS.items():
             if folder.is_dir() and a.cache_dir == str(CACHE):
-                print(f"{area}: saved {len(save(folder, state / area))} changed file(s) into {state / area}")
+                written = save(folder, state / area, layout=LAYOUT.get(area, (2, "result.json")))
+                print(f"{area}: saved {len(written)} changed file(s) into {state / area}")
     else:
         if not state.is_dir():
             raise SystemExit(f"no benchmark state at {state}: pass --state-dir")

@@ -179,7 +179,7 @@ def run(a: argparse.Namespace) -> dict:
 
 def _wants_int8(a: argparse.Namespace) -> bool:
     """Whether the run keeps a budget counted at int8 (parsed as lwdc parses it, so `` flash = 75000`` counts)."""
-    return any(b.cost in INT8_BUDGETS for b in parse_budgets(a.budget))
+    return any(b.cost in INT8_BUDGETS for b in getattr(a, "budgets", None) or parse_budgets(a.budget))
 
 
 def _int8_c(model: nn.Module, data) -> dict:
@@ -252,7 +252,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     if a.budget and a.method != "lwdc":
         raise SystemExit("--budget applies to --method lwdc")
     try:
-        parse_budgets(a.budget)        # a malformed budget fails here, not after the baseline has loaded
+        a.budgets = parse_budgets(a.budget)   # a malformed budget fails here, not after the baseline has loaded
     except BudgetError as exc:
         raise SystemExit(f"--budget: {exc}") from None
     if a.method == "lwdc" and a.lam is None and a.budget:

@@ -127,3 +127,30 @@ def test_the_share_area_is_restored_into_its_own_cache_not_the_cifar_one(tmp_pat
     restore(state / "share", share, log=lambda m: None)
     assert (cifar / "resnet20_cpu_s0/baseline/result.json").exists() and not (cifar / "share").exists()
     assert (share / "cifar/baseline-share-1234/checkpoints/share.pt").exists()
+
+
+def test_signals_run_folders_are_carried_three_levels_down_with_lwdc_compress_markers(tmp_path):
+    """bench.signals keeps lwdc.compress run folders under <set>/<model>_<split>/<run>: a finished one (report.json)
+    keeps its model and, for a point, the search its random draws start from; a draw keeps no checkpoint; the
+    baseline's checkpoint (no marker) is kept whole."""
+    from bench.carry import AREAS, LAYOUT, save
+    cache, state = tmp_path / "signals", tmp_path / "state"
+    unit = cache / "fsdd" / "logmel_dscnn_seed0"
+    _write(unit / "baseline" / "checkpoints" / "baseline.pt", "base")
+    for run in ("lwdc-signal-macs0.5x", "lwdc-signal-macs0.5x-random-d0"):
+        for name in ("report.json", "model_state.pt", "model_arch.json", "checkpoints/search.pt",
+                     "checkpoints/finetune.pt", "original.pt2"):
+            _write(unit / run / name, run)
+    _write(unit / "lwdc-signal-macs0.3x" / "checkpoints" / "finetune.pt", "epoch 2")
+    _write(unit / "lwdc-signal-macs0.3x" / ".lock", "")
+    _write(cache / "fsdd" / "logmel_dscnn_seed0_mb2" / "baseline" / "checkpoints" / "baseline.pt", "smoke")
+    assert AREAS["signals"].name == "signals" and LAYOUT["signals"] == (3, "report.json")
+    save(cache, state, log=lambda _: None, layout=LAYOUT["signals"])
+    unit_state = "fsdd/logmel_dscnn_seed0"
+    assert sorted(_files(state)) == sorted([
+        f"{unit_state}/baseline/checkpoints/baseline.pt",
+        *(f"{unit_state}/lwdc-signal-macs0.5x/{n}" for n in ("report.json", "model_state.pt", "model_arch.json",
+                                                             "checkpoints/search.pt")),
+        *(f"{unit_state}/lwdc-signal-macs0.5x-random-d0/{n}" for n in ("report.json", "model_state.pt",
+                                                                       "model_arch.json")),
+        f"{unit_state}/lwdc-signal-macs0.3x/checkpoints/finetune.pt"])
