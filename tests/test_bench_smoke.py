@@ -513,3 +513,16 @@ def test_distilled_runs_share_their_point_s_search_and_pair_only_with_distilled_
 def test_distillation_is_refused_where_it_names_no_run(argv):
     with pytest.raises(SystemExit, match="--distill takes a positive weight"):
         cifar.parse(argv)
+
+
+def test_an_ablated_search_is_not_an_lwdc_point_against_pruning():
+    """The ablations are weakened on purpose: the matched-MACs tables and their verdict count LWDC points only."""
+    from bench.report_compare import matched_pairs
+    point = _result("lwdc-default-lam0.6-noise0.25", "lwdc", 57.0, 86.5, search_of="lwdc-default-lam0.6-noise0.25")
+    ablated = _result("lwdc-default-lam0.6-noise0.25-abl_constant-noise", "lwdc", 58.0, 86.4,
+                      search_of="lwdc-default-lam0.6-noise0.25", ablations=["constant-noise"])
+    pruned = _result("prune-l1-global-default-lam0.6-noise0.25", "prune-l1-global", 57.4, 87.2,
+                     matches="lwdc-default-lam0.6-noise0.25", macs_error=0.007, matched_within_5pct=True)
+    by_point, pairs = matched_pairs([point, ablated, pruned])
+    assert [(a["run"], b["run"]) for a, b, _ in pairs] == [(point["run"], pruned["run"])]
+    assert by_point["lwdc-default-lam0.6-noise0.25"] == [point]
