@@ -9,6 +9,7 @@ search's seconds.
 from __future__ import annotations
 
 import json
+import functools
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -84,12 +85,29 @@ def _retimed(results: Path, name: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _ort_time(r: dict, timed: dict) -> tuple[float, float | None, bool]:
+    """A row's onnxruntime ms, as a fraction of its baseline's or None, and whether it was re-timed with it."""
+    from .signals import row_stem
+
+    e = timed.get(row_stem(r["model"], r["settings"]["split_kind"], r["split"], r["method"], r.get("quick", False)))
+    base = timed.get(e["baseline"]) if e else None
+    if e and base and "ort_b1" in e and "ort_b1" in base:
+        return e["ort_b1"]["median"], e["ort_b1"]["median"] / base["ort_b1"]["median"], True
+    return r["latency_ms_onnxruntime"], None, False
+
+
+def _ort_cell(values: list[tuple]) -> str:
+    """Mean ms of ``_ort_time`` values, the mean fraction where every one has it, and * where any is a row's own."""
+    ms = statistics.mean(v[0] for v in values)
+    frac = [v[1] for v in values if v[1] is not None]
+    return f"{ms:.3f}" + (f" ({statistics.mean(frac):.3f}x)" if len(frac) == len(values) else "") + \
+        ("" if all(v[2] for v in values) else " *")
+
+
 def _random(name: str, rows: list[dict], retimed: dict | None = None) -> list[str]:
     """Issue 26 on a 1-D task: each LWDC point against its random draws (same split, matched cost within 3%).
     onnxruntime times come from ``retimed`` (all models in one process) where the row and its baseline are in it,
     as ms and as a fraction of that baseline; else each row's own, timed in its own process under its own load."""
-    from .signals import row_stem
-
     key, label, digits = HEADLINE[name]
     draws: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
@@ -101,21 +119,7 @@ def _random(name: str, rows: list[dict], retimed: dict | None = None) -> list[st
     points = {(r["model"], r["split"], r["method"]): r for r in rows if "rerun_of" not in r}
     points.update({(r["model"], r["split"], r["rerun_of"]): r for r in rows if "rerun_of" in r})  # the draws' own
     timed = (retimed or {}).get("models", {})
-
-    def ort(r: dict) -> tuple[float, float | None, bool]:
-        """(ms, fraction of the baseline's ms or None, re-timed?)"""
-        e = timed.get(row_stem(r["model"], r["settings"]["split_kind"], r["split"], r["method"], r.get("quick", False)))
-        base = timed.get(e["baseline"]) if e else None
-        if e and base and "ort_b1" in e and "ort_b1" in base:
-            return e["ort_b1"]["median"], e["ort_b1"]["median"] / base["ort_b1"]["median"], True
-        return r["latency_ms_onnxruntime"], None, False
-
-    def show(values: list[tuple]) -> str:
-        ms = statistics.mean(v[0] for v in values)
-        frac = [v[1] for v in values if v[1] is not None]
-        return f"{ms:.3f}" + (f" ({statistics.mean(frac):.3f}x)" if len(frac) == len(values) else "") + \
-            ("" if all(v[2] for v in values) else " *")
-
+    ort = functools.partial(_ort_time, timed=timed)
     lines = [f"Random architectures at the LWDC point's cost (issue 26's protocol: operators drawn uniformly per "
              f"layer until the matched cost, MACs or onnxruntime latency, is within 3% of the point's, started from "
              f"the point's trained supernet, fine-tuned with its settings); PyTorch {label} on the test split, "
@@ -128,7 +132,7 @@ def _random(name: str, rows: list[dict], retimed: dict | None = None) -> list[st
         lines.append("| " + " | ".join([
             model, str(split), point, match, format(lw["metrics"][key], f".{digits}f") if lw else "-", str(len(g)),
             format(statistics.mean(vals), f".{digits}f"), f"{min(vals):.{digits}f}-{max(vals):.{digits}f}",
-            format(max(vals), f".{digits}f"), show([ort(lw)]) if lw else "-", show([ort(r) for r in g]),
+            format(max(vals), f".{digits}f"), _ort_cell([ort(lw)]) if lw else "-", _ort_cell([ort(r) for r in g]),
             verdict(lw["metrics"][key], vals, digits) if lw else "-"]) + " |")
     if retimed:
         lines += ["", f"ORT times re-timed together by `python -m bench.remeasure --signals {name}` "
