@@ -13,15 +13,15 @@ __all__ = ["matched_pairs", "matched_table", "nearest_pruning", "best_pruning"]
 
 
 def matched_pairs(rs: list[dict]) -> tuple[dict[str, list[dict]], list[tuple[dict, dict, float]]]:
-    """LWDC points by the name of their search (same budget first, then longer), and (LWDC run, pruning run, MACs
-    error) for every pruning run matched to a point by name, then the nearest ones for variants. An ablated search
+    """LWDC points by the name of their search (same budget first, then longer), and (LWDC run, pruning run, the
+    pruning run's MACs relative to the LWDC run's) for every pruning run matched to a point by name, then the nearest ones for variants. An ablated search
     (``--ablate``) is no LWDC point: it is weakened on purpose, and the ablation table compares it."""
     by_point = defaultdict(list)
     points = (r for r in rs if r["method"] == "lwdc" and not r.get("ablations"))
     for r in sorted(points, key=lambda r: not same_budget(r)):
         by_point[r.get("search_of") or f"lwdc-{r['ops']}-lam{r['lambda']:g}"].append(r)
     pruned = [r for r in rs if r["method"] in PRUNE_METHODS]
-    pairs = [(lw, r, r["macs_error"]) for r in pruned for lw in by_point.get(r.get("matches") or "", [])]
+    pairs = [(lw, r, r["macs"] / lw["macs"] - 1) for r in pruned for lw in by_point.get(r.get("matches") or "", [])]
     return by_point, pairs + nearest_pruning(by_point, pruned)
 
 

@@ -526,3 +526,16 @@ def test_an_ablated_search_is_not_an_lwdc_point_against_pruning():
     by_point, pairs = matched_pairs([point, ablated, pruned])
     assert [(a["run"], b["run"]) for a, b, _ in pairs] == [(point["run"], pruned["run"])]
     assert by_point["lwdc-default-lam0.6-noise0.25"] == [point]
+
+
+def test_a_named_pair_is_judged_on_the_two_runs_macs_not_the_pruning_run_s_own_target():
+    """A pruning run hit its target (the point's seed-0 MACs) exactly; a run of the point that landed 10% higher is
+    10% off it, and not matched."""
+    from bench.report_compare import matched_pairs
+    point = _result("lwdc-default-lam0.6-noise0.25", "lwdc", 55.0, 86.5, search_of="lwdc-default-lam0.6-noise0.25")
+    pruned = _result("prune-l1-global-default-lam0.6-noise0.25", "prune-l1-global", 50.0, 87.2,
+                     matches="lwdc-default-lam0.6-noise0.25", macs_error=0.0, matched_within_5pct=True)
+    (_, _, error), = matched_pairs([point, pruned])[1]
+    assert error == pytest.approx(50.0 / 55.0 - 1)
+    lines, verdicts = report.matched_table([point, pruned])
+    assert "| -9.1% | no |" in lines[2] and verdicts == []
