@@ -72,9 +72,10 @@ def _dominated(p: tuple, others: list[tuple]) -> bool:
 
 def sweep_point(r: dict) -> bool:
     """A point of a lambda sweep: an LWDC run driven by lambda alone. Runs under budgets (lambda 0, their size set
-    by flash or RAM limits), ablations and longer fine-tunes answer other questions and would bend the fronts."""
+    by flash or RAM limits), ablations and longer or distilled fine-tunes answer other questions and would bend the
+    fronts."""
     return (r["method"] == "lwdc" and not r.get("finetune_override") and not r.get("budgets")
-            and not r.get("ablations"))
+            and not r.get("ablations") and not r.get("distill"))
 
 
 def latency_fronts(rs: list[dict], path: Path, title: str, label) -> list[str]:

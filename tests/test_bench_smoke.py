@@ -403,7 +403,7 @@ def test_ablations_switch_off_one_part_of_the_search_each(trained):
 
 def test_lambda_sweep_fronts_leave_out_budgeted_and_ablated_runs():
     """The latency-vs-MACs fronts compare lambda sweeps: a flash/RAM-budgeted run (lambda 0, sized by its limits),
-    an ablation or a longer fine-tune is not a point of either sweep (the converged report once put the uNAS
+    an ablation, a longer or a distilled fine-tune is not a point of either sweep (the converged report once put the uNAS
     budget runs on the MACs-cost front)."""
     from bench.report_latency import sweep_point
     plain = {"method": "lwdc", "lambda": 0.6, "cost": "macs"}
@@ -412,6 +412,7 @@ def test_lambda_sweep_fronts_leave_out_budgeted_and_ablated_runs():
     assert not sweep_point({**plain, "ablations": ["no-warmup"]})
     assert not sweep_point({**plain, "finetune_override": 20})
     assert not sweep_point({**plain, "method": "random"})
+    assert not sweep_point({**plain, "distill": 1.0}) and sweep_point({**plain, "distill": 0.0})
 
 
 def test_unas_table_scores_the_int8_c_against_unas_error(tmp_path):
