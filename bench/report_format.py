@@ -32,7 +32,7 @@ def point(r: dict) -> str:
         longer = f", fine-tune {r['finetune_override']}" if r.get("finetune_override") else ""
         return f"{r['ops']} λ={r['lambda']:g}{noise_label(r, ', noise→{:g}')}{cost}{longer}{_how(r)}"
     if r.get("matches"):
-        name = r["matches"].removesuffix(cost_label(cost_of(r)))
+        name = r["matches"].removesuffix(distill_label(r.get("distill") or 0.0)).removesuffix(cost_label(cost_of(r)))
         return "→ " + name.replace("lwdc-", "").replace("-lam", " λ=").replace("-noise", ", noise→") + cost + _how(r)
     return f"→ {r['target']:g} MACs" if r.get("target") is not None else ""
 

@@ -498,6 +498,7 @@ def test_distilled_runs_share_their_point_s_search_and_pair_only_with_distilled_
     assert pruned["run"] == "prune-l1-global-minimal-lam2-noise0.25-kd1" and pruned["distill"] == 1.0
     assert pruned["matches"] == "lwdc-minimal-lam2-noise0.25-kd1" and pruned["target_macs"] == lw["macs"]
     assert plain["distill"] == 0.0 and plain["matches"] == "lwdc-minimal-lam2-noise0.25"
+    assert point(pruned) == "→ minimal λ=2, noise→0.25, distilled from the baseline (weight 1)"
     _, pairs = matched_pairs([lw, kd, plain, pruned])
     assert sorted((a["run"], b["run"]) for a, b, _ in pairs) == [
         ("lwdc-minimal-lam2-noise0.25", "prune-l1-global-minimal-lam2-noise0.25"),
