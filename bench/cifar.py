@@ -207,7 +207,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", action="append", default=[], choices=list(VARIANTS),
                    help="lwdc: change one search setting (issue 24), labelled -NAME: fill-limits (fill absolute "
                         "budgets toward their limits after the search), ramp0.5 (limits fall from 1.0x over half "
-                        "the search); repeatable")
+                        "the search), distill-search (with --distill: distil the search too); repeatable")
     p.add_argument("--budget", action="append", default=[], metavar="COST=VALUE",
                    help="lwdc: a budget the search keeps (lwdc --target syntax: flash=75000, ram=75000, macs=0.5x); "
                         "repeatable; lambda defaults to 0 with budgets")
@@ -265,6 +265,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         raise SystemExit(f"--method {a.method} needs exactly one of --lam (match that LWDC point) or --target")
     if a.distill and (a.method not in ("lwdc", *PRUNE_METHODS) or not 0 < a.distill < float("inf")):
         raise SystemExit("--distill takes a positive weight and applies to --method lwdc and prune-*")
+    if "distill-search" in a.variant and not a.distill:
+        raise SystemExit("--variant distill-search distils the search with the --distill weight: add --distill 1")
     if a.finetune_epochs is not None and (a.method != "lwdc" or a.finetune_epochs < 1):
         raise SystemExit("--finetune-epochs takes a positive number of epochs and applies to --method lwdc only")
     if a.noise_end is not None and (not 0 < a.noise_end <= 1 or a.target is not None):

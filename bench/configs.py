@@ -30,7 +30,8 @@ METHODS = ("baseline", "baseline-extended", "lwdc") + PRUNE_METHODS + ("random",
 ABLATIONS = {"no-warmup": {"warmup_epochs": 0.0}, "constant-noise": {"noise_end": 1.0},
              "uniform-gates": {"original_prob": None}}
 # Settings an LWDC point may change beyond its lambda/cost/budgets (issue 24), each labelled -NAME in the run name.
-VARIANTS = {"fill-limits": {"fill_limits": True}, "ramp0.5": {"budget_ramp": 0.5}}
+VARIANTS = {"fill-limits": {"fill_limits": True}, "ramp0.5": {"budget_ramp": 0.5},
+            "distill-search": {"distill_search": True}}     # with --distill: the search is distilled too
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ class CompressConfig:
     finetune_lr: float = 0.02
     distill: float = 0.0           # fine-tune with the original as teacher: weight of the distillation term (0: off)
     distill_temperature: float = 4.0  # softening of both models' logits in that term (lwdc.distill)
+    distill_search: bool = False   # also distil LWDC's search: every sampled path learns toward the original
     weight_decay: float = 5e-4
     arch_lr: float = 0.01
     share: dict | None = None      # method "share": lwdc.methods.share.ShareSettings fields (sparsity, budget...)
@@ -99,6 +100,8 @@ class CompressConfig:
         if self.distill < 0 or not self.distill_temperature > 0:
             raise ValueError(f"distill must be >= 0 (0: plain fine-tuning) and distill_temperature > 0, got "
                              f"{self.distill} and {self.distill_temperature}")
+        if self.distill_search and not self.distill:
+            raise ValueError("distill_search distils the search with the distill weight: set distill > 0 (e.g. 1)")
         if self.original_prob is not None and not 0 < self.original_prob < 1:
             raise ValueError(f"original_prob must be in (0, 1) (or None for uniform gates), got {self.original_prob}")
 
@@ -126,14 +129,16 @@ FINETUNE_ONLY = ("finetune_epochs", "finetune_lr", "fill_limits", "distill", "di
 LEGACY_DEFAULTS = {"noise_end": 1.0, "method": "lwdc", "budgets": None, "budget_rate": 2.0, "budget_tolerance": 0.05,
                    "budget_stiffness": 20.0, "gate_travel": None,
                    "gate_optimizer": "adam", "budget_ramp": 0.0, "share": None, "optimizer": "sgd",
-                   "fill_limits": False, "distill": 0.0, "distill_temperature": 4.0}
+                   "fill_limits": False, "distill": 0.0, "distill_temperature": 4.0, "distill_search": False}
 
 
 def compress_fingerprint(cfg: CompressConfig, stage: str = "finetune") -> str:
     """The settings a ``stage`` ("search" or "finetune") checkpoint depends on: not the checkpoint interval, the
     progress bar or the device (checkpoints hold CPU tensors, so a run started on a GPU may resume on a CPU and
     back), and for the search not the fine-tuning settings."""
-    ignored = ("checkpoint_every", "progress", "device") + (FINETUNE_ONLY if stage == "search" else ())
+    finetune_only = FINETUNE_ONLY if not cfg.distill_search else \
+        tuple(k for k in FINETUNE_ONLY if k not in ("distill", "distill_temperature"))   # then the search reads them
+    ignored = ("checkpoint_every", "progress", "device") + (finetune_only if stage == "search" else ())
     settings = {**asdict(cfg), "lam": cfg.effective_lam}     # lam None means 1 (or 0 with budgets): same search
     return config_fingerprint({k: v for k, v in settings.items()
                                if k not in ignored and not (k in LEGACY_DEFAULTS and v == LEGACY_DEFAULTS[k])})

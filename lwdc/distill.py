@@ -39,18 +39,23 @@ def check_distillable(task: Task) -> None:
 
 
 class Distillation(TrainingMethod):
-    """Plain training plus the distillation term against ``teacher`` (copied, frozen, on the training device)."""
+    """``inner`` training (plain by default; LWDC's search with ``distill_search``) plus the distillation term
+    against ``teacher`` (copied, frozen, on the training device). Every other hook, and the checkpointed state,
+    are the inner method's."""
 
     name = "distill"
-    state_keys = ()
 
-    def __init__(self, teacher: nn.Module, weight: float, temperature: float = 4.0):
+    def __init__(self, teacher: nn.Module, weight: float, temperature: float = 4.0,
+                 inner: TrainingMethod | None = None):
         if not weight > 0 or not temperature > 0:
             raise ValueError(f"distillation needs weight > 0 and temperature > 0, got {weight} and {temperature}")
         self.source, self.weight, self.temperature = teacher, float(weight), float(temperature)
+        self.inner = inner if inner is not None else TrainingMethod()
+        self.state_keys = self.inner.state_keys
         self.teacher: nn.Module | None = None
 
     def setup(self, model: nn.Module, total_steps: int) -> None:
+        self.inner.setup(model, total_steps)
         self.teacher = copy.deepcopy(self.source).to(module_device(model)).eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
@@ -58,4 +63,30 @@ class Distillation(TrainingMethod):
     def batch_loss(self, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             target = self.teacher(x)
-        return self.weight * distillation_loss(output, target, self.temperature)
+        term = self.weight * distillation_loss(output, target, self.temperature)
+        own = self.inner.batch_loss(x, output)
+        return term if own is None else term + own
+
+    def weight_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        return self.inner.weight_parameters(model)
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return self.inner.optimizers()
+
+    def before_step(self, model: nn.Module, global_step: int, total_steps: int) -> None:
+        self.inner.before_step(model, global_step, total_steps)
+
+    def extra_loss(self, model: nn.Module) -> torch.Tensor | None:
+        return self.inner.extra_loss(model)
+
+    def before_eval(self, model: nn.Module, train_loader) -> None:
+        self.inner.before_eval(model, train_loader)
+
+    def epoch_fields(self, model: nn.Module) -> dict:
+        return self.inner.epoch_fields(model)
+
+    def state_dict(self) -> dict:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.inner.load_state_dict(state)

@@ -508,6 +508,24 @@ def test_distilled_runs_share_their_point_s_search_and_pair_only_with_distilled_
     assert pairs == []
 
 
+def test_a_distilled_search_is_a_variant_of_the_distilled_point(trained):
+    """--variant distill-search searches again (the plain point's search does not fit its fingerprint) and is
+    compared with the distilled pruning run of its point."""
+    from bench.runners import lwdc_config
+    from types import SimpleNamespace
+    root, _, lw = trained
+    r = run(root, "--method", "lwdc", "--lam", "2", "--ops", "minimal", "--distill", "1", "--variant", "distill-search")
+    assert r["run"] == "lwdc-minimal-lam2-noise0.25-distill-search-kd1" and r["search_reused_from"] is None
+    assert r["search_of"] == "lwdc-minimal-lam2-noise0.25-kd1" and r["variants"] == ["distill-search"]
+    assert r["search_history"] != lw["search_history"]
+    ctx = SimpleNamespace(schedule=cifar.SCHEDULES["smoke"], args=cifar.parse(
+        ["--method", "lwdc", "--lam", "2", "--distill", "1", "--variant", "distill-search"]))
+    config = lwdc_config(ctx)
+    assert (config.distill, config.distill_search) == (1.0, True)
+    with pytest.raises(SystemExit, match="add --distill 1"):
+        cifar.parse(["--method", "lwdc", "--lam", "2", "--variant", "distill-search"])
+
+
 @pytest.mark.parametrize("argv", [["--method", "random", "--lam", "1", "--distill", "1"],
                                   ["--method", "baseline-extended", "--distill", "1"],
                                   ["--method", "lwdc", "--lam", "1", "--distill", "-1"],

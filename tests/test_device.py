@@ -122,7 +122,8 @@ def test_noise_end_at_its_legacy_value_keeps_older_fingerprints():
     cfg = CompressConfig(noise_end=1.0)
     dropped = ("checkpoint_every", "progress", "device", "noise_end", "method", "budgets", "budget_rate",
                "budget_tolerance", "budget_stiffness", "gate_travel", "gate_optimizer", "budget_ramp",
-               "share", "optimizer", "fill_limits", "distill", "distill_temperature")  # added later, at legacy values
+               "share", "optimizer", "fill_limits", "distill", "distill_temperature",
+               "distill_search")  # added later, at legacy values
     older = {**{k: v for k, v in asdict(cfg).items() if k not in dropped}, "lam": 1.0}   # lam None meant 1.0
     assert compress_fingerprint(cfg) == config_fingerprint(older)
     assert compress_fingerprint(CompressConfig()) != compress_fingerprint(cfg)      # the default, 0.25, differs

@@ -92,3 +92,42 @@ def test_a_task_without_logits_is_refused_before_any_work(quadrants):
         compress(TinyNet(), train, val, config=CompressConfig(**QUICK, distill=1.0), task=Landmarks(),
                  log=lines.append)
     assert lines == []
+
+
+def test_a_distilled_search_is_its_own_search_and_resumes_with_its_gates(quadrants, tmp_path):
+    """distill_search makes the search depend on the distillation settings (its checkpoint is not the plain
+    search's), trains toward the teacher (other search history than the plain one), and a finished one loads back
+    with its gates (the inner search's state is what the checkpoint holds)."""
+    train, val = quadrants
+    torch.manual_seed(0)
+    net = TinyNet()
+    fit(net, Classification(), train, None, TrainConfig(epochs=3, lr=0.05, progress=False), log=lambda s: None)
+    kd = CompressConfig(**QUICK, distill=1.0)
+    both = CompressConfig(**QUICK, distill=1.0, distill_search=True)
+    hotter = CompressConfig(**QUICK, distill=1.0, distill_search=True, distill_temperature=8.0)
+    assert len({compress_fingerprint(c, "search") for c in (kd, both, hotter)}) == 3
+    a = compress(net, train, val, config=kd, log=None)
+    b = compress(net, train, val, config=both, run_dir=tmp_path / "b", log=None)
+    assert a.report["history"]["search"] != b.report["history"]["search"]
+    assert "probabilities" in b.report["history"]["search"][-1]        # the inner search's epoch fields
+    lines = []
+    again = compress(net, train, val, config=both, run_dir=tmp_path / "b", log=lines.append)
+    assert any(line.startswith("search: finished earlier") for line in lines)
+    assert again.choices == b.choices
+    with pytest.raises(ValueError, match="distill_search .* set distill > 0"):
+        CompressConfig(distill_search=True).validate()
+
+
+def test_a_distilled_fine_tune_resumes_from_its_checkpoint(quadrants, tmp_path):
+    """The first distilled checkpoints lacked the keys every lwdc checkpoint holds, so a distilled fine-tune could
+    not resume: a second call on a finished folder loads every stage back."""
+    train, val = quadrants
+    torch.manual_seed(0)
+    net = TinyNet()
+    kd = CompressConfig(**QUICK, distill=1.0)
+    first = compress(net, train, val, config=kd, run_dir=tmp_path, log=None)
+    (tmp_path / "report.json").unlink()             # as if killed after fine-tuning, before the report
+    lines = []
+    again = compress(net, train, val, config=kd, run_dir=tmp_path, log=lines.append)
+    assert any(line.startswith("finetune: finished earlier") for line in lines)
+    assert again.report["after"]["accuracy"] == first.report["after"]["accuracy"]

@@ -44,6 +44,8 @@ CONFIG_HELP = {
     "distill": "Fine-tune with the original model as teacher: weight of the distillation term added to the task "
                "loss (classification only; 0: off; 1 is a usual start).",
     "distill_temperature": "Temperature that softens both models' logits in the distillation term.",
+    "distill_search": "Also distil LWDC's search (weights and gates learn toward the original's outputs); needs "
+                      "--distill.",
     "arch_lr": "Gate learning rate (Adam).",
     "optimizer": "Weights' optimiser (pre-training, search, fine-tuning): sgd (Nesterov momentum) or adamw (what "
                  "direct coordinate regression needs, e.g. --task landmarks, with --lr/--finetune-lr about 1e-3).",

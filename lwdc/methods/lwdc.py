@@ -12,6 +12,7 @@ from ..binary import BINARY_CONVS
 from ..budgets import BudgetError, BudgetTerm, budget_report, fill, parse_budgets, repair
 from ..costs import build_cost_table, get_cost_model
 from ..derivation import derive, max_output_difference
+from ..distill import Distillation
 from ..ops import get_op
 from ..space import Supernet, expand
 from ..train import TrainConfig, batches_per_epoch
@@ -140,6 +141,8 @@ class LWDC:
                                        tau_end=cfg.tau_end, noise_end=cfg.noise_end, budget_rate=cfg.budget_rate,
                                        budget_stiffness=cfg.budget_stiffness, budget_ramp=cfg.budget_ramp),
                         objective, report_tables, budgets)
+        if cfg.distill_search:      # in-place distillation: each sampled path is pulled toward the original
+            search = Distillation(model, cfg.distill, cfg.distill_temperature, inner=search)
         search_log = ctx.train("search", supernet, search_cfg, ctx.fingerprint("search"), method=search)
         search_time = time.perf_counter() - t0
 
