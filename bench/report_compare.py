@@ -14,8 +14,9 @@ __all__ = ["matched_pairs", "matched_table", "nearest_pruning", "best_pruning"]
 
 def matched_pairs(rs: list[dict]) -> tuple[dict[str, list[dict]], list[tuple[dict, dict, float]]]:
     """LWDC points by the name of their search (same budget first, then longer), and (LWDC run, pruning run, the
-    pruning run's MACs relative to the LWDC run's) for every pruning run matched to a point by name, then the nearest ones for variants. An ablated search
-    (``--ablate``) is no LWDC point: it is weakened on purpose, and the ablation table compares it."""
+    pruning run's MACs relative to the LWDC run's) for every pruning run matched to a point by name, then the
+    nearest ones for variants. An ablated search (``--ablate``) is no LWDC point: it is weakened on purpose, and
+    the ablation table compares it."""
     by_point = defaultdict(list)
     points = (r for r in rs if r["method"] == "lwdc" and not r.get("ablations"))
     for r in sorted(points, key=lambda r: not same_budget(r)):
