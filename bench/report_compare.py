@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from .configs import PRUNE_METHODS
-from .report_format import fmt, point, same_budget
+from .report_format import distill_of, fmt, point, same_budget
 from .report_seeds import cell, diff_cell, per_seed_diffs, seeds_of
 
 __all__ = ["matched_pairs", "matched_table", "nearest_pruning", "best_pruning"]
@@ -114,14 +114,10 @@ def nearest_pruning(by_point: dict[str, list[dict]], pruned: list[dict]) -> list
             continue
         for method in sorted({r["method"] for r in pruned}):
             for lw in runs:
-                same = [r for r in pruned if r["method"] == method and _kd(r) == _kd(lw)]
+                same = [r for r in pruned if r["method"] == method and distill_of(r) == distill_of(lw)]
                 if not same:
                     continue
                 error, r = min(((r["macs"] / lw["macs"] - 1, r) for r in same), key=lambda e: abs(e[0]))
                 if abs(error) <= 0.05:
                     pairs.append((lw, r, error))
     return pairs
-
-
-def _kd(r: dict) -> float:
-    return r.get("distill") or 0.0

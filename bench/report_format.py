@@ -4,7 +4,7 @@ from __future__ import annotations
 from .context import cost_label, distill_label
 from .report_latency import cost_of
 
-__all__ = ["noise_label", "series", "same_budget", "point", "machine_label", "fmt"]
+__all__ = ["noise_label", "distill_of", "series", "same_budget", "point", "machine_label", "fmt"]
 
 
 def noise_label(r: dict, template: str) -> str:
@@ -12,12 +12,17 @@ def noise_label(r: dict, template: str) -> str:
     return template.format(r["noise_end"]) if r.get("noise_end", 1) != 1 else ""
 
 
+def distill_of(r: dict) -> float:
+    """The distillation weight of a run's fine-tuning (0 for plain runs and results that predate the option)."""
+    return r.get("distill") or 0.0
+
+
 def series(r: dict) -> str:
     if r["method"] != "lwdc":
-        return r["method"] + distill_label(r.get("distill") or 0.0)
+        return r["method"] + distill_label(distill_of(r))
     return (f"lwdc-{r['ops']}" + noise_label(r, "-noise{:g}") + cost_label(cost_of(r))
             + (f"-ft{r['finetune_override']}" if r.get("finetune_override") else "")
-            + distill_label(r.get("distill") or 0.0))
+            + distill_label(distill_of(r)))
 
 
 def same_budget(r: dict) -> bool:
@@ -32,7 +37,7 @@ def point(r: dict) -> str:
         longer = f", fine-tune {r['finetune_override']}" if r.get("finetune_override") else ""
         return f"{r['ops']} λ={r['lambda']:g}{noise_label(r, ', noise→{:g}')}{cost}{longer}{_how(r)}"
     if r.get("matches"):
-        name = r["matches"].removesuffix(distill_label(r.get("distill") or 0.0)).removesuffix(cost_label(cost_of(r)))
+        name = r["matches"].removesuffix(distill_label(distill_of(r))).removesuffix(cost_label(cost_of(r)))
         return "→ " + name.replace("lwdc-", "").replace("-lam", " λ=").replace("-noise", ", noise→") + cost + _how(r)
     return f"→ {r['target']:g} MACs" if r.get("target") is not None else ""
 
