@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .measure import speed_ratio
 
-__all__ = ["apply_remeasured", "remeasured_note", "latency_fronts", "front", "cost_of", "sweep_point"]
+__all__ = ["apply_remeasured", "remeasured_note", "latency_fronts", "front", "front_verdict", "cost_of", "sweep_point"]
 
 REMEASURED = ("eager_b1", "ort_b1")
 
@@ -66,8 +66,49 @@ def front(points: list[tuple[float, float, dict]]) -> list[tuple[float, float, d
     return out
 
 
-def _dominated(p: tuple, others: list[tuple]) -> bool:
-    return any(q[0] <= p[0] and q[1] >= p[1] and (q[0], q[1]) != (p[0], p[1]) for q in others)
+def _interpolate(xs: list[float], ys: list[float], x: float) -> float | None:
+    """``ys`` at ``x`` by linear interpolation between the neighbouring measured ``xs`` (sorted); None outside."""
+    if len(xs) == 1:
+        return ys[0] if xs[0] == x else None
+    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return None
+
+
+def front_verdict(macs: list[tuple], other: list[tuple], cost: str) -> str:
+    """Which of two lambda sweeps' Pareto fronts (ms, accuracy) lies ahead, judged only where they overlap.
+
+    Each front point is compared with the other front read off between its two neighbouring points (linear
+    interpolation, as the ablation table does on MACs): accuracy at the same latency, and the latency the other
+    front needs for the same accuracy. A front is ahead when none of its points is behind the other front and at
+    least one is ahead; otherwise the fronts cross, or do not overlap (then no verdict: the sweeps need lambdas
+    that bring them to the same latencies)."""
+    fronts = {"MACs": front(macs), cost: front(other)}
+    ahead: dict[str, list[str]] = {name: [] for name in fronts}
+    behind: dict[str, list[str]] = {name: [] for name in fronts}
+    for name, mine in fronts.items():
+        theirs = next(f for n, f in fronts.items() if n != name)
+        ms, accs = [p[0] for p in theirs], [p[1] for p in theirs]
+        for lat, acc, _ in mine:
+            at_lat = _interpolate(ms, accs, lat)
+            if at_lat is None:
+                continue
+            gap = acc - at_lat
+            same_acc = _interpolate(accs, ms, acc)     # a front rises with latency, so its accuracies are sorted
+            time = f", {(lat / same_acc - 1) * 100:+.0f}% time for the same accuracy" if same_acc else ""
+            text = f"{lat:.3f} ms, {acc:.2f}%: {gap:+.2f} points at the same latency{time}"
+            if gap:
+                (ahead if gap > 0 else behind)[name].append(text)
+    compared = sum(len(v) for v in ahead.values()) + sum(len(v) for v in behind.values())
+    if not compared:
+        spans = "; ".join(f"{n} {f[0][0]:.3f}-{f[-1][0]:.3f} ms" for n, f in fronts.items() if f)
+        return f"no verdict: the fronts do not overlap in latency ({spans})"
+    detail = "; ".join(f"{n} point at {t}" for n in fronts for t in ahead[n] + behind[n])
+    for name, other_name in (("MACs", cost), (cost, "MACs")):
+        if ahead[name] and not behind[name] and not ahead[other_name]:
+            return f"the `{name}`-cost front is ahead where they overlap ({detail})"
+    return f"the fronts cross: neither is ahead everywhere they overlap ({detail})"
 
 
 def sweep_point(r: dict) -> bool:
@@ -97,12 +138,8 @@ def latency_fronts(rs: list[dict], path: Path, title: str, label) -> list[str]:
         for (o, n, cost), pts in sorted(sweeps.items(), key=str):
             if (o, n) != (ops, noise) or cost == "macs":
                 continue
-            ahead = [p for p in pts if not _dominated(p, macs)]
-            behind = [p for p in macs if not _dominated(p, pts)]
-            lines.append(f"- Operator set `{ops}`: {len(ahead)} of {len(pts)} `{cost}`-cost points lie on or beyond "
-                         f"the MACs-cost front (no MACs-cost point is as fast and as accurate), and {len(behind)} of "
-                         f"{len(macs)} MACs-cost points beyond the `{cost}`-cost front. Fronts (ORT ms, accuracy): "
-                         f"MACs {_front_text(macs, label)}; {cost} {_front_text(pts, label)}.")
+            lines.append(f"- Operator set `{ops}`, fronts (ORT ms, accuracy): MACs {_front_text(macs, label)}; "
+                         f"{cost} {_front_text(pts, label)}. Verdict: {front_verdict(macs, pts, cost)}.")
     return lines + [""]
 
 

@@ -274,7 +274,8 @@ def test_latency_cost_point_is_named_apart_and_plotted_against_latency(trained, 
     assert "| lwdc-minimal-noise0.25-latency_onnxruntime | minimal λ=4, noise→0.25, cost latency:onnxruntime |" in text
     assert "![accuracy vs onnxruntime latency](latency_resnet8_smoke_mb2.png)" in text
     assert (doc.parent / "latency_resnet8_smoke_mb2.png").is_file()
-    assert re.search(r"[01] of 1 `latency:onnxruntime`-cost points lie on or beyond the MACs-cost front", text)
+    assert re.search(r"Verdict: (no verdict: the fronts do not overlap|the fronts cross|the `[^`]+`-cost front is "
+                     r"ahead)", text)
 
 
 def test_remeasure_rebuilds_a_baseline_that_predates_saved_models(trained, tmp_path):
@@ -413,6 +414,24 @@ def test_lambda_sweep_fronts_leave_out_budgeted_and_ablated_runs():
     assert not sweep_point({**plain, "finetune_override": 20})
     assert not sweep_point({**plain, "method": "random"})
     assert not sweep_point({**plain, "distill": 1.0}) and sweep_point({**plain, "distill": 0.0})
+
+
+def test_front_verdict_compares_fronts_only_where_they_overlap():
+    """Issue 21's verdict on the cost fronts: each front point against the other front read off between its
+    neighbours (accuracy at the same latency, time for the same accuracy); ahead only when never behind."""
+    from bench.report_latency import front_verdict
+    macs = [(0.234, 83.80, {}), (0.442, 86.56, {})]
+    # the converged sweeps of 2026-12-05: each front ahead somewhere, so they cross
+    text = front_verdict(macs, [(0.110, 72.91, {}), (0.366, 86.33, {})], "latency")
+    assert text.startswith("the fronts cross")
+    # latency front at 0.366 ms: MACs front there 83.80 + 2.76 * 0.132 / 0.208 = 85.55, so +0.78 points; the MACs
+    # front needs 0.234 + 0.208 * 2.53 / 2.76 = 0.425 ms for 86.33%, so -14% time
+    assert "latency point at 0.366 ms, 86.33%: +0.78 points at the same latency, -14% time" in text
+    assert "MACs point at 0.234 ms, 83.80%: +4.39 points at the same latency, -26% time" in text
+    ahead = front_verdict(macs, [(0.30, 86.0, {}), (0.45, 87.0, {}), (0.40, 85.0, {})], "latency")
+    assert ahead.startswith("the `latency`-cost front is ahead") and "0.400 ms" not in ahead   # off its own front
+    assert front_verdict(macs, [(0.20, 80.0, {}), (0.50, 82.0, {})], "latency").startswith("the `MACs`-cost front")
+    assert front_verdict(macs, [(0.5, 86.0, {})], "latency").startswith("no verdict: the fronts do not overlap")
 
 
 def test_unas_table_scores_the_int8_c_against_unas_error(tmp_path):
