@@ -200,6 +200,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--draw", type=int, default=0, help="random: which draw of the point (each its own seed)")
     p.add_argument("--match", default="macs", help="random: the cost a draw matches within 3%% (macs, "
                    "latency:onnxruntime, ...)")
+    p.add_argument("--start", choices=["supernet", "warmup"], default="supernet",
+                   help="random: where a draw's weights come from: the point's trained supernet (default), or the "
+                        "uncompressed model after the same branch warm-up, with no search (labelled -from_warmup)")
     p.add_argument("--ablate", action="append", default=[], choices=list(ABLATIONS),
                    help="lwdc: switch off one part of the search (issue 26): no-warmup (no branch warm-up), "
                         "constant-noise (Gumbel noise scale 1 throughout), uniform-gates (instead of P(original) 0.9); "
@@ -259,6 +262,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         a.lam = 0.0                     # the budgets size the network, as in lwdc.compress
     if a.method == "lwdc" and a.lam is None:
         raise SystemExit("--method lwdc needs --lam (or --budget)")
+    if a.start != "supernet" and a.method != "random":
+        raise SystemExit("--start applies to --method random")
     if a.method == "random" and a.lam is None:
         raise SystemExit("--method random needs --lam: the LWDC point whose trained supernet and cost it matches")
     if a.method in PRUNE_METHODS and (a.lam is None) == (a.target is None):

@@ -61,14 +61,16 @@ def budget_label(budgets) -> str:
 
 def run_name(method: str, lam: float | None, ops: str, target: float | None,
              finetune_epochs: int | None = None, noise_end: float = 1.0, cost: str = "macs", budgets=(),
-             draw: int | None = None, match: str = "macs", ablations=(), variants=(), distill: float = 0.0) -> str:
+             draw: int | None = None, match: str = "macs", ablations=(), variants=(), distill: float = 0.0,
+             start: str = "supernet") -> str:
     if method in ("baseline", "baseline-extended"):
         return method
     kd = distill_label(distill)
     point = (f"{ops}-lam{lam:g}" + (f"-noise{noise_end:g}" if noise_end != 1 else "") + cost_label(cost)
              + budget_label(budgets)) if lam is not None else f"macs{target:g}"
     if method == "random":          # draw k of an LWDC point, matched on its MACs (or another cost)
-        return f"random-{point}" + ("" if match == "macs" else "-match_" + match.replace(":", "_")) + f"-d{draw}"
+        return (f"random-{point}" + ("" if match == "macs" else "-match_" + match.replace(":", "_"))
+                + ("" if start == "supernet" else f"-from_{start}") + f"-d{draw}")
     if method != "lwdc":
         return f"{method}-{point}{kd}"
     return (f"lwdc-{point}" + (f"-ft{finetune_epochs}" if finetune_epochs else "")
@@ -84,7 +86,7 @@ def distill_label(weight: float) -> str:
 def args_run_name(a, method: str | None = None) -> str:
     """The run name of a parsed bench.cifar command line (its method, or ``method``)."""
     return run_name(method or a.method, a.lam, a.ops, a.target, a.finetune_epochs, a.noise_end, a.cost, a.budget,
-                    a.draw, a.match, a.ablate, a.variant, getattr(a, "distill", 0.0))
+                    a.draw, a.match, a.ablate, a.variant, getattr(a, "distill", 0.0), getattr(a, "start", "supernet"))
 
 
 def folder_name(model: str, schedule: str, seed: int, width: float = 1.0, max_batches: int | None = None) -> str:

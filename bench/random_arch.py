@@ -6,12 +6,17 @@ trained supernet as the point: the point's finished search checkpoint is copied 
 every gate set one-hot on the drawn operator, so ``lwdc.compress`` resumes after the search, derives the draw and
 fine-tunes it with exactly the point's settings and epochs (not the point's cost budgets, which would move the draw:
 ``draw_config``). Draw ``k`` of a point is reproducible (its own seed).
+
+A second start (``--start warmup``) gives the same draw the weights of the uncompressed model after the point's
+branch warm-up and no search: it asks whether the supernet's search-phase training, not only the choice, is what a
+random architecture lacks. Draw ``k`` picks the same operators from either start, so the two compare pairwise.
 """
 from __future__ import annotations
 
 import random
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -19,14 +24,15 @@ from torch import nn
 from lwdc import CompressConfig, compress
 from lwdc.api import compress_fingerprint
 from lwdc.costs import build_cost_table, get_cost_model
-from lwdc.runs import Run, atomic_save
+from lwdc.methods.lwdc import LWDC
+from lwdc.runs import Run, atomic_save, load_checkpoint
 from lwdc.space import expand
 from lwdc.stages import check_checkpoint
 
 from .context import Context, run_name
 from .runners import lwdc_config, lwdc_extra
 
-__all__ = ["draw_config", "draw_matched", "draw_seed", "seed_draw", "run_random", "TOLERANCE"]
+__all__ = ["draw_config", "draw_matched", "draw_seed", "seed_draw", "run_random", "warmed_weights", "TOLERANCE"]
 
 TOLERANCE = 0.03            # a draw's cost within 3% of the point's
 MAX_TRIES = 200_000       # rejection sampling over table sums: well under a second
@@ -78,14 +84,38 @@ def _point_ratio(point: Path, table, supernet) -> float:
     return table.ratio_of({n: layers[n].op_names.index(op) for n, op in choices.items()})
 
 
+def warmed_weights(ctx: Context, base: nn.Module, config: CompressConfig, point: Path) -> dict:
+    """The supernet of ``config`` over the uncompressed ``base`` after the branch warm-up of the search and nothing
+    else (lwdc's own warm-up, LWDC.warm_up): where a ``--start warmup`` draw starts. Kept in the point's run folder
+    (checkpoint ``warmed_supernet``, tied to its settings), so a point's draws share one warm-up."""
+    run, stage = Run(point), "warmed_supernet"
+    fingerprint = compress_fingerprint(config, "search")
+    if run.has_checkpoint(stage):
+        state = load_checkpoint(run.checkpoint_path(stage), stage, required=("fingerprint", "model"))
+        if state["fingerprint"] == fingerprint:
+            ctx.log(f"warm-up: finished earlier, loaded from {run.checkpoint_path(stage)}")
+            return state["model"]
+    settings = SimpleNamespace(config=config, example=ctx.example, log=ctx.log, train_data=ctx.train)
+    method = LWDC()
+    supernet = method.expand(base, settings)
+    errors = method.warm_up(supernet, settings)
+    run.save_stage(stage, {"fingerprint": fingerprint, "model": supernet.state_dict(), "errors": errors})
+    return supernet.state_dict()
+
+
 def seed_draw(search: Path, config: CompressConfig, supernet, table, target: float, seed: int, run_dir: Path,
-              **record_extra) -> dict:
+              weights: dict | None = None, **record_extra) -> dict:
     """Draw operators matched on ``table``'s cost to ``target`` and write ``search`` (a finished search
     checkpoint of ``supernet``'s point, searched with ``config``) into ``run_dir`` with every gate one-hot on the
     draw, so ``lwdc.compress`` with ``draw_config(config)`` resumes there, derives the draw and fine-tunes it.
+    ``weights``: the supernet weights to start from instead of the search's (``warmed_weights``).
     Returns the draw's record (also written as ``random_draw.json``, with ``record_extra`` in it)."""
     state = check_checkpoint(search, "search", compress_fingerprint(config, "search"))
     state["fingerprint"] = compress_fingerprint(draw_config(config), "search")
+    if weights is not None:
+        if set(weights) != set(state["model"]):
+            raise RuntimeError("the warmed-up supernet and the point's search hold different tensors")
+        state["model"] = dict(weights)
     layers = {n: layer.op_names for n, layer in supernet.choice_layers().items()}
     choices, ratio, tries = draw_matched(table, layers, target, seed=seed)
     for name, op in choices.items():
@@ -117,10 +147,11 @@ def run_random(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module,
         supernet = expand(base, ctx.example, a.ops)
         table = build_cost_table(get_cost_model(a.match), supernet, base, ctx.example)
         target = _point_ratio(point, table, supernet)
-        record = seed_draw(search, config, supernet, table, target,
-                           draw_seed(a.seed, a.draw), run_dir, match=a.match, draw=a.draw)
+        weights = warmed_weights(ctx, base, config, point) if a.start == "warmup" else None
+        record = seed_draw(search, config, supernet, table, target, draw_seed(a.seed, a.draw), run_dir,
+                           weights=weights, match=a.match, draw=a.draw, start=a.start)
         ctx.log(f"draw {a.draw}: {a.match} {record['draw_ratio']:.3f}x against the point's {target:.3f}x after "
-                f"{record['tries']:,} tries")
+                f"{record['tries']:,} tries, starting from the {'warmed-up original' if weights else 'supernet'}")
     result = compress(base, ctx.train, ctx.test, example_input=ctx.example, config=draw_config(config),
                       run_dir=run_dir, log=ctx.log)
     if result.report["choices"] != record["choices"]:

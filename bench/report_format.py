@@ -56,7 +56,8 @@ def _how(r: dict) -> str:
         parts.append(f"distilled from the baseline (weight {r['distill']:g})")
     if r.get("random_draw"):
         d = r["random_draw"]
-        parts.append(f"random draw {d.get('draw', '?')} matched on {d.get('match', 'macs')}")
+        start = "" if d.get("start", "supernet") == "supernet" else f", from the {d['start']} (no search)"
+        parts.append(f"random draw {d.get('draw', '?')} matched on {d.get('match', 'macs')}{start}")
     return "".join(f", {p}" for p in parts)
 
 

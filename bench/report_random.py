@@ -52,22 +52,23 @@ def random_lines(rs: list[dict]) -> list[str]:
     for r in rs:
         d = r.get("random_draw")
         if r["method"] == "random" and d:
-            groups[(d["point"], r["seed"], d["match"])].append(r)
+            groups[(d["point"], r["seed"], d["match"], d.get("start", "supernet"))].append(r)
     if not groups:
         return []
     lines = ["Random architectures against the search (issue 26): operators drawn uniformly per layer until the "
              "matched cost is within 3% of the LWDC point's derived network, started from the point's trained "
-             "supernet and fine-tuned with its budget. Accuracy on the whole test set; onnxruntime batch-1 time as a "
-             "fraction of the original's, timed beside it in the same process.", "",
-             "| LWDC point | seed | matched on | LWDC acc. | draws | random acc. mean ± sd | min-max | best | "
-             "LWDC ORT time | random ORT time mean (min-max) | verdict |", "|" + "---|" * 11]
-    for (point, seed, match), draws in sorted(groups.items(), key=str):
+             "supernet (or, `warmup`, from the original model after the same branch warm-up and no search: draw k "
+             "picks the same operators from either start) and fine-tuned with its budget. Accuracy on the whole test "
+             "set; onnxruntime batch-1 time as a fraction of the original's, timed beside it in the same process.",
+             "", "| LWDC point | seed | matched on | started from | LWDC acc. | draws | random acc. mean ± sd | min-max "
+             "| best | LWDC ORT time | random ORT time mean (min-max) | verdict |", "|" + "---|" * 12]
+    for (point, seed, match, start), draws in sorted(groups.items(), key=str):
         lw = points.get((point, seed))
         acc = [r["accuracy"] for r in draws]
         ort = [v for v in map(_ort, draws) if v is not None]
         sd = f" ± {statistics.stdev(acc):.2f}" if len(acc) > 1 else ""
         lines.append("| " + " | ".join([
-            point, str(seed), match, f"{lw['accuracy']:.2f}" if lw else "not finished", str(len(draws)),
+            point, str(seed), match, start, f"{lw['accuracy']:.2f}" if lw else "not finished", str(len(draws)),
             f"{statistics.mean(acc):.2f}{sd}", f"{min(acc):.2f}-{max(acc):.2f}", f"{max(acc):.2f}",
             f"{_ort(lw):.3f}x" if lw and _ort(lw) is not None else "-",
             f"{statistics.mean(ort):.3f}x ({min(ort):.3f}-{max(ort):.3f})" if ort else "-",

@@ -367,6 +367,31 @@ def test_random_draws_match_the_point_and_start_from_its_trained_supernet(traine
         run(root, "--method", "random")
 
 
+def test_a_draw_from_the_warmed_up_original_has_the_draw_s_operators_and_no_search(trained):
+    """Issue 26's second start: draw k from the uncompressed model after the branch warm-up picks the operators of
+    draw k from the supernet, starts from the warm-up's weights (not the searched ones), and one warm-up serves
+    every draw of the point."""
+    from lwdc.runs import load_checkpoint
+    root, _, lw = trained
+    from_supernet = run(root, "--method", "random", "--lam", "2", "--ops", "minimal", "--draw", "0")
+    warm = run(root, "--method", "random", "--lam", "2", "--ops", "minimal", "--draw", "0", "--start", "warmup")
+    assert warm["run"] == "random-minimal-lam2-noise0.25-from_warmup-d0"
+    assert warm["random_draw"]["start"] == "warmup" and warm["choices"] == from_supernet["choices"]
+    folder = root / "runs" / GROUP.format(0)
+    warmed = folder / lw["run"] / "checkpoints" / "warmed_supernet.pt"
+    start = load_checkpoint(folder / warm["run"] / "checkpoints" / "search.pt", "search")["model"]
+    searched = load_checkpoint(folder / lw["run"] / "checkpoints" / "search.pt", "search")["model"]
+    kept = load_checkpoint(warmed, "warmed_supernet")["model"]
+    weights = [k for k in start if not k.endswith("alpha")]
+    assert all(torch.equal(start[k], kept[k]) for k in weights)
+    assert any(not torch.equal(start[k], searched[k]) for k in weights)     # the search moved them
+    stamp = warmed.stat().st_mtime_ns
+    again = run(root, "--method", "random", "--lam", "2", "--ops", "minimal", "--draw", "1", "--start", "warmup")
+    assert warmed.stat().st_mtime_ns == stamp and again["random_draw"]["start"] == "warmup"
+    with pytest.raises(SystemExit, match="--start applies to --method random"):
+        run(root, "--method", "lwdc", "--lam", "2", "--start", "warmup")
+
+
 def test_a_uniform_draw_that_cannot_reach_the_point_is_refused():
     from bench.random_arch import draw_matched
     from lwdc.costs.base import CostTable
@@ -476,9 +501,11 @@ def test_random_and_ablation_tables_read_draws_and_seeds():
     text = "\n".join(random_lines([point, *draws]) + ablation_lines([point, {**point, "seed": 1, "accuracy": 86.0},
                                                                          far, *ablated]))
     # latency as a fraction of the original timed in the same process: the draws ran under another load
-    assert "| lwdc-default-lam0.6 | 0 | macs | 86.50 | 2 | 81.00 ± 1.41 | 80.00-82.00 | 82.00 | 0.500x | " \
+    assert "| lwdc-default-lam0.6 | 0 | macs | supernet | 86.50 | 2 | 81.00 ± 1.41 | 80.00-82.00 | 82.00 | 0.500x | " \
            "0.375x (0.350-0.400) | search ahead of every draw" in text
-    assert "| lwdc-default-lam0.6 | 0 | latency:onnxruntime | 86.50 | 2 | 86.00 ± 1.41 |" in text
+    assert "| lwdc-default-lam0.6 | 0 | latency:onnxruntime | supernet | 86.50 | 2 | 86.00 ± 1.41 |" in text
+    warm = [{**d, "accuracy": 70.0, "random_draw": {**d["random_draw"], "start": "warmup"}} for d in draws[:1]]
+    assert "| lwdc-default-lam0.6 | 0 | macs | warmup | 86.50 | 1 | 70.00 |" in "\n".join(random_lines([point, *warm]))
     assert "| full search | 86.50 (0.570x) | 86.00 (0.570x) | 86.25 | - | - |" in text
     # against its own point -1.75; against the front at the cost it reached, seed 0 only (seed 1 swept one lambda)
     assert "| no-warmup | 85.00 (0.430x) | 84.00 (0.570x) | 84.50 | -1.75 | -0.15 (1 of 2 seeds) |" in text

@@ -57,6 +57,17 @@ class LWDC:
             ctx.log(f"left as is: {s.name}: {s.reason}")
         return supernet
 
+    def warm_up(self, supernet: Supernet, ctx) -> dict[str, float]:
+        """The branch warm-up before the search (``warmup_epochs`` of local distillation; lwdc.warmup); also what a
+        random architecture started from the uncompressed model gets instead of a search (bench.random_arch)."""
+        cfg = ctx.config
+        if cfg.warmup_epochs <= 0:
+            return {}
+        torch.manual_seed(cfg.seed)
+        steps = batches_per_epoch(ctx.train_data, cfg.max_batches) or 100
+        return warm_up_branches(supernet, ctx.train_data, max(1, round(steps * cfg.warmup_epochs)), log=ctx.log,
+                                device=cfg.device)
+
     def budget_terms(self, supernet: Supernet, model: nn.Module, ctx) -> list[BudgetTerm]:
         """One priced term per budget; a budget no choice of operators can meet is refused at once."""
         terms = []
@@ -125,12 +136,7 @@ class LWDC:
                     "(docs/binary.md); consider optimizer='adamw' (--optimizer adamw) with lr about 1e-3")
 
         t0 = time.perf_counter()
-        warmup = {}
-        if cfg.warmup_epochs > 0 and not ctx.resuming("search"):  # a search checkpoint holds the warmed-up branches
-            torch.manual_seed(cfg.seed)
-            steps = batches_per_epoch(ctx.train_data, cfg.max_batches) or 100
-            warmup = warm_up_branches(supernet, ctx.train_data, max(1, round(steps * cfg.warmup_epochs)),
-                                      log=ctx.log, device=cfg.device)
+        warmup = {} if ctx.resuming("search") else self.warm_up(supernet, ctx)  # a search checkpoint holds them
         warmup_time = time.perf_counter() - t0
         t0 = time.perf_counter()
         search_cfg = TrainConfig(epochs=cfg.search_epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
