@@ -19,7 +19,7 @@ from .configs import EXPERIMENTS
 from .report_compare import best_pruning, matched_pairs, matched_table, nearest_pruning  # noqa: F401 (API)
 from . import binary, c_speed, mcu_kernels, report_landmarks, report_share, report_signals, report_targets
 from .report_format import fmt, machine_label, noise_label, point, same_budget, series  # noqa: F401 (API)
-from .report_latency import apply_remeasured, latency_fronts, remeasured_note
+from .report_latency import apply_remeasured, front, latency_fronts, remeasured_note
 from .report_random import ablation_lines, random_lines
 from .report_seeds import cell, merge_seeds, seeds_of
 
@@ -199,23 +199,29 @@ def pareto_plot(rs: list[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8.0, 4.4))
+    fig, ax = plt.subplots(figsize=(9.0, 5.2))
     groups = defaultdict(list)
     for r in rs:
         groups[series(r)].append(r)
     markers = dict(zip(SERIES, "s*oPvD^X"))
     for name in [s for s in SERIES if s in groups] + [s for s in groups if s not in SERIES]:
-        pts = sorted(groups[name], key=lambda r: r["macs"])
-        ax.plot([2 * r["macs"] / 1e6 for r in pts], [r["accuracy"] for r in pts], marker=markers.get(name, "x"),
-                linestyle="-" if len(pts) > 1 else "none", label=name, markersize=8)
-    ax.set_xlabel("FLOPs per image (M, = 2 x MACs)")
+        pts = groups[name]
+        if name == "random":            # draws are not a sweep: small grey marks, no line
+            ax.plot([2 * r["macs"] / 1e6 for r in pts], [r["accuracy"] for r in pts], marker=".", color="black",
+                    alpha=0.45, linestyle="none", label="random draws", markersize=6)
+            continue
+        line = ax.plot([2 * r["macs"] / 1e6 for r in pts], [r["accuracy"] for r in pts], linestyle="none",
+                       marker=markers.get(name, "x"), label=name, markersize=8)[0]
+        edge = front([(r["macs"], r["accuracy"], r) for r in pts])     # the line joins the series' Pareto front
+        if len(edge) > 1:
+            ax.plot([2 * m / 1e6 for m, _, _ in edge], [a for _, a, _ in edge], color=line.get_color(), alpha=0.7)
+    ax.set_xlabel("FLOPs per image (M, = 2 x MACs); lines join each series' Pareto front")
     ax.set_ylabel("CIFAR-10 test accuracy (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))   # outside: never hides a point
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")       # widened to hold the legend and the title
     plt.close(fig)
 
 

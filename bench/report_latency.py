@@ -152,15 +152,15 @@ def _plot(sweeps: dict, baselines: list[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8.0, 4.4))
+    fig, ax = plt.subplots(figsize=(8.0, 5.0))
     for (ops, noise, cost), pts in sorted(sweeps.items(), key=str):
         name = f"lwdc-{ops}, cost {cost}"
         marker = "o" if cost == "macs" else "^"
         line = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, linestyle="none", markersize=8,
                        label=name)[0]
         edge = front(pts)
-        ax.step([p[0] for p in edge], [p[1] for p in edge], where="post", color=line.get_color(), alpha=0.6,
-                label=f"{name}: front")
+        ax.plot([p[0] for p in edge], [p[1] for p in edge], linestyle="--", color=line.get_color(), alpha=0.6,
+                label=f"{name}: front (as the verdict reads it)")
     for r in baselines:
         ax.plot([r["latency_ms"]["ort_b1"]], [r["accuracy"]], marker="s", color="black", linestyle="none",
                 label="baseline")
@@ -168,8 +168,8 @@ def _plot(sweeps: dict, baselines: list[dict], path: Path, title: str) -> None:
     ax.set_ylabel("CIFAR-10 test accuracy (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))   # outside: never hides a point
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")       # widened to hold the legend and the title
     plt.close(fig)
