@@ -206,7 +206,7 @@ def pareto_plot(rs: list[dict], path: Path, title: str) -> None:
     markers = dict(zip(SERIES, "s*oPvD^X"))
     for name in [s for s in SERIES if s in groups] + [s for s in groups if s not in SERIES]:
         pts = groups[name]
-        if name == "random":            # draws are not a sweep: small grey marks, no line
+        if name == "random":            # draws are not a sweep: faint dots, no line
             ax.plot([2 * r["macs"] / 1e6 for r in pts], [r["accuracy"] for r in pts], marker=".", color="black",
                     alpha=0.45, linestyle="none", label="random draws", markersize=6)
             continue
