@@ -1,5 +1,6 @@
 """Latency in bench.report: re-measured figures (bench.remeasure) in place of in-run ones, and the accuracy against
-measured onnxruntime latency of the MACs-cost and latency-cost LWDC sweeps, with the Pareto front of each.
+measured onnxruntime latency of the MACs-cost and latency-cost LWDC sweeps and of the pruning runs, with the
+Pareto front of each and a verdict on which front lies ahead.
 """
 from __future__ import annotations
 
@@ -76,15 +77,15 @@ def _interpolate(xs: list[float], ys: list[float], x: float) -> float | None:
     return None
 
 
-def front_verdict(macs: list[tuple], other: list[tuple], cost: str) -> str:
-    """Which of two lambda sweeps' Pareto fronts (ms, accuracy) lies ahead, judged only where they overlap.
+def front_verdict(first: tuple[str, list[tuple]], second: tuple[str, list[tuple]]) -> str:
+    """Which of two named sets of (ms, accuracy, record) points has the Pareto front that lies ahead.
 
     Each front point is compared with the other front read off between its two neighbouring points (linear
     interpolation, as the ablation table does on MACs): accuracy at the same latency, and the latency the other
     front needs for the same accuracy. A front is ahead when none of its points is behind the other front and at
-    least one is ahead; otherwise the fronts cross, or do not overlap (then no verdict: the sweeps need lambdas
-    that bring them to the same latencies)."""
-    fronts = {"MACs": front(macs), cost: front(other)}
+    least one is ahead; otherwise the fronts cross. Fronts that do not overlap in latency get no verdict, only the
+    points of one that a point of the other beats outright (as fast or faster, and as accurate or more)."""
+    fronts = dict([(first[0], front(first[1])), (second[0], front(second[1]))])
     ahead: dict[str, list[str]] = {name: [] for name in fronts}
     behind: dict[str, list[str]] = {name: [] for name in fronts}
     for name, mine in fronts.items():
@@ -100,14 +101,22 @@ def front_verdict(macs: list[tuple], other: list[tuple], cost: str) -> str:
             text = f"{lat:.3f} ms, {acc:.2f}%: {gap:+.2f} points at the same latency{time}"
             if gap:
                 (ahead if gap > 0 else behind)[name].append(text)
-    compared = sum(len(v) for v in ahead.values()) + sum(len(v) for v in behind.values())
-    if not compared:
+    if not any(ahead.values()) and not any(behind.values()):
         spans = "; ".join(f"{n} {f[0][0]:.3f}-{f[-1][0]:.3f} ms" for n, f in fronts.items() if f)
-        return f"no verdict: the fronts do not overlap in latency ({spans})"
+        beaten = []                     # each point beaten outright, by the fastest point that beats it
+        for n, mine in fronts.items():
+            for o, theirs in fronts.items():
+                for p in theirs if o != n else []:
+                    q = next((q for q in mine if q[0] <= p[0] and q[1] >= p[1]), None)
+                    if q is not None:
+                        beaten.append(f"{n} point at {q[0]:.3f} ms, {q[1]:.2f}% beats the {o} point at {p[0]:.3f} ms, "
+                                      f"{p[1]:.2f}%")
+        return (f"no verdict: the fronts do not overlap in latency ({spans})"
+                + (f"; outright: {'; '.join(beaten)}" if beaten else ""))
     detail = "; ".join(f"{n} point at {t}" for n in fronts for t in ahead[n] + behind[n])
-    for name, other_name in (("MACs", cost), (cost, "MACs")):
-        if ahead[name] and not behind[name] and not ahead[other_name]:
-            return f"the `{name}`-cost front is ahead where they overlap ({detail})"
+    for name, other in ((first[0], second[0]), (second[0], first[0])):
+        if ahead[name] and not behind[name] and not ahead[other]:
+            return f"the {name} front is ahead where they overlap ({detail})"
     return f"the fronts cross: neither is ahead everywhere they overlap ({detail})"
 
 
@@ -131,7 +140,11 @@ def latency_fronts(rs: list[dict], path: Path, title: str, label) -> list[str]:
     sweeps = {k: v for k, v in sweeps.items() if k[:2] in others}
     if not sweeps:
         return []
-    _plot(sweeps, [r for r in rs if r["method"] == "baseline" and "ort_b1" in r["latency_ms"]], path, title)
+    pruning = defaultdict(list)         # each Torch-Pruning method's plain runs, whatever point they matched
+    for r in rs:
+        if r["method"].startswith("prune-") and not r.get("distill") and "ort_b1" in r["latency_ms"]:
+            pruning[r["method"]].append((r["latency_ms"]["ort_b1"], r["accuracy"], r))
+    _plot(sweeps, pruning, [r for r in rs if r["method"] == "baseline" and "ort_b1" in r["latency_ms"]], path, title)
     lines = [f"![accuracy vs onnxruntime latency]({path.name})", ""]
     for ops, noise in sorted(others, key=str):
         macs = sweeps.get((ops, noise, "macs"), [])
@@ -139,7 +152,12 @@ def latency_fronts(rs: list[dict], path: Path, title: str, label) -> list[str]:
             if (o, n) != (ops, noise) or cost == "macs":
                 continue
             lines.append(f"- Operator set `{ops}`, fronts (ORT ms, accuracy): MACs {_front_text(macs, label)}; "
-                         f"{cost} {_front_text(pts, label)}. Verdict: {front_verdict(macs, pts, cost)}.")
+                         f"{cost} {_front_text(pts, label)}. Verdict: "
+                         f"{front_verdict(('MACs-cost', macs), (f'`{cost}`-cost', pts))}.")
+        lwdc = [p for (o, n, _), pts in sweeps.items() if (o, n) == (ops, noise) for p in pts]
+        for method, pts in sorted(pruning.items()):
+            lines.append(f"- LWDC `{ops}` (the lambda sweeps of every cost together) against `{method}` on measured "
+                         f"onnxruntime time: {front_verdict((f'LWDC `{ops}`', lwdc), (f'`{method}`', pts))}.")
     return lines + [""]
 
 
@@ -147,7 +165,7 @@ def _front_text(points: list[tuple], label) -> str:
     return ", ".join(f"{label(r)} ({lat:.3f} ms, {acc:.2f}%)" for lat, acc, r in front(points)) or "none"
 
 
-def _plot(sweeps: dict, baselines: list[dict], path: Path, title: str) -> None:
+def _plot(sweeps: dict, pruning: dict, baselines: list[dict], path: Path, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -161,6 +179,11 @@ def _plot(sweeps: dict, baselines: list[dict], path: Path, title: str) -> None:
         edge = front(pts)
         ax.plot([p[0] for p in edge], [p[1] for p in edge], linestyle="--", color=line.get_color(), alpha=0.6,
                 label=f"{name}: front (as the verdict reads it)")
+    for method, pts in sorted(pruning.items()):
+        line = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="D", linestyle="none", markersize=7,
+                       label=method)[0]
+        edge = front(pts)
+        ax.plot([p[0] for p in edge], [p[1] for p in edge], linestyle=":", color=line.get_color(), alpha=0.6)
     for r in baselines:
         ax.plot([r["latency_ms"]["ort_b1"]], [r["accuracy"]], marker="s", color="black", linestyle="none",
                 label="baseline")
@@ -169,7 +192,6 @@ def _plot(sweeps: dict, baselines: list[dict], path: Path, title: str) -> None:
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))   # outside: never hides a point
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")       # widened to hold the legend and the title
     plt.close(fig)

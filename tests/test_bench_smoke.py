@@ -447,16 +447,40 @@ def test_front_verdict_compares_fronts_only_where_they_overlap():
     from bench.report_latency import front_verdict
     macs = [(0.234, 83.80, {}), (0.442, 86.56, {})]
     # the converged sweeps of 2026-12-05: each front ahead somewhere, so they cross
-    text = front_verdict(macs, [(0.110, 72.91, {}), (0.366, 86.33, {})], "latency")
+    text = front_verdict(("MACs", macs), ("latency", [(0.110, 72.91, {}), (0.366, 86.33, {})]))
     assert text.startswith("the fronts cross")
     # latency front at 0.366 ms: MACs front there 83.80 + 2.76 * 0.132 / 0.208 = 85.55, so +0.78 points; the MACs
     # front needs 0.234 + 0.208 * 2.53 / 2.76 = 0.425 ms for 86.33%, so -14% time
     assert "latency point at 0.366 ms, 86.33%: +0.78 points at the same latency, -14% time" in text
     assert "MACs point at 0.234 ms, 83.80%: +4.39 points at the same latency, -26% time" in text
-    ahead = front_verdict(macs, [(0.30, 86.0, {}), (0.45, 87.0, {}), (0.40, 85.0, {})], "latency")
-    assert ahead.startswith("the `latency`-cost front is ahead") and "0.400 ms" not in ahead   # off its own front
-    assert front_verdict(macs, [(0.20, 80.0, {}), (0.50, 82.0, {})], "latency").startswith("the `MACs`-cost front")
-    assert front_verdict(macs, [(0.5, 86.0, {})], "latency").startswith("no verdict: the fronts do not overlap")
+    ahead = front_verdict(("MACs", macs), ("latency", [(0.30, 86.0, {}), (0.45, 87.0, {}), (0.40, 85.0, {})]))
+    assert ahead.startswith("the latency front is ahead") and "0.400 ms" not in ahead   # off its own front
+    assert front_verdict(("MACs", macs), ("latency", [(0.20, 80.0, {}), (0.50, 82.0, {})])).startswith(
+        "the MACs front is ahead")
+    apart = front_verdict(("LWDC", macs), ("pruning", [(0.464, 84.21, {}), (0.724, 87.09, {})]))
+    assert apart.startswith("no verdict: the fronts do not overlap")
+    # only an outright win is reported across the gap: 0.442 ms at 86.56% beats 0.464 ms at 84.21%
+    assert apart.endswith("outright: LWDC point at 0.442 ms, 86.56% beats the pruning point at 0.464 ms, 84.21%")
+
+
+
+def test_latency_fronts_put_pruning_beside_the_lwdc_sweeps(tmp_path):
+    """The latency plot's verdicts: MACs-cost against latency-cost sweep, then every cost's sweep together against
+    each plain pruning method, on the same measured onnxruntime times (distilled runs stay out)."""
+    from bench.report_latency import latency_fronts
+    def rec(method, ms, acc, cost="macs", **extra):
+        return {"method": method, "ops": "default", "noise_end": 0.25, "cost": cost, "accuracy": acc,
+                "latency_ms": {"ort_b1": ms}, "lambda": 1.0, **extra}
+    rs = [rec("lwdc", 0.234, 83.8), rec("lwdc", 0.442, 86.56), rec("lwdc", 0.366, 86.33, "latency:onnxruntime"),
+          rec("prune-l1-global", 0.464, 84.21), rec("prune-l1-global", 0.724, 87.09),
+          rec("prune-l1-global", 0.3, 99.0, distill=1.0), rec("baseline", 0.72, 87.9)]
+    text = "\n".join(latency_fronts(rs, tmp_path / "lat.png", "t", lambda r: "p"))
+    assert (tmp_path / "lat.png").is_file()
+    assert "Verdict: the `latency:onnxruntime`-cost front is ahead" in text
+    line = next(l for l in text.splitlines() if "against `prune-l1-global`" in l)
+    assert "no verdict: the fronts do not overlap in latency (LWDC `default` 0.234-0.442 ms" in line
+    assert "LWDC `default` point at 0.366 ms, 86.33% beats the `prune-l1-global` point at 0.464 ms" in line
+    assert "99.00" not in text
 
 
 def test_unas_table_scores_the_int8_c_against_unas_error(tmp_path):
