@@ -73,7 +73,27 @@ def random_lines(rs: list[dict]) -> list[str]:
             f"{_ort(lw):.3f}x" if lw and _ort(lw) is not None else "-",
             f"{statistics.mean(ort):.3f}x ({min(ort):.3f}-{max(ort):.3f})" if ort else "-",
             verdict(lw["accuracy"], acc) if lw and len(acc) >= 2 else "-"]) + " |")
-    return lines + [""]
+    return lines + [""] + _start_lines(groups)
+
+
+def _start_lines(groups: dict[tuple, list[dict]]) -> list[str]:
+    """Draw k from the warmed-up original against draw k from the supernet (the same operators): what the search's
+    training of the shared weights is worth to a random architecture, pair by pair."""
+    lines = []
+    for (point, seed, match, start), draws in sorted(groups.items(), key=str):
+        if start == "supernet":
+            continue
+        twins = {r["random_draw"].get("draw"): r for r in groups.get((point, seed, match, "supernet"), [])}
+        pairs = [(r["random_draw"].get("draw"), r["accuracy"], twins[r["random_draw"].get("draw")]["accuracy"])
+                 for r in draws if r["random_draw"].get("draw") in twins]
+        if not pairs:
+            continue
+        gaps = [mine - theirs for _, mine, theirs in sorted(pairs, key=lambda p: p[0])]
+        lines.append(f"- {point}, seed {seed}, matched on {match}: the same {len(pairs)} draw(s) from the `{start}` "
+                     f"start against the supernet: " + ", ".join(f"draw {k} {mine:.2f} vs {theirs:.2f}"
+                                                                for k, mine, theirs in sorted(pairs))
+                     + f"; mean difference {statistics.mean(gaps):+.2f} points.")
+    return lines + [""] if lines else []
 
 
 def front_at(points: list[dict], macs_ratio: float) -> float | None:

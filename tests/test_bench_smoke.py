@@ -528,8 +528,14 @@ def test_random_and_ablation_tables_read_draws_and_seeds():
     assert "| lwdc-default-lam0.6 | 0 | macs | supernet | 86.50 | 2 | 81.00 ± 1.41 | 80.00-82.00 | 82.00 | 0.500x | " \
            "0.375x (0.350-0.400) | search ahead of every draw" in text
     assert "| lwdc-default-lam0.6 | 0 | latency:onnxruntime | supernet | 86.50 | 2 | 86.00 ± 1.41 |" in text
-    warm = [{**d, "accuracy": 70.0, "random_draw": {**d["random_draw"], "start": "warmup"}} for d in draws[:1]]
-    assert "| lwdc-default-lam0.6 | 0 | macs | warmup | 86.50 | 1 | 70.00 |" in "\n".join(random_lines([point, *warm]))
+    warm = [{**d, "accuracy": 70.0, "random_draw": {**d["random_draw"], "start": "warmup", "draw": 0}}
+            for d in draws[:1]]
+    paired = [{**draws[0], "random_draw": {**draws[0]["random_draw"], "draw": 0}}, *draws[1:]]
+    both = "\n".join(random_lines([point, *warm, *paired]))
+    assert "| lwdc-default-lam0.6 | 0 | macs | warmup | 86.50 | 1 | 70.00 |" in both
+    # draw 0 from both starts, paired: 70.00 against 80.00
+    assert ("- lwdc-default-lam0.6, seed 0, matched on macs: the same 1 draw(s) from the `warmup` start against the "
+            "supernet: draw 0 70.00 vs 80.00; mean difference -10.00 points.") in both
     assert "| full search | 86.50 (0.570x) | 86.00 (0.570x) | 86.25 | - | - |" in text
     # against its own point -1.75; against the front at the cost it reached, seed 0 only (seed 1 swept one lambda)
     assert "| no-warmup | 85.00 (0.430x) | 84.00 (0.570x) | 84.50 | -1.75 | -0.15 (1 of 2 seeds) |" in text
