@@ -141,9 +141,16 @@ def latency_fronts(rs: list[dict], path: Path, title: str, label) -> list[str]:
     if not sweeps:
         return []
     pruning = defaultdict(list)         # each Torch-Pruning method's plain runs, whatever point they matched
+    distilled = defaultdict(list)       # (method, weight): distilled runs, LWDC's whatever their search
     for r in rs:
-        if r["method"].startswith("prune-") and not r.get("distill") and "ort_b1" in r["latency_ms"]:
-            pruning[r["method"]].append((r["latency_ms"]["ort_b1"], r["accuracy"], r))
+        if "ort_b1" not in r["latency_ms"]:
+            continue
+        p = (r["latency_ms"]["ort_b1"], r["accuracy"], r)
+        if r["method"].startswith("prune-"):
+            (distilled[(r["method"], r["distill"])] if r.get("distill") else pruning[r["method"]]).append(p)
+        elif (r["method"] == "lwdc" and r.get("distill") and not r.get("budgets") and not r.get("ablations")
+              and not r.get("finetune_override")):
+            distilled[("lwdc", r["distill"])].append(p)
     _plot(sweeps, pruning, [r for r in rs if r["method"] == "baseline" and "ort_b1" in r["latency_ms"]], path, title)
     lines = [f"![accuracy vs onnxruntime latency]({path.name})", ""]
     for ops, noise in sorted(others, key=str):
@@ -158,6 +165,11 @@ def latency_fronts(rs: list[dict], path: Path, title: str, label) -> list[str]:
         for method, pts in sorted(pruning.items()):
             lines.append(f"- LWDC `{ops}` (the lambda sweeps of every cost together) against `{method}` on measured "
                          f"onnxruntime time: {front_verdict((f'LWDC `{ops}`', lwdc), (f'`{method}`', pts))}.")
+    for (method, weight), pts in sorted(distilled.items()):
+        mine = distilled.get(("lwdc", weight))
+        if method != "lwdc" and mine:
+            lines.append(f"- Distilled fine-tuning (weight {weight:g}) on both sides, every distilled LWDC run against "
+                         f"`{method}`: {front_verdict(('LWDC', mine), (f'`{method}`', pts))}.")
     return lines + [""]
 
 

@@ -481,6 +481,13 @@ def test_latency_fronts_put_pruning_beside_the_lwdc_sweeps(tmp_path):
     assert "no verdict: the fronts do not overlap in latency (LWDC `default` 0.234-0.442 ms" in line
     assert "LWDC `default` point at 0.366 ms, 86.33% beats the `prune-l1-global` point at 0.464 ms" in line
     assert "99.00" not in text
+    kd = [rec("lwdc", 0.442, 87.17, distill=1.0), rec("lwdc", 0.6, 87.5, distill=1.0, ablations=["no-warmup"])]
+    text = "\n".join(latency_fronts(rs + kd, tmp_path / "lat.png", "t", lambda r: "p"))
+    line = next(l for l in text.splitlines() if l.startswith("- Distilled fine-tuning (weight 1)"))
+    # the distilled pruning run (0.3 ms, 99%) against the distilled LWDC point; the ablation stays out
+    assert line.endswith("against `prune-l1-global`: no verdict: the fronts do not overlap in latency (LWDC "
+                         "0.442-0.442 ms; `prune-l1-global` 0.300-0.300 ms); outright: `prune-l1-global` point at "
+                         "0.300 ms, 99.00% beats the LWDC point at 0.442 ms, 87.17%.") and "0.600" not in line
 
 
 def test_unas_table_scores_the_int8_c_against_unas_error(tmp_path):
