@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from .configs import EXPERIMENTS, SCHEDULES, lambdas, plan_of
+from .configs import EXPERIMENTS, SCHEDULES, lambdas, operator_sets, plan_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,7 +63,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="resnet20", choices=list(EXPERIMENTS))
     p.add_argument("--schedule", default="cpu", choices=list(SCHEDULES))
-    p.add_argument("--ops", nargs="+", default=list(EXPERIMENTS["resnet20"]["ops"]))
+    p.add_argument("--ops", nargs="+", help="operator sets (default: the model's for the schedule, bench/configs.py)")
     p.add_argument("--lams", nargs="+", type=float,
                    help="LWDC lambdas, first one first (default: the schedule's in bench/configs.py)")
     p.add_argument("--latency-lams", nargs="+", type=float,
@@ -75,7 +75,8 @@ def main() -> None:
     p.add_argument("--dry-run", action="store_true", help="print the commands only")
     a, passthrough = p.parse_known_args()   # anything else (--data, --cache-dir, --threads...) goes to bench.cifar
     failed = []
-    for job in plan(a.model, a.ops, a.schedule, a.lams, a.seeds, a.baseline_seed, a.latency_lams,
+    for job in plan(a.model, a.ops or list(operator_sets(a.model, a.schedule)), a.schedule, a.lams, a.seeds,
+                    a.baseline_seed, a.latency_lams,
                     a.random_draws):
         cmd = [sys.executable, "-m", "bench.cifar", "--model", a.model, "--schedule", a.schedule, *job, *passthrough]
         print(f"[{time.strftime('%H:%M:%S')} queue] {' '.join(cmd[1:])}", flush=True)

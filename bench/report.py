@@ -15,7 +15,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from .configs import EXPERIMENTS
+from .configs import EXPERIMENTS, operator_sets
 from .report_compare import best_pruning, matched_pairs, matched_table, nearest_pruning  # noqa: F401 (API)
 from . import binary, c_speed, mcu_kernels, report_landmarks, report_share, report_signals, report_targets
 from .report_format import fmt, machine_label, noise_label, point, same_budget, series  # noqa: F401 (API)
@@ -183,7 +183,8 @@ def pending(model: str, schedule: str, rs: list[dict]) -> list[str]:
     done = {(name(r), r["seed"]) for r in rs}
     seeds = sorted({r["seed"] for r in rs})
     todo = []
-    for job in plan(model, list(EXPERIMENTS[model]["ops"]), schedule, seeds=seeds) if model in EXPERIMENTS else []:
+    jobs = plan(model, list(operator_sets(model, schedule)), schedule, seeds=seeds) if model in EXPERIMENTS else []
+    for job in jobs:
         opts = dict(zip(job[::2], job[1::2]))
         lam = float(opts["--lam"]) if "--lam" in opts else None
         job_name = run_name(opts["--method"], lam, opts.get("--ops", "default"), None, noise_end=noise_end,
