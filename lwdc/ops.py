@@ -198,6 +198,66 @@ def _lowrank(d: int) -> OpSpec:
     return OpSpec(f"lowrank_d{d}", build, params, macs, fits)
 
 
+class Ghost(nn.Module):
+    """A primary convolution to ``out_ch / d`` channels and a cheap depthwise 3 x 3 that makes the other channels
+    from them, concatenated (the Ghost module of GhostNet, Han et al. 2020, without the inner BatchNorm: the
+    layer's own BatchNorm follows it, as it followed the convolution it replaces)."""
+
+    def __init__(self, primary: nn.Module, cheap: nn.Module) -> None:
+        super().__init__()
+        self.primary, self.cheap = primary, cheap
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.primary(x)
+        return torch.cat([y, self.cheap(y)], dim=1)
+
+
+def _ghost(d: int) -> OpSpec:
+    """``Ghost`` with ``m = out_ch / d`` primary channels: the original's kernel, stride and dilation from
+    ``in_ch`` to ``m``, then a depthwise 3 x 3 (each primary channel makes ``d - 1`` more). Built from a trained
+    layer, the primary convolution starts as the layer's first ``m`` filters, so those output channels are the
+    original's exactly and only the cheap ones are learned in the warm-up. Han et al. offer the module as a
+    drop-in replacement for the convolutions of existing networks, CIFAR ResNets among them; here the search
+    decides per layer whether it is worth its cost."""
+
+    def fits(s: LayerSpec) -> str | None:
+        if s.kind != "conv":
+            return "only a convolution has a Ghost form"
+        if s.groups != 1:
+            return f"the layer is grouped ({s.groups} groups); only a dense convolution is replaced"
+        if d < 2:
+            return "a ratio below 2 keeps every channel primary"
+        if s.out_ch % d:
+            return f"ratio {d} does not divide the {s.out_ch} output channels"
+        if macs(s) >= s.out_positions * s.out_ch * s.in_ch * math.prod(s.kernel):
+            return f"ratio {d} costs as much as the layer itself"
+        return None
+
+    def build(s: LayerSpec, orig: nn.Module) -> nn.Module:
+        conv = _conv_cls(s.dims)
+        m = s.out_ch // d
+        primary = conv(s.in_ch, m, s.kernel, stride=s.stride, padding=s.padding, dilation=s.dilation, bias=s.bias)
+        cheap = conv(m, s.out_ch - m, 3, padding=1, groups=m, bias=s.bias)
+        weight = getattr(orig, "weight", None)
+        if isinstance(weight, torch.Tensor) and tuple(weight.shape) == (s.out_ch, s.in_ch, *s.kernel):
+            with torch.no_grad():
+                primary.weight.copy_(weight[:m])
+                if s.bias and getattr(orig, "bias", None) is not None:
+                    primary.bias.copy_(orig.bias[:m])
+        return Ghost(primary, cheap)
+
+    def params(s: LayerSpec) -> int:
+        m = s.out_ch // d
+        return (m * s.in_ch * math.prod(s.kernel) + (m if s.bias else 0)
+                + _conv_params(m, s.out_ch - m, 3, m, s.dims, s.bias))
+
+    def macs(s: LayerSpec) -> int:
+        m = s.out_ch // d
+        return s.out_positions * (m * s.in_ch * math.prod(s.kernel) + (s.out_ch - m) * 3 ** s.dims)
+
+    return OpSpec(f"ghost_d{d}", build, params, macs, fits)
+
+
 def _pool(kind: str, k: int) -> OpSpec:
     def fits(s: LayerSpec) -> str | None:
         if s.in_ch != s.out_ch:
@@ -295,6 +355,7 @@ _PATTERNS: list[tuple[str, re.Pattern[str], Callable[[re.Match[str]], OpSpec]]] 
     ("avgpool{k}x{k}", re.compile(r"avgpool(\d+)x\1"), lambda m: _pool("avg", int(m[1]))),
     ("maxpool{k}x{k}", re.compile(r"maxpool(\d+)x\1"), lambda m: _pool("max", int(m[1]))),
     ("lowrank_d{d}", re.compile(r"lowrank_d(\d+)"), lambda m: _lowrank(int(m[1]))),
+    ("ghost_d{d}", re.compile(r"ghost_d(\d+)"), lambda m: _ghost(int(m[1]))),
     ("skip", re.compile(r"skip"), lambda m: _skip()),
     ("bin{k}x{k}", re.compile(r"bin(\d+)x\1"), lambda m: _binary(int(m[1]), 1, False)),
     ("bin{k}x{k}_g{g}", re.compile(r"bin(\d+)x\1_g(\d+)"), lambda m: _binary(int(m[1]), int(m[2]), False)),
@@ -323,6 +384,8 @@ OP_SETS: dict[str, tuple[str, ...]] = {
     # the default set plus the original layer factored at half and a quarter of its output rank, starting from
     # its truncated SVD: a cheaper branch that keeps the layer's kernel and most of what it learnt
     "lowrank": ("original", "conv3x3_g2", "conv3x3_g4", "conv1x1", "sep3x3", "skip", "lowrank_d2", "lowrank_d4"),
+    # GhostNet's cheap operator beside the default set's
+    "ghost": ("original", "conv3x3_g2", "conv3x3_g4", "conv1x1", "sep3x3", "skip", "ghost_d2", "ghost_d4"),
     # binary operators (lwdc.binary) beside the default set's real ones, so the search weighs one bit against
     # fewer channels or no layer at all
     "binary": ("original", "bin3x3", "birealbin3x3", "conv3x3_g4", "conv1x1", "sep3x3", "skip"),

@@ -100,20 +100,26 @@ class ZooNet(nn.Module):
         return self.fc(torch.flatten(self.pool3(x), 1))
 
 
-def lwdc_derived() -> nn.Module:
+def lwdc_derived(ops: str = "lowrank", covers=("sep3x3", "skip", "conv1x1", "lowrank_d2", "lowrank_d4")) -> nn.Module:
     """ResNet-20 (width 0.5) through expand + derive, choices cycling through every candidate operator."""
     torch.manual_seed(0)
-    supernet = expand(create_model("resnet20", width=0.5), torch.randn(2, 3, 32, 32), "lowrank")
+    supernet = expand(create_model("resnet20", width=0.5), torch.randn(2, 3, 32, 32), ops)
     picks = {}
     for i, (name, layer) in enumerate(supernet.choice_layers().items()):
         picks[name] = layer.op_names[i % len(layer.op_names)]
-    assert {"sep3x3", "skip", "conv1x1", "lowrank_d2", "lowrank_d4"} <= set(picks.values())
+    assert set(covers) <= set(picks.values())
     return randomize_bn(derive(supernet, picks), seed=1)
+
+
+def lwdc_ghost() -> nn.Module:
+    """The same with GhostNet's operator (a convolution, a depthwise 3x3 on its output, a concatenation)."""
+    return lwdc_derived("ghost", ("ghost_d2", "ghost_d4", "sep3x3"))
 
 
 MODELS = {
     "resnet20": (lambda: randomize_bn(create_model("resnet20")), (3, 32, 32)),
     "lwdc_derived": (lwdc_derived, (3, 32, 32)),
+    "lwdc_ghost": (lwdc_ghost, (3, 32, 32)),
     "depthwise_separable": (lambda: randomize_bn(SepNet()), (3, 32, 32)),
     "concat": (lambda: randomize_bn(ConcatNet()), (3, 16, 16)),
     "zoo_odd_sizes": (lambda: randomize_bn(ZooNet()), (3, 13, 11)),

@@ -8,7 +8,7 @@ from lwdc.profiling import count_macs, count_params
 
 ALL_OPS = ["original", "conv3x3", "conv3x3_g2", "conv3x3_g4", "conv3x3_g8", "conv1x1", "conv1x1_g2",
            "conv1x1_g4", "conv5x5_g2", "sep3x3", "sep5x5", "dilsep3x3", "dilsep5x5", "avgpool3x3",
-           "maxpool3x3", "skip", "lowrank_d2", "lowrank_d4", "bin3x3", "bin5x5", "bin3x3_g2", "birealbin3x3"]
+           "maxpool3x3", "skip", "lowrank_d2", "lowrank_d4", "ghost_d2", "ghost_d4", "bin3x3", "bin5x5", "bin3x3_g2", "birealbin3x3"]
 
 
 def conv_spec(dims, cin, cout, stride, size, k=3, groups=1, bias=False):
@@ -139,3 +139,27 @@ def test_lowrank_refuses_grouped_layers_and_ranks_that_cost_more():
     one = LayerSpec("conv", 2, 1, 16, (1, 1), (1, 1), (0, 0), (1, 1), 1, False, (4, 4), (4, 4))
     assert "costs more" in get_op("lowrank_d2").fits(one)
     assert "below 2" in get_op("lowrank_d1").fits(conv_spec(2, 8, 8, 1, (6, 6)))
+
+
+def test_ghost_starts_with_the_layers_first_filters_and_learns_only_the_cheap_channels():
+    """Built from a trained conv, a Ghost branch's first out_ch / d channels are the original's exactly (same
+    kernel, stride and bias); the others come from a depthwise 3x3 on them."""
+    spec = conv_spec(2, 8, 16, 2, (9, 9), bias=True)
+    conv = original_conv(spec)
+    branch = get_op("ghost_d4").build(spec, conv)
+    x = torch.randn(3, 8, 9, 9)
+    torch.testing.assert_close(branch(x)[:, :4], conv(x)[:, :4])
+    assert branch.cheap.groups == 4 and branch.cheap.out_channels == 12          # each primary channel makes 3
+    one_d = conv_spec(1, 6, 6, 1, (17,))
+    assert tuple(get_op("ghost_d2").build(one_d, original_conv(one_d))(torch.randn(2, 6, 17)).shape) == (2, 6, 17)
+
+
+def test_ghost_refuses_what_it_cannot_replace_cheaply():
+    assert "grouped" in get_op("ghost_d2").fits(conv_spec(2, 8, 8, 1, (6, 6), groups=8))
+    assert "does not divide" in get_op("ghost_d4").fits(conv_spec(2, 8, 6, 1, (6, 6)))
+    assert "below 2" in get_op("ghost_d1").fits(conv_spec(2, 8, 8, 1, (6, 6)))
+    # a 1x1 layer from 2 channels: the depthwise 3x3 alone costs more than the layer
+    thin = LayerSpec("conv", 2, 2, 8, (1, 1), (1, 1), (0, 0), (1, 1), 1, False, (4, 4), (4, 4))
+    assert "costs as much" in get_op("ghost_d2").fits(thin)
+    pool = LayerSpec("pool", 2, 8, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1, False, (4, 4), (4, 4))
+    assert "only a convolution" in get_op("ghost_d2").fits(pool)
