@@ -59,9 +59,10 @@ def test_queue_runs_the_baseline_once_and_every_other_job_per_seed():
     assert "--method prune-group-sparse --lam 1.6 --ops default --seed 1" in jobs
     assert "--method baseline-extended --seed 1" in jobs
     latency = [j for j in per_seed if "--cost latency:onnxruntime" in j]
-    # the converged benchmark's own lambdas: MACs 0.6 first, latency 1, 3.2 and 0.4; no per-layer L1
+    # the converged benchmark's own lambdas: MACs 0.6 first, latency 1, 3.2, 0.4 and 2; no per-layer L1
     assert configs.lambdas("resnet20", "cpu-converged") == (0.6, 1.6, 1.0)
-    assert latency == [f"--method lwdc --lam {lam:g} --ops default --cost latency:onnxruntime" for lam in (1, 3.2, 0.4)]
+    assert latency == [f"--method lwdc --lam {lam:g} --ops default --cost latency:onnxruntime"
+                       for lam in (1, 3.2, 0.4, 2)]
     assert not any("prune-l1 " in j for j in jobs) and configs.operator_sets("resnet20", "cpu-converged") == ("default",)
     assert configs.lambdas("resnet20", "cpu", "latency:onnxruntime") == (3.2, 6.0, 2.0)   # elsewhere: twice MACs'
     assert configs.operator_sets("resnet20", "cpu") == ("default", "paper")
