@@ -148,8 +148,7 @@ def latency_fronts(rs: list[dict], path: Path, title: str, label) -> list[str]:
         p = (r["latency_ms"]["ort_b1"], r["accuracy"], r)
         if r["method"].startswith("prune-"):
             (distilled[(r["method"], r["distill"])] if r.get("distill") else pruning[r["method"]]).append(p)
-        elif (r["method"] == "lwdc" and r.get("distill") and not r.get("budgets") and not r.get("ablations")
-              and not r.get("finetune_override")):
+        elif r.get("distill") and sweep_point({**r, "distill": 0.0}):    # a sweep point but for its fine-tune
             distilled[("lwdc", r["distill"])].append(p)
     _plot(sweeps, pruning, [r for r in rs if r["method"] == "baseline" and "ort_b1" in r["latency_ms"]], path, title)
     lines = [f"![accuracy vs onnxruntime latency]({path.name})", ""]

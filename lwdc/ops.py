@@ -86,6 +86,16 @@ def _shape_reason(spec: LayerSpec, k: int, dilation: int = 1) -> str | None:
     return None
 
 
+def _dense_conv_reason(s: LayerSpec, kind_reason: str, done: str) -> str | None:
+    """Why an operator that restructures a dense convolution (lowrank, ghost) cannot take this layer, if it
+    cannot: ``kind_reason`` for a pooling layer, ``done`` (what it does to a dense one) for a grouped one."""
+    if s.kind != "conv":
+        return kind_reason
+    if s.groups != 1:
+        return f"the layer is grouped ({s.groups} groups); only a dense convolution is {done}"
+    return None
+
+
 def _conv_params(cin: int, cout: int, k: int, groups: int, dims: int, bias: bool) -> int:
     return cout * (cin // groups) * k ** dims + (cout if bias else 0)
 
@@ -163,10 +173,8 @@ def _lowrank(d: int) -> OpSpec:
         return -(-s.out_ch // d)
 
     def fits(s: LayerSpec) -> str | None:
-        if s.kind != "conv":
-            return "only a convolution can be factored"
-        if s.groups != 1:
-            return f"the layer is grouped ({s.groups} groups); only a dense convolution is factored"
+        if reason := _dense_conv_reason(s, "only a convolution can be factored", "factored"):
+            return reason
         if d < 2:
             return "a rank divisor below 2 keeps every channel"
         if 2 * rank(s) * (s.in_ch * math.prod(s.kernel) + s.out_ch) > 2 * s.out_ch * s.in_ch * math.prod(s.kernel):
@@ -221,10 +229,8 @@ def _ghost(d: int) -> OpSpec:
     decides per layer whether it is worth its cost."""
 
     def fits(s: LayerSpec) -> str | None:
-        if s.kind != "conv":
-            return "only a convolution has a Ghost form"
-        if s.groups != 1:
-            return f"the layer is grouped ({s.groups} groups); only a dense convolution is replaced"
+        if reason := _dense_conv_reason(s, "only a convolution has a Ghost form", "replaced"):
+            return reason
         if d < 2:
             return "a ratio below 2 keeps every channel primary"
         if s.out_ch % d:
