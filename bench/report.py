@@ -16,10 +16,11 @@ from collections import defaultdict
 from pathlib import Path
 
 from .configs import EXPERIMENTS, operator_sets
-from .report_compare import best_pruning, matched_pairs, matched_table, nearest_pruning  # noqa: F401 (API)
+from .report_compare import best_matches, best_pruning, matched_pairs, matched_table, nearest_pruning  # noqa: F401 (API)
 from . import binary, c_speed, mcu_kernels, report_landmarks, report_share, report_signals, report_targets
 from .report_format import fmt, machine_label, noise_label, point, same_budget, series  # noqa: F401 (API)
 from .report_latency import apply_remeasured, front, latency_fronts, remeasured_note
+from .report_layers import layer_lines, load_layers
 from .report_random import ablation_lines, random_lines
 from .report_seeds import cell, merge_seeds, seeds_of
 
@@ -227,7 +228,8 @@ def pareto_plot(rs: list[dict], path: Path, title: str) -> None:
 
 
 def section(results: list[dict], doc: Path, latency_dir: Path | None = None) -> str:
-    """The generated region; ``latency_dir`` holds bench.remeasure's ``latency_<schedule>.json`` files, if any."""
+    """The generated region; ``latency_dir`` holds bench.remeasure's ``latency_<schedule>.json`` and bench.layer_macs's
+    ``layers_<schedule>.json`` files, if any."""
     groups = defaultdict(list)
     for r in results:
         groups[(r["model"], r["schedule"], r.get("max_batches"))].append(r)
@@ -286,6 +288,8 @@ def section(results: list[dict], doc: Path, latency_dir: Path | None = None) -> 
         matched, verdicts = matched_table(rs)
         if len(matched) > 2:
             out += ["Matched MACs:", ""] + matched + [""] + best_pruning(rs)
+            if latency_dir:
+                out += layer_lines(best_matches(rs), load_layers(latency_dir / f"layers_{schedule}.json"))
         plain = reference or base
         if any(r["method"] == "lwdc" for r in rs) and plain is None:
             out += ["Search cost: no plain training of the original model (baseline or baseline-extended) has "

@@ -9,7 +9,7 @@ from .configs import PRUNE_METHODS
 from .report_format import distill_of, fmt, point, same_budget
 from .report_seeds import cell, diff_cell, per_seed_diffs, seeds_of
 
-__all__ = ["matched_pairs", "matched_table", "nearest_pruning", "best_pruning"]
+__all__ = ["matched_pairs", "matched_table", "nearest_pruning", "best_pruning", "best_matches"]
 
 
 def matched_pairs(rs: list[dict]) -> tuple[dict[str, list[dict]], list[tuple[dict, dict, float]]]:
@@ -77,11 +77,7 @@ def best_pruning(rs: list[dict]) -> list[str]:
     Torch-Pruning method (prune-group-sparse) ran, so that "best" means best of all three."""
     if not any(r["method"] == "prune-group-sparse" for r in rs):
         return []
-    best: dict[int, tuple[dict, dict, float]] = {}
-    for lw, r, error in matched_pairs(rs)[1]:
-        better = id(lw) not in best or r["accuracy"] > best[id(lw)][1]["accuracy"]
-        if same_budget(lw) and abs(error) <= 0.05 and better:
-            best[id(lw)] = (lw, r, error)
+    best = best_matches(rs)
     if not best:
         return []
     lines = ["Against the most accurate Torch-Pruning run matched within 5% MACs (of prune-l1, prune-l1-global and "
@@ -89,7 +85,7 @@ def best_pruning(rs: list[dict]) -> list[str]:
              "| LWDC point | LWDC acc. | MACs ratio | best pruning | its acc. | LWDC − best (points) | LWDC ORT speed "
              "ratio |", "|---|---|---|---|---|---|---|"]
     ahead, both, multi, fast = 0, 0, 0, 0
-    for lw, r, error in sorted(best.values(), key=lambda t: t[0]["macs_ratio"]):
+    for lw, r, error in best:
         diff, each = lw["accuracy"] - r["accuracy"], per_seed_diffs(lw, r)
         ort = (lw.get("speed_ratio") or {}).get("ort_b1")
         ahead += diff >= 0
@@ -102,6 +98,16 @@ def best_pruning(rs: list[dict]) -> list[str]:
     return lines + ["", f"LWDC >= the best pruning run at {ahead} of {n} matched point(s) by the mean over seeds, and "
                         f"in every seed at {both} of the {multi} point(s) run under two or more seeds; onnxruntime "
                         f"speed ratio >= 0.8 at {fast} of {n}.", ""]
+
+
+def best_matches(rs: list[dict]) -> list[tuple[dict, dict, float]]:
+    """(same-budget LWDC point, the most accurate pruning run matched to it within 5% MACs, MACs error), by MACs."""
+    best: dict[int, tuple[dict, dict, float]] = {}
+    for lw, r, error in matched_pairs(rs)[1]:
+        better = id(lw) not in best or r["accuracy"] > best[id(lw)][1]["accuracy"]
+        if same_budget(lw) and abs(error) <= 0.05 and better:
+            best[id(lw)] = (lw, r, error)
+    return sorted(best.values(), key=lambda t: t[0]["macs_ratio"])
 
 
 def nearest_pruning(by_point: dict[str, list[dict]], pruned: list[dict]) -> list[tuple[dict, dict, float]]:

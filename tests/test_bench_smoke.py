@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # bench/ is not i
 cifar = pytest.importorskip("bench.cifar")
 report = pytest.importorskip("bench.report")
 remeasure = pytest.importorskip("bench.remeasure")
+layer_macs = pytest.importorskip("bench.layer_macs")
 
 GROUP = "resnet8_smoke_s{}_w0.25_mb2"       # the cache folder of the smoke runs of a seed
 STEM = "resnet8_smoke_w0.25_mb2_{}_s{}"      # the result file of a run and seed
@@ -253,6 +254,30 @@ def test_group_sparse_pruning_over_two_seeds_is_remeasured_and_reported(trained,
     assert "of 5 runs were re-measured by `python -m bench.remeasure`" in text
     base_ms = lat["models"][STEM.format("baseline", 0)]["eager_b1"]["median"]
     assert f"| baseline |  | {base['accuracy']:.2f} | - | 5,214 | 0.86 | 1.000 | {base_ms:.2f} |" in text
+
+    # where each model spends its MACs, counted by torch's FlopCounterMode layer by layer: the layers add up to the
+    # run's own (closed-form) count, and LWDC's choices show in them
+    layers = layer_macs.collect(out, root / "runs", "smoke", log=lambda _: None)
+    assert (tmp_path / "layers_smoke.json").is_file() and not layers["skipped"]
+    results = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+    assert set(layers["models"]) == set(results)
+    for stem, entry in layers["models"].items():
+        assert entry["total"] == sum(entry["layers"].values()) == results[stem]["macs"], stem
+    original = layers["models"][STEM.format("baseline", 0)]["layers"]
+    mine = layers["models"][STEM.format(lw["run"], 0)]["layers"]
+    for name, op in lw["choices"].items():
+        if op == "original":
+            assert mine[name] == original[name], name
+        elif op == "skip":
+            assert mine[name] == 0, name
+        else:
+            assert 0 < mine[name] < original[name], (name, op)
+    report.main(["--results", str(out), "--doc", str(doc)])
+    text = doc.read_text()
+    assert "Where the MACs went (`python -m bench.layer_macs`" in text
+    first = next(n for n in lw["choices"] if original[n])
+    assert re.search(rf"\| {re.escape(first)} \| [\d,]+ \| {lw['choices'][first]} "
+                     rf"{mine[first] / original[first]:.2f} \| ", text)
 
 
 def test_latency_cost_point_is_named_apart_and_plotted_against_latency(trained, tmp_path, monkeypatch):
@@ -642,3 +667,18 @@ def test_a_named_pair_is_judged_on_the_two_runs_macs_not_the_pruning_run_s_own_t
     assert error == pytest.approx(50.0 / 55.0 - 1)
     lines, verdicts = report.matched_table([point, pruned])
     assert "| -9.1% | no |" in lines[2] and verdicts == []
+
+
+def test_layer_macs_counts_a_layer_once_whether_its_parts_are_called_through_it_or_directly():
+    """A branch of several modules counts under the layer it replaced; a graph that calls the parts directly
+    (``lwdc.arch``'s rebuilt models do) gives the same figures, not a layer counted twice or not at all."""
+    net = torch.nn.Sequential()
+    net.add_module("stem", torch.nn.Conv2d(3, 8, 3, padding=1))
+    net.add_module("body", torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1, groups=8), torch.nn.ReLU(),
+                                               torch.nn.Conv2d(8, 4, 1)))
+    layers = ["stem", "body", "head"]
+    direct = torch.fx.symbolic_trace(net)
+    assert {n.target for n in direct.graph.nodes if n.op == "call_module"} >= {"body.0", "body.2"}
+    expected = {"stem": 32 * 32 * 8 * 27, "body": 32 * 32 * (8 * 9 + 4 * 8), "head": 0}
+    assert layer_macs.layer_macs(net, layers, (3, 32, 32)) == expected
+    assert layer_macs.layer_macs(direct, layers, (3, 32, 32)) == expected
