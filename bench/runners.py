@@ -122,6 +122,8 @@ def lwdc_extra(ctx: Context, result) -> dict:
         "distill": getattr(a, "distill", 0.0),
         "search_history": [{"epoch": h["epoch"], "val": h["val"], "cost_ratios": h["cost_ratios"]}
                            for h in r["history"]["search"]],
+        # how decided the gates were when the argmax network was taken: per layer, its operators' probabilities
+        "final_probabilities": (r["history"]["search"] or [{}])[-1].get("probabilities"),
     }
 
 

@@ -263,6 +263,9 @@ def test_group_sparse_pruning_over_two_seeds_is_remeasured_and_reported(trained,
     assert set(layers["models"]) == set(results)
     for stem, entry in layers["models"].items():
         assert entry["total"] == sum(entry["layers"].values()) == results[stem]["macs"], stem
+    # the gates as the search left them, one probability per candidate: the choices are their argmax
+    gates = lw["final_probabilities"]
+    assert set(gates) == set(lw["choices"]) and all(abs(sum(p) - 1) < 1e-3 for p in gates.values())
     original = layers["models"][STEM.format("baseline", 0)]["layers"]
     mine = layers["models"][STEM.format(lw["run"], 0)]["layers"]
     for name, op in lw["choices"].items():
@@ -448,6 +451,9 @@ def test_ablations_switch_off_one_part_of_the_search_each(trained):
         ["--method", "lwdc", "--budget", "flash=75000", "--variant", "fill-limits", "--variant", "ramp0.5"]))
     config = lwdc_config(variant)
     assert (config.fill_limits, config.budget_ramp) == (True, 0.5)
+    faster = lwdc_config(SimpleNamespace(schedule=cifar.SCHEDULES["smoke"], args=cifar.parse(
+        ["--method", "lwdc", "--lam", "0.6", "--variant", "gate-travel35"])))
+    assert faster.gate_travel == 35.0 and lwdc_config(ctx).gate_travel is None
     assert cifar.run_name("lwdc", 0.0, "default", None, budgets=["flash=75000"], variants=["ramp0.5", "fill-limits"]) \
         == "lwdc-default-lam0-flash75000-fill-limits-ramp0.5"
 
