@@ -30,12 +30,8 @@ METHODS = ("baseline", "baseline-extended", "lwdc") + PRUNE_METHODS + ("random",
 ABLATIONS = {"no-warmup": {"warmup_epochs": 0.0}, "constant-noise": {"noise_end": 1.0},
              "uniform-gates": {"original_prob": None}}
 # Settings an LWDC point may change beyond its lambda/cost/budgets (issue 24), each labelled -NAME in the run name.
-# gate-travel35: the gates' Adam rate raised to 35 logits / search steps (0.03 over cpu-converged's 1,170 steps, from
-# 0.01): at 0.01 the converged lambda-0.6 search ended with its median layer's most likely operator at P = 0.49, so
-# the argmax network was picked from gates that had not decided
 VARIANTS = {"fill-limits": {"fill_limits": True}, "ramp0.5": {"budget_ramp": 0.5},
-            "distill-search": {"distill_search": True},     # with --distill: the search is distilled too
-            "gate-travel35": {"gate_travel": 35.0}}
+            "distill-search": {"distill_search": True}}     # with --distill: the search is distilled too
 
 
 @dataclass(frozen=True)

@@ -451,9 +451,6 @@ def test_ablations_switch_off_one_part_of_the_search_each(trained):
         ["--method", "lwdc", "--budget", "flash=75000", "--variant", "fill-limits", "--variant", "ramp0.5"]))
     config = lwdc_config(variant)
     assert (config.fill_limits, config.budget_ramp) == (True, 0.5)
-    faster = lwdc_config(SimpleNamespace(schedule=cifar.SCHEDULES["smoke"], args=cifar.parse(
-        ["--method", "lwdc", "--lam", "0.6", "--variant", "gate-travel35"])))
-    assert faster.gate_travel == 35.0 and lwdc_config(ctx).gate_travel is None
     assert cifar.run_name("lwdc", 0.0, "default", None, budgets=["flash=75000"], variants=["ramp0.5", "fill-limits"]) \
         == "lwdc-default-lam0-flash75000-fill-limits-ramp0.5"
 
