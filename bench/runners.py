@@ -54,7 +54,8 @@ def lwdc_point(ctx: Context, distilled: bool = True) -> str:
 def reuse_search(ctx: Context, config: CompressConfig, run_dir: Path) -> str | None:
     """Start an LWDC run from a finished search of the same point, when one exists and its checkpoint fits: the
     point's own search for a longer fine-tune (``--finetune-epochs``), a distilled one (``--distill``) or a variant
-    its fingerprint allows (``--variant fill-limits``), or the search of the schedule this one
+    its fingerprint allows (``--variant fill-limits``); for the point itself, a distilled twin's search that
+    finished first; or the search of the schedule this one
     shares its searches with (``Schedule.search_from``). Returns the run folder it started from."""
     a, s = ctx.args, ctx.schedule
     run = Run(run_dir)
@@ -63,7 +64,9 @@ def reuse_search(ctx: Context, config: CompressConfig, run_dir: Path) -> str | N
         return (run.read_file(record) or {}).get("run")
     searched = lwdc_point(ctx, distilled=False)
     own = a.finetune_epochs or getattr(a, "variant", ()) or getattr(a, "distill", 0.0)
-    candidates = [ctx.folder / searched] if own else []
+    # the plain point itself may start from the search of a distilled twin that ran first (``-kd<w>``: the same
+    # search, only the fine-tuning is distilled); the fingerprint check below refuses any other
+    candidates = [ctx.folder / searched] if own else sorted(ctx.folder.glob(f"{searched}-kd*"))
     if s.search_from:
         if baseline_schedule(s.search_from) != baseline_schedule(a.schedule):
             raise SystemExit(f"schedule {a.schedule} takes its searches from {s.search_from}, which starts from "

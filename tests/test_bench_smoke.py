@@ -617,6 +617,14 @@ def test_distilled_runs_share_their_point_s_search_and_pair_only_with_distilled_
     # without its distilled twin, a distilled point is not paired with a plain pruning run at the same MACs
     _, pairs = matched_pairs([kd, plain])
     assert pairs == []
+    # the other way round: a seed whose distilled run searched first gives its plain run that search, so the two
+    # fine-tune one architecture (and the search is not paid twice)
+    kd1 = run(root, "--method", "lwdc", "--lam", "2", "--ops", "minimal", "--distill", "1", "--seed", "1")
+    assert kd1["search_reused_from"] is None
+    plain1 = run(root, "--method", "lwdc", "--lam", "2", "--ops", "minimal", "--seed", "1")
+    assert plain1["search_reused_from"] == f"{GROUP.format(1)}/lwdc-minimal-lam2-noise0.25-kd1"
+    assert plain1["choices"] == kd1["choices"] and plain1["search_history"] == kd1["search_history"]
+    assert plain1["run"] == "lwdc-minimal-lam2-noise0.25" and plain1["distill"] == 0.0
 
 
 def test_a_distilled_search_is_a_variant_of_the_distilled_point(trained):
