@@ -25,6 +25,7 @@ from . import binary
 
 __all__ = [
     "LayerSpec", "OpSpec", "UnknownOperatorError", "get_op", "resolve_ops", "OP_SETS", "op_patterns",
+    "ReadChannels", "WIDTH_BLOCKS", "width_keep", "keep_outputs", "keep_norm", "read_all_channels",
 ]
 
 
@@ -62,6 +63,9 @@ class OpSpec:
     params: Callable[[LayerSpec], int]
     macs: Callable[[LayerSpec], int]
     fits: Callable[[LayerSpec], str | None]
+    # True for a width operator (``width{p}``): it reads only some of its input channels, and expansion offers it
+    # only where derivation can remove the others at their source (``lwdc.space.Chain``)
+    thins_input: bool = False
 
 
 class UnknownOperatorError(ValueError):
@@ -264,6 +268,140 @@ def _ghost(d: int) -> OpSpec:
     return OpSpec(f"ghost_d{d}", build, params, macs, fits)
 
 
+#: Width operators keep the same share of every block of this many consecutive input channels (when the count
+#: divides), so the convolution that makes those channels can be cut to them even when it is grouped by 2 or 4.
+WIDTH_BLOCKS = 4
+
+
+class ReadChannels(nn.Module):
+    """A convolution that reads only the input channels ``keep`` (ascending), the branch of a width operator.
+
+    In the supernet the other channels are still made and simply not read; ``derive`` removes them where they
+    are made (the producing convolution and the norm after it) and keeps only ``conv``, so the derived network
+    is plain convolutions with fewer channels, as channel pruning leaves it."""
+
+    def __init__(self, keep: torch.Tensor, conv: nn.Module, in_ch: int) -> None:
+        super().__init__()
+        self.register_buffer("keep", keep.detach().clone().long())
+        self.conv = conv
+        self.in_ch = in_ch          # channels of the input it picks from
+
+    def extra_repr(self) -> str:
+        return f"reads {len(self.keep)} of {self.in_ch} channels"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x.index_select(1, self.keep))
+
+
+def width_keep(weight: torch.Tensor | None, in_ch: int, kept: int) -> torch.Tensor:
+    """The ``kept`` input channels a width operator reads, ascending: the same number in each of ``WIDTH_BLOCKS``
+    equal blocks of consecutive channels (or 2, or 1, the most that divide both counts), those with the largest
+    L1 norm of the layer's trained weights (its first channels if it has none)."""
+    blocks = next(b for b in (WIDTH_BLOCKS, 2, 1) if in_ch % b == 0 and kept % b == 0)
+    size, per = in_ch // blocks, kept // blocks
+    if weight is None:
+        score = -torch.arange(in_ch, dtype=torch.float32)
+    else:
+        score = weight.detach().float().abs().transpose(0, 1).reshape(in_ch, -1).sum(1)
+    picks = [b * size + torch.topk(score[b * size:(b + 1) * size], per).indices for b in range(blocks)]
+    return torch.sort(torch.cat(picks)).values
+
+
+def _width(pct: int) -> OpSpec:
+    """The original convolution reading ``pct`` % of its input channels (``width_keep``), starting from the
+    original's weights on them. Offered only on a convolution whose input is made by another convolution for it
+    alone, through per-channel layers (a norm, an activation): the search then weighs a thinner pair of layers,
+    which is what channel pruning makes of a residual block, against the other operators of both."""
+
+    def kept(s: LayerSpec) -> int:
+        return s.in_ch * pct // 100
+
+    def fits(s: LayerSpec) -> str | None:
+        if reason := _dense_conv_reason(s, "only a convolution reads channels", "thinned"):
+            return reason
+        if not 0 < pct < 100:
+            return f"a width of {pct}% keeps {'no' if pct <= 0 else 'every'} channel"
+        if s.in_ch * pct % 100 or kept(s) < 1:
+            return f"{pct}% of {s.in_ch} input channels is not a whole number of channels"
+        return None
+
+    def build(s: LayerSpec, orig: nn.Module) -> nn.Module:
+        weight = getattr(orig, "weight", None)
+        trained = isinstance(weight, torch.Tensor) and tuple(weight.shape) == (s.out_ch, s.in_ch, *s.kernel)
+        keep = width_keep(weight if trained else None, s.in_ch, kept(s))
+        conv = _conv_cls(s.dims)(kept(s), s.out_ch, s.kernel, stride=s.stride, padding=s.padding,
+                                 dilation=s.dilation, bias=s.bias)
+        if trained:
+            with torch.no_grad():
+                conv.weight.copy_(weight.index_select(1, keep))
+                if s.bias and getattr(orig, "bias", None) is not None:
+                    conv.bias.copy_(orig.bias)
+        return ReadChannels(keep, conv, s.in_ch)
+
+    def params(s: LayerSpec) -> int:
+        return s.out_ch * kept(s) * math.prod(s.kernel) + (s.out_ch if s.bias else 0)
+
+    def macs(s: LayerSpec) -> int:
+        return s.out_positions * s.out_ch * kept(s) * math.prod(s.kernel)
+
+    return OpSpec(f"width{pct}", build, params, macs, fits, thins_input=True)
+
+
+def _conv_out(conv: nn.Module, keep: torch.Tensor) -> nn.Module | None:
+    """``conv`` making only the output channels ``keep`` (ascending), or None where its groups would split."""
+    g, out = conv.groups, conv.out_channels
+    if len(keep) % g or (g > 1 and any(int(((keep >= i * out // g) & (keep < (i + 1) * out // g)).sum())
+                                       != len(keep) // g for i in range(g))):
+        return None
+    new = type(conv)(conv.in_channels, len(keep), conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                     dilation=conv.dilation, groups=g, bias=conv.bias is not None, padding_mode=conv.padding_mode)
+    with torch.no_grad():
+        new.weight.copy_(conv.weight.index_select(0, keep))
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias.index_select(0, keep))
+    return new.to(conv.weight.device).train(conv.training)
+
+
+def keep_outputs(module: nn.Module, keep: torch.Tensor) -> nn.Module | None:
+    """``module`` (a branch or a plain layer) cut to make only the output channels ``keep``, or None where it
+    cannot be (an identity or pooling passes its input through; a Ghost or binary branch splits its channels)."""
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        return _conv_out(module, keep)
+    if isinstance(module, nn.Sequential) and len(module) and isinstance(module[-1], (nn.Conv1d, nn.Conv2d)):
+        last = _conv_out(module[-1], keep)
+        return None if last is None else nn.Sequential(*list(module)[:-1], last)
+    return None
+
+
+def keep_norm(norm: nn.Module, keep: torch.Tensor) -> nn.Module:
+    """A BatchNorm cut to the channels ``keep``; any other per-channel layer is returned as it is."""
+    if not isinstance(norm, nn.modules.batchnorm._BatchNorm):
+        return norm
+    new = type(norm)(len(keep), eps=norm.eps, momentum=norm.momentum, affine=norm.affine,
+                     track_running_stats=norm.track_running_stats)
+    with torch.no_grad():
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            if getattr(norm, name, None) is not None:
+                getattr(new, name).copy_(getattr(norm, name).index_select(0, keep))
+        if norm.num_batches_tracked is not None:
+            new.num_batches_tracked.copy_(norm.num_batches_tracked)
+    return new.to(keep.device).train(norm.training)
+
+
+def read_all_channels(branch: ReadChannels) -> nn.Module:
+    """A width operator's convolution over every input channel, zero on the ones it does not read: the same
+    output, for where the producing layer cannot be cut (its branch passes its input through)."""
+    conv = branch.conv
+    full = type(conv)(branch.in_ch, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                      dilation=conv.dilation, bias=conv.bias is not None, padding_mode=conv.padding_mode)
+    with torch.no_grad():
+        full.weight.zero_()
+        full.weight.index_copy_(1, branch.keep, conv.weight)
+        if conv.bias is not None:
+            full.bias.copy_(conv.bias)
+    return full.to(conv.weight.device).train(conv.training)
+
+
 def _pool(kind: str, k: int) -> OpSpec:
     def fits(s: LayerSpec) -> str | None:
         if s.in_ch != s.out_ch:
@@ -363,6 +501,7 @@ _PATTERNS: list[tuple[str, re.Pattern[str], Callable[[re.Match[str]], OpSpec]]] 
     ("lowrank_d{d}", re.compile(r"lowrank_d(\d+)"), lambda m: _lowrank(int(m[1]))),
     ("ghost_d{d}", re.compile(r"ghost_d(\d+)"), lambda m: _ghost(int(m[1]))),
     ("skip", re.compile(r"skip"), lambda m: _skip()),
+    ("width{p}", re.compile(r"width(\d+)"), lambda m: _width(int(m[1]))),
     ("bin{k}x{k}", re.compile(r"bin(\d+)x\1"), lambda m: _binary(int(m[1]), 1, False)),
     ("bin{k}x{k}_g{g}", re.compile(r"bin(\d+)x\1_g(\d+)"), lambda m: _binary(int(m[1]), int(m[2]), False)),
     ("birealbin{k}x{k}", re.compile(r"birealbin(\d+)x\1"), lambda m: _binary(int(m[1]), 1, True)),
@@ -392,6 +531,9 @@ OP_SETS: dict[str, tuple[str, ...]] = {
     "lowrank": ("original", "conv3x3_g2", "conv3x3_g4", "conv1x1", "sep3x3", "skip", "lowrank_d2", "lowrank_d4"),
     # GhostNet's cheap operator beside the default set's
     "ghost": ("original", "conv3x3_g2", "conv3x3_g4", "conv1x1", "sep3x3", "skip", "ghost_d2", "ghost_d4"),
+    # the default set plus the original layer reading 3/4, 1/2 or 1/4 of its input channels where the layer
+    # before it can be cut to them: channel pruning's thinner layers inside LWDC's search space
+    "width": ("original", "conv3x3_g2", "conv3x3_g4", "conv1x1", "sep3x3", "skip", "width75", "width50", "width25"),
     # binary operators (lwdc.binary) beside the default set's real ones, so the search weighs one bit against
     # fewer channels or no layer at all
     "binary": ("original", "bin3x3", "birealbin3x3", "conv3x3_g4", "conv1x1", "sep3x3", "skip"),

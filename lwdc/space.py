@@ -19,7 +19,7 @@ from .gate import Gate, choice_probabilities, join
 from .ops import LayerSpec, OpSpec, get_op, resolve_ops
 from .modes import eval_mode
 
-__all__ = ["ChoiceLayer", "Supernet", "Skipped", "ExpansionError", "expand", "set_submodule"]
+__all__ = ["ChoiceLayer", "Supernet", "Skipped", "Chain", "ExpansionError", "expand", "set_submodule"]
 
 _CONVS = (nn.Conv1d, nn.Conv2d)
 _POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d)
@@ -34,6 +34,15 @@ class ExpansionError(ValueError):
 class Skipped:
     name: str
     reason: str
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A convolution whose input only ``producer`` makes, through per-channel layers: ``norms`` (BatchNorms, cut
+    with it) and element-wise activations. A width operator on it lets derivation drop the unread channels
+    where they are made."""
+    producer: str
+    norms: tuple[str, ...]
 
 
 class ChoiceLayer(nn.Module):
@@ -83,13 +92,14 @@ class Supernet(nn.Module):
     """The expanded model plus what expansion learned: the choice layers by name and what was left alone."""
 
     def __init__(self, net: nn.Module, gate: Gate, skipped: list[Skipped], input_shape: tuple[int, ...],
-                 output_shape: tuple[int, ...]):
+                 output_shape: tuple[int, ...], chains: dict[str, Chain] | None = None):
         super().__init__()
         self.net = net
         self.gate = gate
         self.skipped = skipped
         self.input_shape = input_shape      # the example input's shape, batch dimension included
         self.output_shape = output_shape
+        self.chains = chains or {}          # choice layer with width operators -> the layers that make its input
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -215,14 +225,68 @@ def _spec(module: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int, ..
                      tup(module.padding), tup(getattr(module, "dilation", 1)), 1, False, in_shape[2:], out_shape[2:])
 
 
-def _candidates(spec: LayerSpec, ops: list[OpSpec]) -> tuple[list[OpSpec], list[str]]:
-    """Operators that fit the layer and are no heavier than it (MACs and parameters)."""
+_PER_CHANNEL_MODULES = (nn.modules.batchnorm._BatchNorm, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.Hardswish,
+                        nn.GELU, nn.Identity)
+_PER_CHANNEL_FUNCTIONS = {torch.relu, torch.nn.functional.relu, torch.nn.functional.relu6, torch.nn.functional.silu,
+                          torch.nn.functional.hardswish, torch.nn.functional.gelu, torch.nn.functional.leaky_relu}
+_NOT_CHAINED = ("its input is not made for it alone by a convolution through per-channel layers (a norm, an "
+                "activation), so the unread channels could not be removed where they are made")
+
+
+def _chains(net: nn.Module) -> dict[str, Chain]:
+    """Convolutions whose input another convolution makes for them alone, through BatchNorms and element-wise
+    activations only (``conv1 -> bn1 -> relu -> conv2`` in a residual block), found on the traced graph. A model
+    that torch.fx cannot trace has none: width operators are then offered nowhere."""
+    try:
+        graph = torch.fx.symbolic_trace(net).graph
+    except Exception:  # the user's forward may do anything tracing cannot follow
+        return {}
+    modules = dict(net.named_modules())
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+
+    def per_channel(node) -> bool:
+        if not node.args or len([a for a in node.args if isinstance(a, torch.fx.Node)]) != 1:
+            return False
+        if node.op == "call_module":
+            return isinstance(modules.get(node.target), _PER_CHANNEL_MODULES) and calls[node.target] == 1
+        if node.op == "call_function":
+            return node.target in _PER_CHANNEL_FUNCTIONS
+        return node.op == "call_method" and node.target in ("relu", "relu_")
+
+    found: dict[str, Chain] = {}
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(modules.get(node.target), _CONVS) or calls[node.target] != 1:
+            continue
+        norms, current = [], node
+        while len(current.users) == 1:
+            (user,) = current.users
+            target = modules.get(user.target) if user.op == "call_module" else None
+            if isinstance(target, _CONVS):
+                if user.args and user.args[0] is current and calls[user.target] == 1:
+                    found[user.target] = Chain(node.target, tuple(norms))
+                break
+            if not per_channel(user) or user.args[0] is not current:
+                break
+            if isinstance(target, nn.modules.batchnorm._BatchNorm):
+                norms.append(user.target)
+            current = user
+    return found
+
+
+def _candidates(spec: LayerSpec, ops: list[OpSpec], chained: bool = False) -> tuple[list[OpSpec], list[str]]:
+    """Operators that fit the layer and are no heavier than it (MACs and parameters); width operators only where
+    the layer is ``chained`` (see ``Chain``)."""
     original = next((op for op in ops if op.name == "original"), None)
     base = original or get_op("original")
     limit_macs, limit_params = base.macs(spec), base.params(spec)
     kept, reasons = [], []
     for op in ops:
         reason = None if op is original else op.fits(spec)
+        if reason is None and op.thins_input and not chained:
+            reason = _NOT_CHAINED
         if reason is None and op is not original and (op.macs(spec) > limit_macs or op.params(spec) > limit_params):
             reason = "heavier than the original layer"
         if reason is None:
@@ -253,6 +317,7 @@ def expand(model: nn.Module, example_input: torch.Tensor, ops: str | list[str] =
     net = copy.deepcopy(model)
     watch = _CONVS + (_POOLS if include_pooling else ()) + _UNSUPPORTED
     calls, raw_calls, out_shape, (reads_input, writes_output, norm_after) = _trace(net, example_input, watch)
+    chains = _chains(net) if any(op.thins_input for op in op_specs) else {}
     gate_state = Gate(mode=gate, tau=tau, seed=seed)
 
     skipped: list[Skipped] = []
@@ -276,7 +341,7 @@ def expand(model: nn.Module, example_input: torch.Tensor, ops: str | list[str] =
             skipped.append(Skipped(name, f"padding_mode={module.padding_mode!r}: candidates pad with zeros"))
         else:
             spec = _spec(module, *seen[0], name in reads_input, name in writes_output, name in norm_after)
-            kept, reasons = _candidates(spec, op_specs)
+            kept, reasons = _candidates(spec, op_specs, name in chains)
             if len(kept) < 2:
                 skipped.append(Skipped(name, "fewer than two candidates fit (" + "; ".join(reasons) + ")"))
                 continue
@@ -305,7 +370,9 @@ def expand(model: nn.Module, example_input: torch.Tensor, ops: str | list[str] =
         problem = _probe(net, replacements.values(), example_input, out_shape)
         if problem is not None:
             raise ExpansionError(f"expanding {type(model).__name__} breaks its forward pass: {problem}")
-    return Supernet(net, gate_state, skipped, tuple(example_input.shape), out_shape)
+    used = {n: chains[n] for n, layer in replacements.items()
+            if n in chains and any(get_op(op).thins_input for op in layer.op_names)}
+    return Supernet(net, gate_state, skipped, tuple(example_input.shape), out_shape, used)
 
 
 def _nothing_message(model: nn.Module, skipped: list[Skipped]) -> str:

@@ -116,10 +116,24 @@ def lwdc_ghost() -> nn.Module:
     return lwdc_derived("ghost", ("ghost_d2", "ghost_d4", "sep3x3"))
 
 
+def lwdc_width() -> nn.Module:
+    """Width operators: every residual block's inner pair cut to 3/4, 1/2 or 1/4 of its channels, the first
+    layer of each pair cycling through the operators that can be cut (and a skip, which cannot)."""
+    torch.manual_seed(0)
+    supernet = expand(create_model("resnet20", width=0.5), torch.randn(2, 3, 32, 32), "width")
+    producers = ("original", "conv3x3_g2", "conv1x1", "sep3x3", "skip", "conv3x3_g4")
+    picks = {}
+    for i, (consumer, chain) in enumerate(supernet.chains.items()):
+        picks[consumer] = ("width75", "width50", "width25")[i % 3]
+        picks[chain.producer] = producers[i % len(producers)]
+    return randomize_bn(derive(supernet, picks), seed=1)
+
+
 MODELS = {
     "resnet20": (lambda: randomize_bn(create_model("resnet20")), (3, 32, 32)),
     "lwdc_derived": (lwdc_derived, (3, 32, 32)),
     "lwdc_ghost": (lwdc_ghost, (3, 32, 32)),
+    "lwdc_width": (lwdc_width, (3, 32, 32)),
     "depthwise_separable": (lambda: randomize_bn(SepNet()), (3, 32, 32)),
     "concat": (lambda: randomize_bn(ConcatNet()), (3, 16, 16)),
     "zoo_odd_sizes": (lambda: randomize_bn(ZooNet()), (3, 13, 11)),

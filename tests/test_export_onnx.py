@@ -12,7 +12,7 @@ from lwdc.export.c import find_compiler
 from lwdc.models import create_model
 from lwdc.runs import Run, save_portable
 
-from test_export_c import ConcatNet, lwdc_derived, lwdc_ghost, randomize_bn
+from test_export_c import ConcatNet, lwdc_derived, lwdc_ghost, lwdc_width, randomize_bn
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -20,6 +20,7 @@ ort = pytest.importorskip("onnxruntime")
 
 @pytest.mark.parametrize("build, shape", [(lambda: randomize_bn(create_model("resnet20")), (3, 32, 32)),
                                           (lwdc_derived, (3, 32, 32)), (lwdc_ghost, (3, 32, 32)),
+                                          (lwdc_width, (3, 32, 32)),
                                           (lambda: randomize_bn(ConcatNet()), (3, 16, 16))])
 def test_onnx_matches_pytorch_for_any_batch(build, shape, tmp_path):
     torch.manual_seed(0)

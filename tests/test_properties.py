@@ -27,7 +27,7 @@ from lwdc.derivation import derive, max_output_difference
 from lwdc.export.onnx import export_onnx
 from lwdc.space import ChoiceLayer, ExpansionError, expand
 
-OP_SETS = ["default", "paper", "minimal", "ghost", ["original", "conv1x1", "skip", "avgpool3x3"]]
+OP_SETS = ["default", "paper", "minimal", "ghost", "width", ["original", "conv1x1", "skip", "avgpool3x3"]]
 
 
 def _out_size(size: int, k: int, s: int, p: int | str, d: int) -> int:

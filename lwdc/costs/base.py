@@ -3,19 +3,25 @@
 A cost model prices one candidate branch of one layer, and a whole plain network. ``CostTable`` turns those
 prices into the objective's cost term: the expected cost of the network under the gates' distribution,
 normalised by the original network's cost, so lambda means the same across models and cost units.
+
+A width operator on one layer makes the layer before it cheaper too (derivation cuts that layer to the channels
+read): a coupling holds, per pair of their branches, what the earlier layer's branch saves, priced by the same
+cost model on the cut branch. The gates are sampled independently, so the expected saving is bilinear in the two
+layers' probabilities and the objective stays exact and differentiable.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 from torch import nn
 
-from ..ops import LayerSpec
+from ..ops import LayerSpec, ReadChannels, keep_norm, keep_outputs, read_all_channels
 from ..space import Supernet
 
-__all__ = ["CostModel", "CostTable", "build_cost_table"]
+__all__ = ["CostModel", "CostTable", "build_cost_table", "couplings"]
 
 
 class CostModel(Protocol):
@@ -34,17 +40,24 @@ class CostTable:
     layer_costs: dict[str, torch.Tensor]   # choice layer name -> cost of each branch, in branch order
     fixed: float                           # everything that was not expanded
     reference: float                       # the original network
+    # (producer layer, width-operator layer, saving[producer branch, consumer branch]), see the module docstring
+    couplings: list[tuple[str, str, torch.Tensor]] = field(default_factory=list)
 
     def expected_ratio(self, supernet: Supernet) -> torch.Tensor:
-        """Differentiable: (fixed + sum over layers of E[branch cost]) / original cost."""
+        """Differentiable: (fixed + sum over layers of E[branch cost] - E[savings of cut layers]) / original cost."""
         total = torch.tensor(self.fixed)
-        for name, layer in supernet.choice_layers().items():
+        layers = supernet.choice_layers()
+        for name, layer in layers.items():
             total = total + (layer.probabilities() * self.layer_costs[name].to(layer.alpha.device)).sum().cpu()
+        for producer, consumer, saving in self.couplings:
+            p, c = layers[producer].probabilities(), layers[consumer].probabilities()
+            total = total - (p @ saving.to(p.device) @ c).cpu()
         return total / self.reference
 
     def ratio_of(self, picks: dict[str, int]) -> float:
         """The ratio of the network that takes branch ``picks[name]`` at every layer."""
-        return (self.fixed + sum(float(self.layer_costs[n][i]) for n, i in picks.items())) / self.reference
+        saved = sum(float(saving[picks[p], picks[c]]) for p, c, saving in self.couplings if p in picks and c in picks)
+        return (self.fixed + sum(float(self.layer_costs[n][i]) for n, i in picks.items()) - saved) / self.reference
 
     def chosen_ratio(self, supernet: Supernet) -> float:
         """The ratio of the network that would be derived now (argmax choices)."""
@@ -55,8 +68,20 @@ class CostTable:
         return self.ratio_of({**{n: layer.chosen for n, layer in supernet.choice_layers().items()}, name: index})
 
     def floor_ratio(self) -> float:
-        """The smallest ratio any choice of operators reaches."""
-        return (self.fixed + sum(float(c.min()) for c in self.layer_costs.values())) / self.reference
+        """The smallest ratio any choice of operators reaches. Coupled layers form chains (a layer makes the input
+        of at most one width-operator layer, and reads from at most one producer): each is minimised from its end."""
+        after = {p: (c, saving.double()) for p, c, saving in self.couplings}
+        coupled = {c for _, c, _ in self.couplings}
+        total = self.fixed
+        for start in (n for n in self.layer_costs if n not in coupled):
+            path = [start]
+            while path[-1] in after:
+                path.append(after[path[-1]][0])
+            best = self.layer_costs[path[-1]].double()
+            for name in reversed(path[:-1]):
+                best = self.layer_costs[name].double() + (best[None, :] - after[name][1]).min(dim=1).values
+            total += float(best.min())
+        return total / self.reference
 
 
 def build_cost_table(cost_model: CostModel, supernet: Supernet, original: nn.Module,
@@ -80,4 +105,44 @@ def build_cost_table(cost_model: CostModel, supernet: Supernet, original: nn.Mod
         # overhead, kernels fused across layers). A negative rest would let the ratio go below zero; instead the
         # rest costs nothing and the original's layers are the reference, so the original network is still 1.
         fixed, reference = 0.0, originals
-    return CostTable(cost_model.name, cost_model.unit, layer_costs, fixed, reference)
+    return CostTable(cost_model.name, cost_model.unit, layer_costs, fixed, reference,
+                     couplings(cost_model, supernet, layer_costs))
+
+
+def couplings(cost_model: CostModel, supernet: Supernet,
+              layer_costs: dict[str, torch.Tensor]) -> list[tuple[str, str, torch.Tensor]]:
+    """Per width-operator layer whose producer is a choice layer too: what each producer branch saves when cut to
+    the channels each of its branches reads, norms between included. Where a producer branch cannot be cut (a
+    skip), derivation makes the width operator read every channel: the "saving" is then minus what that costs
+    over the width operator's own price."""
+    layers, out = supernet.choice_layers(), []
+    for consumer, chain in supernet.chains.items():
+        if chain.producer not in layers or consumer not in layers:
+            continue
+        prod, cons = layers[chain.producer], layers[consumer]
+        saving = torch.zeros(len(prod.op_names), len(cons.op_names))
+        for j, reader in enumerate(cons.branches):
+            if not isinstance(reader, ReadChannels):
+                continue
+            spec = dataclasses.replace(prod.spec, out_ch=len(reader.keep))
+            unread = cost_model.branch_cost(cons.spec, "original", read_all_channels(reader)) - \
+                float(layer_costs[consumer][j])
+            norms = 0.0 if getattr(cost_model, "norm_in_branch", False) else \
+                sum(_norm_saving(cost_model, supernet.net.get_submodule(n), reader.keep, prod.spec) for n in chain.norms)
+            for i, (op, branch) in enumerate(zip(prod.op_names, prod.branches)):
+                cut = keep_outputs(branch, reader.keep)
+                saving[i, j] = -unread if cut is None else \
+                    float(layer_costs[chain.producer][i]) - cost_model.branch_cost(spec, op, cut) + norms
+        out.append((chain.producer, consumer, saving))
+    return out
+
+
+def _norm_saving(cost_model: CostModel, norm: nn.Module, keep: torch.Tensor, spec: LayerSpec) -> float:
+    """What cutting a norm to ``keep`` saves, priced as a network of its own (its parameters; no MACs). A cost
+    model that cannot price a lone norm (an emulated board needs a whole program) counts it as nothing."""
+    try:
+        full = cost_model.network_cost(norm, torch.zeros(1, spec.out_ch, *spec.out_size))
+        cut = cost_model.network_cost(keep_norm(norm, keep), torch.zeros(1, len(keep), *spec.out_size))
+    except (ValueError, RuntimeError, TypeError):
+        return 0.0
+    return float(full) - float(cut)

@@ -95,6 +95,7 @@ def flash_bytes(model: nn.Module, precision: str = "int8", example_input: torch.
 
 class FlashCost:
     name, unit = "flash", "bytes of weights"
+    norm_in_branch = True    # branch_cost prices the BatchNorm after a layer (see branch_cost)
 
     def __init__(self, precision: str = "int8"):
         if precision not in _PRECISIONS:

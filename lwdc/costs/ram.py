@@ -136,6 +136,11 @@ class RamCost:
     def build_table(self, supernet, original: nn.Module, example_input: torch.Tensor) -> RamTable:
         from ..derivation import derive
         from ..export.c.plan import lifetimes, scratch_elements
+        if supernet.chains:
+            raise ValueError("peak RAM cannot yet price width operators (width{p}): cutting a layer to the channels "
+                             "the next one reads shrinks an activation the per-layer RAM table does not see; drop "
+                             f"the width operators from the operator set for a RAM target or budget (layers: "
+                             f"{', '.join(sorted(supernet.chains))})")
         layers = supernet.choice_layers()
         live = {n: torch.zeros(len(l.op_names)) for n, l in layers.items()}
         scratch = {n: torch.zeros(len(l.op_names)) for n, l in layers.items()}
