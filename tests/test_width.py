@@ -13,6 +13,7 @@ from torch import nn
 from lwdc import compress
 from lwdc.costs import build_cost_table, get_cost_model
 from lwdc.derivation import derive, max_output_difference
+from lwdc.methods.lwdc import layer_rows
 from lwdc.models import create_model
 from lwdc.ops import ReadChannels, keep_outputs, width_keep
 from lwdc.profiling import count_macs, count_params
@@ -125,8 +126,13 @@ def test_the_cost_table_prices_cut_producers_as_an_independent_count_does(cost):
         picks = {n: draws.randrange(len(l.op_names)) for n, l in layers.items()}
         for name in supernet.chains:           # make sure width operators and cut producers are drawn
             picks[name] = len(layers[name].op_names) - 1 - draws.randrange(3)
-        derived = derive(supernet, {n: layers[n].op_names[i] for n, i in picks.items()})
+        choices = {n: layers[n].op_names[i] for n, i in picks.items()}
+        derived = derive(supernet, choices)
         assert table.ratio_of(picks) == pytest.approx(count(derived) / count(model), rel=1e-9)
+        if cost == "macs":      # the report's per-layer rows count a cut producer at its kept channels too
+            rows = layer_rows(supernet, choices)
+            rest = count(model) - sum(r["macs_before"] for r in rows)
+            assert rest + sum(r["macs_after"] for r in rows) == count(derived)
 
 
 def test_the_expected_cost_is_the_mean_over_every_network_and_has_a_gradient():

@@ -2,6 +2,7 @@
 ``task loss + lam x cost``, derive the chosen branches as a plain model (the pipeline fine-tunes it)."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict
 
@@ -13,7 +14,7 @@ from ..budgets import BudgetError, BudgetTerm, budget_report, fill, parse_budget
 from ..costs import build_cost_table, get_cost_model
 from ..derivation import derive, max_output_difference
 from ..distill import Distillation
-from ..ops import get_op
+from ..ops import ReadChannels, get_op, keep_outputs
 from ..space import Supernet, expand
 from ..train import TrainConfig, batches_per_epoch
 from ..warmup import warm_up_branches
@@ -25,18 +26,31 @@ __all__ = ["LWDC", "layer_rows"]
 
 def layer_rows(supernet: Supernet, choices: dict[str, str]) -> list[dict]:
     """One row per choice layer for the report: original and chosen operator, candidates, gate probabilities,
-    params and MACs before and after."""
+    params and MACs before and after (a layer cut for the width operator after it counts its kept channels)."""
     rows = []
-    for name, layer in supernet.choice_layers().items():
-        original, chosen = get_op("original"), get_op(choices[name])
+    layers = supernet.choice_layers()
+    cut, reads_all = {}, set()       # producers cut to the channels a width operator reads; width operators not
+    for consumer, chain in supernet.chains.items():
+        reader = layers[consumer].branches[layers[consumer].op_names.index(choices[consumer])]
+        if not isinstance(reader, ReadChannels):
+            continue
+        producer = layers.get(chain.producer)
+        branch = producer.branches[producer.op_names.index(choices[chain.producer])] if producer else None
+        if branch is not None and keep_outputs(branch, reader.keep) is not None:
+            cut[chain.producer] = len(reader.keep)
+        else:
+            reads_all.add(consumer)
+    for name, layer in layers.items():
+        original, chosen = get_op("original"), get_op("original" if name in reads_all else choices[name])
+        spec = dataclasses.replace(layer.spec, out_ch=cut[name]) if name in cut else layer.spec
         rows.append({
             "name": name, "original": f"{layer.spec.kind}{'x'.join(map(str, layer.spec.kernel))}"
                                       f"{'_g%d' % layer.spec.groups if layer.spec.groups > 1 else ''} "
                                       f"{layer.spec.in_ch}->{layer.spec.out_ch} s{layer.spec.stride[0]}",
             "chosen": choices[name], "candidates": layer.op_names,
             "probabilities": [round(float(p), 4) for p in layer.probabilities().detach()],
-            "params_before": original.params(layer.spec), "params_after": chosen.params(layer.spec),
-            "macs_before": original.macs(layer.spec), "macs_after": chosen.macs(layer.spec),
+            "params_before": original.params(layer.spec), "params_after": chosen.params(spec),
+            "macs_before": original.macs(layer.spec), "macs_after": chosen.macs(spec),
         })
     return rows
 
