@@ -77,6 +77,16 @@ def _original(r: dict, base_dir: Path) -> nn.Module:
     return model.eval()
 
 
+def _derived_again(r: dict, base_dir: Path) -> nn.Module:
+    """An LWDC run's network rebuilt from the baseline and the operators it chose: the same layers, shapes, MACs
+    and latency as its final model, not its fine-tuned weights (a run whose folder was lost keeps its choices)."""
+    from lwdc.derivation import derive
+    from lwdc.space import expand
+
+    supernet = expand(_original(r, base_dir), torch.zeros(1, *INPUT_SHAPE), r["ops"])
+    return derive(supernet, r["choices"]).eval()
+
+
 def load_model(r: dict, cache: Path) -> tuple[nn.Module, str]:
     """The final model of result ``r`` and where it came from; ``RunError`` when its folder cannot rebuild it."""
     run_dir, base_dir = _folders(r, cache)
@@ -88,6 +98,8 @@ def load_model(r: dict, cache: Path) -> tuple[nn.Module, str]:
         if r["method"] == "baseline-extended":
             return _checkpoint_model(run_dir / "checkpoints" / "train.pt", "train", _original(r, base_dir)), \
                 "run checkpoint"
+        if r["method"] == "lwdc" and r.get("choices"):
+            return _derived_again(r, base_dir), "architecture from its recorded choices (baseline weights)"
         plan = Run(run_dir).read_file("prune.json")
         if r["method"] in ("prune-l1", "prune-l1-global") and plan is not None:
             from .pruning import prune

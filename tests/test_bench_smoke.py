@@ -317,6 +317,21 @@ def test_remeasure_rebuilds_a_baseline_that_predates_saved_models(trained, tmp_p
     assert all(torch.equal(v, saved.state_dict()[k]) for k, v in model.state_dict().items())
 
 
+def test_an_lwdc_run_whose_folder_was_lost_is_rebuilt_from_its_choices(trained, tmp_path):
+    """A result carried without its run folder: its network comes back from the baseline and its choices, with the
+    layers and MACs of the saved model (the weights are not its fine-tuned ones, so only shapes and time count)."""
+    from lwdc.profiling import count_macs
+
+    root, base, lw = trained
+    shutil.copytree(root / "runs" / GROUP.format(0) / "baseline", tmp_path / GROUP.format(0) / "baseline")
+    model, source = remeasure.load_model(lw, tmp_path)
+    saved, _ = remeasure.load_model(lw, root / "runs")
+    assert source == "architecture from its recorded choices (baseline weights)"
+    x = torch.zeros(1, *remeasure.INPUT_SHAPE)
+    assert count_macs(model, x) == count_macs(saved, x) == lw["macs"]
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in saved.state_dict().items()}
+
+
 def test_a_second_seed_waits_for_the_shared_baseline(tmp_path):
     with pytest.raises(SystemExit, match="run --method baseline --seed 0 first"):
         run(tmp_path, "--method", "baseline-extended", "--seed", "1", "--max-batches", "1")
