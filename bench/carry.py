@@ -19,7 +19,9 @@ carried the same way under ``bench/state/share/``, and the 1-D benchmark's
 (``~/.cache/lwdc/bench/signals/<set>/<model>_<split>/<run>``, ``bench.signals``) under ``bench/state/signals/``:
 those are ``lwdc.compress`` run folders, finished when they hold ``report.json``; an LWDC point keeps its search
 there too (its random draws start from it), a draw does not. Folders of capped smoke runs (``_mb<N>`` in the
-name) are not carried. ``restore`` copies what the cache lacks and
+name) are not carried. Measured latency tables (``lwdc.costs``' cache, one file per CPU and software fingerprint)
+go to ``bench/state/latency/``, so a table built on an idle machine serves the next machine of the same kind and a
+latency-cost run resumed there prices its branches as before; another CPU's runs never read it. ``restore`` copies what the cache lacks and
 never replaces a file the cache already has (that copy may be further along), unless ``--overwrite``.
 """
 from __future__ import annotations
@@ -29,7 +31,9 @@ import filecmp
 import shutil
 from pathlib import Path
 
-__all__ = ["save", "restore"]
+from lwdc.costs.latency import default_cache_dir
+
+__all__ = ["save", "restore", "save_tables"]
 
 STATE = Path(__file__).resolve().parent / "state"
 CACHE = Path.home() / ".cache" / "lwdc" / "bench" / "cifar"
@@ -39,6 +43,7 @@ AREAS = {"share": CACHE.parent / "share", "signals": CACHE.parent / "signals"}
 #: lie (bench.cifar's: <group>/<run>), and the record a finished run holds (bench.cifar's result.json; a
 #: bench.cifar folder also holds lwdc.compress's report.json before its result is written, so that one would not do)
 LAYOUT = {"signals": (3, "report.json")}
+TABLES = "latency"      # state subfolder of the measured latency tables (default_cache_dir(), flat JSON files)
 FINISHED = ("model_state.pt", "model_arch.json")     # what a finished run keeps beside its record
 
 
@@ -94,11 +99,27 @@ def save(cache: Path = CACHE, state: Path = STATE, include_capped: bool = False,
     return written
 
 
+def save_tables(tables: Path, state: Path, log=print) -> list[Path]:
+    """Copy every measured latency table in ``tables`` that ``state`` lacks or holds an older copy of."""
+    written = []
+    for src in sorted(Path(tables).glob("*.json")) if Path(tables).is_dir() else []:
+        dst = Path(state) / src.name
+        if dst.exists() and filecmp.cmp(src, dst, shallow=False):
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        shutil.copyfile(src, tmp)
+        tmp.replace(dst)
+        written.append(dst)
+    log(f"latency tables: saved {len(written)} changed file(s) into {state}")
+    return written
+
+
 def restore(state: Path = STATE, cache: Path = CACHE, overwrite: bool = False, log=print) -> list[Path]:
     """Copy the state's files into the cache where the cache lacks them (or differs, with ``overwrite``)."""
     written = []
     for src in sorted(p for p in Path(state).rglob("*") if p.is_file() and p.name != "README.md"
-                      and p.relative_to(state).parts[0] not in AREAS):
+                      and p.relative_to(state).parts[0] not in (*AREAS, TABLES)):
         dst = Path(cache) / src.relative_to(state)
         if dst.exists():
             if filecmp.cmp(src, dst, shallow=False):
@@ -130,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
             if folder.is_dir() and a.cache_dir == str(CACHE):
                 written = save(folder, state / area, layout=LAYOUT.get(area, (2, "result.json")))
                 print(f"{area}: saved {len(written)} changed file(s) into {state / area}")
+        if a.cache_dir == str(CACHE):
+            save_tables(default_cache_dir(), state / TABLES)
     else:
         if not state.is_dir():
             raise SystemExit(f"no benchmark state at {state}: pass --state-dir")
@@ -137,6 +160,8 @@ def main(argv: list[str] | None = None) -> None:
         for area, folder in AREAS.items():
             if (state / area).is_dir() and a.cache_dir == str(CACHE):
                 restore(state / area, folder, a.overwrite)
+        if (state / TABLES).is_dir() and a.cache_dir == str(CACHE):
+            restore(state / TABLES, default_cache_dir(), a.overwrite)
 
 
 if __name__ == "__main__":

@@ -154,3 +154,21 @@ def test_signals_run_folders_are_carried_three_levels_down_with_lwdc_compress_ma
         *(f"{unit_state}/lwdc-signal-macs0.5x-random-d0/{n}" for n in ("report.json", "model_state.pt",
                                                                        "model_arch.json")),
         f"{unit_state}/lwdc-signal-macs0.3x/checkpoints/finetune.pt"])
+
+
+def test_latency_tables_travel_with_the_state_and_stay_out_of_the_run_folders(tmp_path):
+    """A table measured on an idle machine is carried (and kept apart from run folders); an older state copy is
+    replaced on save, a cache copy is never replaced on restore."""
+    from bench.carry import TABLES, restore, save_tables
+
+    tables, state, fresh = tmp_path / "latency", tmp_path / "state", tmp_path / "fresh"
+    _write(tables / "onnxruntime-abc.json", '{"entries": {"conv1x1|a": 0.01}}')
+    _write(state / "resnet20_cpu_s0" / "baseline" / "result.json", "{}")
+    assert [p.name for p in save_tables(tables, state / TABLES, log=lambda m: None)] == ["onnxruntime-abc.json"]
+    assert save_tables(tables, state / TABLES, log=lambda m: None) == []          # unchanged: nothing written
+    _write(tables / "onnxruntime-abc.json", '{"entries": {"conv1x1|a": 0.01, "skip|a": 0.0}}')
+    assert len(save_tables(tables, state / TABLES, log=lambda m: None)) == 1
+    restore(state, fresh / "cifar", log=lambda m: None)
+    assert not (fresh / "cifar" / TABLES).exists()                                 # not mistaken for a run folder
+    restore(state / TABLES, fresh / "latency", log=lambda m: None)
+    assert _files(fresh / "latency") == _files(tables)
