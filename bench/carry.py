@@ -67,6 +67,17 @@ def _carried_files(run: Path, marker: str = "result.json") -> list[Path]:
     return sorted(p for p in run.rglob("*") if p.is_file() and not p.name.endswith(".tmp") and p.name != ".lock")
 
 
+def _copy_if_changed(src: Path, dst: Path) -> bool:
+    """Copy ``src`` to ``dst`` atomically unless ``dst`` already holds the same bytes; whether it copied."""
+    if dst.exists() and filecmp.cmp(src, dst, shallow=False):
+        return False
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dst)
+    return True
+
+
 def save(cache: Path = CACHE, state: Path = STATE, include_capped: bool = False, log=print,
          layout: tuple[int, str] = (2, "result.json")) -> list[Path]:
     """Mirror the cache's run folders into ``state``; returns the files written. Files the state holds for a run
@@ -78,15 +89,7 @@ def save(cache: Path = CACHE, state: Path = STATE, include_capped: bool = False,
         name = run.relative_to(cache).as_posix()
         target = state / name
         keep = {p.relative_to(run) for p in _carried_files(run, marker)}
-        for rel in sorted(keep):
-            dst = target / rel
-            if dst.exists() and filecmp.cmp(run / rel, dst, shallow=False):
-                continue
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dst.with_name(f".{dst.name}.tmp")
-            shutil.copyfile(run / rel, tmp)
-            tmp.replace(dst)
-            written.append(dst)
+        written += [target / rel for rel in sorted(keep) if _copy_if_changed(run / rel, target / rel)]
         if target.exists():
             for old in sorted(p for p in target.rglob("*") if p.is_file() and p.relative_to(target) not in keep):
                 old.unlink()
@@ -101,16 +104,8 @@ def save(cache: Path = CACHE, state: Path = STATE, include_capped: bool = False,
 
 def save_tables(tables: Path, state: Path, log=print) -> list[Path]:
     """Copy every measured latency table in ``tables`` that ``state`` lacks or holds an older copy of."""
-    written = []
-    for src in sorted(Path(tables).glob("*.json")) if Path(tables).is_dir() else []:
-        dst = Path(state) / src.name
-        if dst.exists() and filecmp.cmp(src, dst, shallow=False):
-            continue
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        shutil.copyfile(src, tmp)
-        tmp.replace(dst)
-        written.append(dst)
+    sources = sorted(Path(tables).glob("*.json")) if Path(tables).is_dir() else []
+    written = [Path(state) / src.name for src in sources if _copy_if_changed(src, Path(state) / src.name)]
     log(f"latency tables: saved {len(written)} changed file(s) into {state}")
     return written
 
