@@ -20,7 +20,7 @@ from .modes import eval_mode
 from .ops import ReadChannels, keep_norm, keep_outputs, read_all_channels
 from .space import ChoiceLayer, Supernet, set_submodule
 
-__all__ = ["derive", "max_output_difference"]
+__all__ = ["chain_cuts", "derive", "max_output_difference"]
 
 
 def derive(supernet: Supernet, choices: dict[str, str] | None = None) -> nn.Module:
@@ -41,12 +41,28 @@ def derive(supernet: Supernet, choices: dict[str, str] | None = None) -> nn.Modu
         set_submodule(net, name, layer.branches[layer.op_names.index(op)])
     leftovers = [n for n, m in net.named_modules() if isinstance(m, ChoiceLayer)]
     assert not leftovers, f"derive left choice layers behind: {leftovers}"
-    for name, chain in supernet.chains.items():
-        branch = net.get_submodule(name)
-        if isinstance(branch, ReadChannels):
-            _cut_chain(net, name, chain, branch)
+    for name, keep in chain_cuts(supernet, picks).items():
+        _cut_chain(net, name, supernet.chains[name], keep)
     net.train(supernet.training)
     return net
+
+
+def chain_cuts(supernet: Supernet, choices: dict[str, str]) -> dict[str, torch.Tensor | None]:
+    """Per layer whose chosen operator reads part of its input channels: the channels derivation cuts the layer
+    making them to (its chosen branch ends in a convolution), or None where the operator reads every channel
+    instead (that branch passes its input through). The one rule for ``derive`` and the report's rows."""
+    layers = supernet.choice_layers()
+
+    def chosen(name: str) -> nn.Module:
+        layer = layers[name]
+        return layer.branches[layer.op_names.index(choices.get(name, layer.chosen_op))]
+
+    cuts = {}
+    for name, chain in supernet.chains.items():
+        reader = chosen(name)
+        if isinstance(reader, ReadChannels):
+            cuts[name] = reader.keep if keep_outputs(chosen(chain.producer), reader.keep) is not None else None
+    return cuts
 
 
 @torch.no_grad()
@@ -56,14 +72,14 @@ def max_output_difference(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
         return float((a(x) - b(x)).abs().max())
 
 
-def _cut_chain(net: nn.Module, name: str, chain, branch: ReadChannels) -> None:
-    """Make only the channels ``branch`` reads, where they are made; else read them all, zero on the rest."""
-    cut = keep_outputs(net.get_submodule(chain.producer), branch.keep)
-    if cut is None:
+def _cut_chain(net: nn.Module, name: str, chain, keep: torch.Tensor | None) -> None:
+    """Make only the channels ``keep`` the width operator at ``name`` reads, where they are made; with None, read
+    them all, zero on the rest."""
+    branch = net.get_submodule(name)
+    if keep is None:
         set_submodule(net, name, read_all_channels(branch))
         return
-    set_submodule(net, chain.producer, cut)
+    set_submodule(net, chain.producer, keep_outputs(net.get_submodule(chain.producer), keep))
     for norm in chain.norms:
-        set_submodule(net, norm, keep_norm(net.get_submodule(norm), branch.keep))
+        set_submodule(net, norm, keep_norm(net.get_submodule(norm), keep))
     set_submodule(net, name, branch.conv)
-

@@ -276,17 +276,18 @@ def _chains(net: nn.Module) -> dict[str, Chain]:
     return found
 
 
-def _candidates(spec: LayerSpec, ops: list[OpSpec], chained: bool = False) -> tuple[list[OpSpec], list[str]]:
+def _candidates(spec: LayerSpec, ops: list[OpSpec], unchained: str | None = _NOT_CHAINED
+                ) -> tuple[list[OpSpec], list[str]]:
     """Operators that fit the layer and are no heavier than it (MACs and parameters); width operators only where
-    the layer is ``chained`` (see ``Chain``)."""
+    ``unchained`` (why they cannot be offered) is None (see ``Chain``)."""
     original = next((op for op in ops if op.name == "original"), None)
     base = original or get_op("original")
     limit_macs, limit_params = base.macs(spec), base.params(spec)
     kept, reasons = [], []
     for op in ops:
         reason = None if op is original else op.fits(spec)
-        if reason is None and op.thins_input and not chained:
-            reason = _NOT_CHAINED
+        if reason is None and op.thins_input and unchained is not None:
+            reason = unchained
         if reason is None and op is not original and (op.macs(spec) > limit_macs or op.params(spec) > limit_params):
             reason = "heavier than the original layer"
         if reason is None:
@@ -294,6 +295,24 @@ def _candidates(spec: LayerSpec, ops: list[OpSpec], chained: bool = False) -> tu
         else:
             reasons.append(f"{op.name}: {reason}")
     return kept, reasons
+
+
+def _all_candidates(specs: dict[str, LayerSpec], ops: list[OpSpec], chains: dict[str, Chain]
+                    ) -> dict[str, tuple[list[OpSpec], list[str]]]:
+    """``_candidates`` of every layer. A width operator is offered only where the layer making its input is a
+    choice layer too: the cost table prices the cut producer through its gate, and the report shows it as a row.
+    Withdrawing width operators can leave a producer further up with fewer than two candidates, so repeat until
+    nothing changes."""
+    why_not: dict[str, str] = {}
+    while True:
+        found = {name: _candidates(spec, ops, why_not.get(name, None if name in chains else _NOT_CHAINED))
+                 for name, spec in specs.items()}
+        lost = {name: chain.producer for name, chain in chains.items()
+                if name in specs and name not in why_not and len(found.get(chain.producer, ([],))[0]) < 2}
+        if not lost:
+            return found
+        why_not.update({name: f"the layer making its input ({producer}) is left as it is, so it would not be cut "
+                              "to the channels read" for name, producer in lost.items()})
 
 
 def set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
@@ -324,6 +343,7 @@ def expand(model: nn.Module, example_input: torch.Tensor, ops: str | list[str] =
     if raw_calls:
         skipped.append(Skipped("<functional>", f"{raw_calls} convolution call(s) made through torch.nn.functional, "
                                                "not an nn.Module: they cannot be replaced"))
+    specs: dict[str, LayerSpec] = {}
     replacements: dict[str, ChoiceLayer] = {}
     for name, module in net.named_modules():
         if not isinstance(module, watch):
@@ -340,13 +360,13 @@ def expand(model: nn.Module, example_input: torch.Tensor, ops: str | list[str] =
         elif isinstance(module, _CONVS) and module.padding_mode != "zeros":
             skipped.append(Skipped(name, f"padding_mode={module.padding_mode!r}: candidates pad with zeros"))
         else:
-            spec = _spec(module, *seen[0], name in reads_input, name in writes_output, name in norm_after)
-            kept, reasons = _candidates(spec, op_specs, name in chains)
-            if len(kept) < 2:
-                skipped.append(Skipped(name, "fewer than two candidates fit (" + "; ".join(reasons) + ")"))
-                continue
-            branches = [op.build(spec, module) for op in kept]
-            replacements[name] = ChoiceLayer(spec, kept, branches, gate_state)
+            specs[name] = _spec(module, *seen[0], name in reads_input, name in writes_output, name in norm_after)
+    for name, (kept, reasons) in _all_candidates(specs, op_specs, chains).items():
+        if len(kept) < 2:
+            skipped.append(Skipped(name, "fewer than two candidates fit (" + "; ".join(reasons) + ")"))
+            continue
+        branches = [op.build(specs[name], net.get_submodule(name)) for op in kept]
+        replacements[name] = ChoiceLayer(specs[name], kept, branches, gate_state)
     if not replacements:
         raise ExpansionError(_nothing_message(model, skipped))
     originals = {name: net.get_submodule(name) for name in replacements}
@@ -365,6 +385,16 @@ def expand(model: nn.Module, example_input: torch.Tensor, ops: str | list[str] =
                 set_submodule(net, name, originals[name])
                 del replacements[name]
                 skipped.append(Skipped(name, f"replacing it breaks the model's forward ({problem})"))
+        orphans = True
+        while orphans:      # a width operator needs its producer to be a choice layer (and that one may be a reader)
+            orphans = [name for name, layer in replacements.items() if name in chains
+                       and chains[name].producer not in replacements
+                       and any(get_op(op).thins_input for op in layer.op_names)]
+            for name in orphans:
+                set_submodule(net, name, originals[name])
+                del replacements[name]
+                skipped.append(Skipped(name, f"the layer making its input ({chains[name].producer}) is left as it "
+                                             "is, so its width operators could not be cut"))
         if not replacements:
             raise ExpansionError(_nothing_message(model, skipped))
         problem = _probe(net, replacements.values(), example_input, out_shape)

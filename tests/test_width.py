@@ -49,6 +49,29 @@ def test_chains_are_the_insides_of_residual_blocks():
     assert expand(create_model("resnet20"), torch.zeros(1, 3, 32, 32), "default").chains == {}
 
 
+def test_no_width_operator_where_the_layer_making_its_input_is_left_as_it_is():
+    """A reflect-padded conv1 is not expanded (candidates pad with zeros). Width operators on conv2 would have had
+    derivation cut conv1 while the cost table and the report's rows, which see only choice layers, counted conv1
+    whole: the derived model had 0.54x the MACs the search was told 0.77x. They are no longer offered there."""
+    class Reflect(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 16, 3, padding=1)
+            self.conv1 = nn.Conv2d(16, 16, 3, padding=1, padding_mode="reflect")
+            self.bn1, self.relu = nn.BatchNorm2d(16), nn.ReLU()
+            self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
+            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4))
+
+        def forward(self, x):
+            return self.head(self.conv2(self.relu(self.bn1(self.conv1(self.stem(x))))))
+
+    supernet = expand(Reflect(), torch.zeros(1, 3, 16, 16), "width")
+    layers = supernet.choice_layers()
+    assert "conv1" not in layers and "conv2" in layers and supernet.chains == {}
+    assert not any(op.startswith("width") for op in layers["conv2"].op_names)
+    assert "original" in layers["conv2"].op_names and "conv3x3_g2" in layers["conv2"].op_names
+
+
 def test_a_model_tracing_cannot_follow_gets_no_width_operator():
     class Branchy(TinyNet):
         def forward(self, x):

@@ -12,9 +12,9 @@ from torch import nn
 from ..binary import BINARY_CONVS
 from ..budgets import BudgetError, BudgetTerm, budget_report, fill, parse_budgets, repair
 from ..costs import build_cost_table, get_cost_model
-from ..derivation import derive, max_output_difference
+from ..derivation import chain_cuts, derive, max_output_difference
 from ..distill import Distillation
-from ..ops import ReadChannels, get_op, keep_outputs
+from ..ops import get_op
 from ..space import Supernet, expand
 from ..train import TrainConfig, batches_per_epoch
 from ..warmup import warm_up_branches
@@ -29,17 +29,9 @@ def layer_rows(supernet: Supernet, choices: dict[str, str]) -> list[dict]:
     params and MACs before and after (a layer cut for the width operator after it counts its kept channels)."""
     rows = []
     layers = supernet.choice_layers()
-    cut, reads_all = {}, set()       # producers cut to the channels a width operator reads; width operators not
-    for consumer, chain in supernet.chains.items():
-        reader = layers[consumer].branches[layers[consumer].op_names.index(choices[consumer])]
-        if not isinstance(reader, ReadChannels):
-            continue
-        producer = layers.get(chain.producer)
-        branch = producer.branches[producer.op_names.index(choices[chain.producer])] if producer else None
-        if branch is not None and keep_outputs(branch, reader.keep) is not None:
-            cut[chain.producer] = len(reader.keep)
-        else:
-            reads_all.add(consumer)
+    cuts = chain_cuts(supernet, choices)
+    cut = {supernet.chains[name].producer: len(keep) for name, keep in cuts.items() if keep is not None}
+    reads_all = {name for name, keep in cuts.items() if keep is None}
     for name, layer in layers.items():
         original, chosen = get_op("original"), get_op("original" if name in reads_all else choices[name])
         spec = dataclasses.replace(layer.spec, out_ch=cut[name]) if name in cut else layer.spec
