@@ -131,7 +131,10 @@ def controlled_cost(model: str) -> list[str]:
 
 
 def time_change(ratio: float) -> str:
-    return f"{(1 - ratio) * 100:.0f}% less time" if ratio <= 1 else f"{(ratio - 1) * 100:.0f}% MORE time"
+    """'12% less time', '3% MORE time', or 'the same time' where the change rounds to 0% (not '0% MORE time')."""
+    if round(abs(1 - ratio) * 100) == 0:
+        return "the same time"
+    return f"{(1 - ratio) * 100:.0f}% less time" if ratio < 1 else f"{(ratio - 1) * 100:.0f}% MORE time"
 
 
 def checks(rs: list[dict], reference: dict | None, verdicts: list[str]) -> list[str]:
