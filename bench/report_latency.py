@@ -5,6 +5,7 @@ Pareto front of each and a verdict on which front lies ahead.
 from __future__ import annotations
 
 import json
+import statistics
 from collections import defaultdict
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def apply_remeasured(rs: list[dict], path: Path) -> tuple[list[dict], dict | Non
         return rs, None
     data = json.loads(path.read_text())
     models = data.get("models", {})
-    out = []
+    out, references = [], {}
     for r in rs:
         mine = models.get(r.get("_file", ""))
         base = models.get((mine or {}).get("baseline", ""))
@@ -38,7 +39,10 @@ def apply_remeasured(rs: list[dict], path: Path) -> tuple[list[dict], dict | Non
         base_macs = r["macs"] / r["macs_ratio"]
         for key in REMEASURED:
             if key in mine and key in base:
-                reference = original_time(models, mine["baseline"], key)
+                ref_key = (mine["baseline"], key)
+                if ref_key not in references:
+                    references[ref_key] = original_time(models, *ref_key)
+                reference = references[ref_key]
                 r["latency_ms"][key], r["baseline_latency_ms"][key] = mine[key]["median"], reference
                 r["speed_ratio"][key] = speed_ratio(reference, mine[key]["median"], base_macs, r["macs"])
         out.append(r)
@@ -52,9 +56,7 @@ def original_time(models: dict, baseline: str, key: str) -> float:
     while its identical ``baseline-extended`` read 0.72-0.74) raised every LWDC ratio by 0.03-0.13."""
     same = [m for name, m in models.items()
             if key in m and (name == baseline or (m.get("method") == "baseline-extended" and m.get("baseline") == baseline))]
-    rounds = sorted(x for m in same for x in (m[key].get("rounds") or [m[key]["median"]]))
-    mid = len(rounds) // 2
-    return rounds[mid] if len(rounds) % 2 else 0.5 * (rounds[mid - 1] + rounds[mid])
+    return statistics.median(x for m in same for x in (m[key].get("rounds") or [m[key]["median"]]))
 
 
 def remeasured_note(rs: list[dict], data: dict | None) -> list[str]:
