@@ -9,7 +9,7 @@ from .configs import PRUNE_METHODS
 from .report_format import distill_of, fmt, point, same_budget
 from .report_seeds import cell, diff_cell, per_seed_diffs, seeds_of
 
-__all__ = ["matched_pairs", "matched_table", "nearest_pruning", "best_pruning", "best_matches"]
+__all__ = ["matched_pairs", "matched_table", "nearest_pruning", "best_pruning", "best_matches", "macs_levels"]
 
 
 def matched_pairs(rs: list[dict]) -> tuple[dict[str, list[dict]], list[tuple[dict, dict, float]]]:
@@ -84,20 +84,38 @@ def best_pruning(rs: list[dict]) -> list[str]:
              "prune-group-sparse):", "",
              "| LWDC point | LWDC acc. | MACs ratio | best pruning | its acc. | LWDC − best (points) | LWDC ORT speed "
              "ratio |", "|---|---|---|---|---|---|---|"]
-    ahead, both, multi, fast = 0, 0, 0, 0
+    ahead, both, multi, fast = [], [], 0, 0
     for lw, r, error in best:
         diff, each = lw["accuracy"] - r["accuracy"], per_seed_diffs(lw, r)
         ort = (lw.get("speed_ratio") or {}).get("ort_b1")
-        ahead += diff >= 0
+        if diff >= 0:
+            ahead.append(lw)
         multi += each is not None
-        both += each is not None and all(d >= 0 for d in each)
+        if each is not None and all(d >= 0 for d in each):
+            both.append(lw)
         fast += ort is not None and ort >= 0.8
         lines.append(f"| {point(lw)} | {cell(lw, 'accuracy')} | {cell(lw, 'macs_ratio', '.3f')} | {r['method']} "
                      f"({error * 100:+.1f}% MACs) | {cell(r, 'accuracy')} | {diff_cell(lw, r)} | {fmt(ort)} |")
     n = len(best)
-    return lines + ["", f"LWDC >= the best pruning run at {ahead} of {n} matched point(s) by the mean over seeds, and "
-                        f"in every seed at {both} of the {multi} point(s) run under two or more seeds; onnxruntime "
-                        f"speed ratio >= 0.8 at {fast} of {n}.", ""]
+    return lines + ["", f"LWDC >= the best pruning run at {len(ahead)} of {n} matched point(s) by the mean over seeds "
+                        f"({levels(ahead)}), and in every seed at {len(both)} of the {multi} point(s) run under two or "
+                        f"more seeds ({levels(both)}); onnxruntime speed ratio >= 0.8 at {fast} of {n}.", ""]
+
+
+def levels(points: list[dict]) -> str:
+    n = macs_levels(points)
+    return f"{n} distinct MACs level{'' if n == 1 else 's'}"
+
+
+def macs_levels(points: list[dict], within: float = 0.05) -> int:
+    """How many distinct operating points ``points`` cover: two searches (say two lambdas) that landed within 5% of
+    each other's MACs are one point measured twice, not two points. Greedy from the smallest: a level holds every
+    point within ``within`` above its first."""
+    count, start = 0, None
+    for ratio in sorted(p["macs_ratio"] for p in points):
+        if start is None or ratio > start * (1 + within):
+            count, start = count + 1, ratio
+    return count
 
 
 def best_matches(rs: list[dict]) -> list[tuple[dict, dict, float]]:
