@@ -141,35 +141,44 @@ def run_lwdc(ctx: Context, base: nn.Module, run_dir: Path) -> tuple[nn.Module, d
 def matched_target(ctx: Context, base_macs: int) -> tuple[int, str | None, str]:
     """The MACs a pruning run must hit: a given fraction (--target) or the MACs of an LWDC point, from its result
     or, while it is still fine-tuning, from its finished search (the derived network is the search's argmax, so
-    its MACs are known before fine-tuning starts; the report checks the pair against the final result)."""
+    its MACs are known before fine-tuning starts; the report checks the pair against the final result). The name
+    returned is the point's plain run name, whichever of its runs (plain or distilled) gave the figure."""
     a = ctx.args
     if a.target is not None:
         return int(round(a.target * base_macs)), None, "target"
     source = lwdc_source(a, ctx.folder, ctx.schedule)
+    name = run_name("lwdc", a.lam, a.ops, None, noise_end=a.noise_end, cost=a.cost)
     if source.name == "result.json":
-        return int(Run(source.parent).read_file(source.name)["macs"]), source.parent.name, "result"
+        return int(Run(source.parent).read_file(source.name)["macs"]), name, "result"
     ratio = check_checkpoint(source, "search", None)["history"][-1]["cost_ratios"]["macs"]
     ctx.log(f"matching the finished search of {source.parents[1].name} ({ratio:.3f}x MACs); it is still fine-tuning")
-    return int(round(ratio * base_macs)), source.parents[1].name, "search"
+    return int(round(ratio * base_macs)), name, "search"
 
 
 def lwdc_source(a, folder: Path, schedule: Schedule) -> Path:
     """The result of the LWDC point a pruning run matches, else its finished search checkpoint; a clear error if
-    neither exists."""
-    run_dir = folder / run_name("lwdc", a.lam, a.ops, None, noise_end=a.noise_end, cost=a.cost)
-    source, search = run_dir / "result.json", run_dir / "checkpoints" / "search.pt"
-    if source.exists():
-        return source
-    if search.exists():
-        try:
-            if check_checkpoint(search, "search", None)["epoch"] >= schedule.search_epochs:
-                return search
-        except CheckpointError:
-            pass
+    neither exists. The point's run with the pruning run's own distillation is looked at first, then its plain run:
+    a distilled LWDC run searches for itself when no plain twin has (then only the ``-kdW`` folder exists), and
+    reuses the twin's search otherwise (both derive the same network)."""
+    weight = getattr(a, "distill", 0.0)
+    names = dict.fromkeys(run_name("lwdc", a.lam, a.ops, None, noise_end=a.noise_end, cost=a.cost, distill=d)
+                          for d in (weight, 0.0))
+    for name in names:
+        run_dir = folder / name
+        source, search = run_dir / "result.json", run_dir / "checkpoints" / "search.pt"
+        if source.exists():
+            return source
+        if search.exists():
+            try:
+                if check_checkpoint(search, "search", None)["epoch"] >= schedule.search_epochs:
+                    return search
+            except CheckpointError:
+                pass
     opts = (f" --noise-end {a.noise_end:g}" if a.noise_end != 1 else "") + \
         (f" --cost {a.cost}" if a.cost != "macs" else "") + (f" --seed {a.seed}" if a.seed else "")
+    missing = " or ".join(str(folder / n) for n in names)
     raise SystemExit(f"{a.method} at lambda {a.lam:g} ({a.ops}{opts}) matches an LWDC point whose search has not "
-                     f"finished ({source} and a finished {search.name} are missing): run --method lwdc --lam "
+                     f"finished (no result.json or finished search.pt in {missing}): run --method lwdc --lam "
                      f"{a.lam:g} --ops {a.ops}{opts} first, or give --target FRACTION")
 
 
