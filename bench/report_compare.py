@@ -11,6 +11,9 @@ from .report_seeds import cell, diff_cell, per_seed_diffs, seeds_of
 
 __all__ = ["matched_pairs", "matched_table", "nearest_pruning", "best_pruning", "best_matches", "macs_levels"]
 
+#: two runs within this fraction of each other's MACs are at the same point: a matched pair, or one MACs level
+MATCHED = 0.05
+
 
 def matched_pairs(rs: list[dict]) -> tuple[dict[str, list[dict]], list[tuple[dict, dict, float]]]:
     """LWDC points by the name of their search (same budget first, then longer), and (LWDC run, pruning run, the
@@ -42,7 +45,7 @@ def matched_table(rs: list[dict]) -> tuple[list[str], list[str]]:
     behind = set()
     for lw, r, error in pairs:
         diff = lw["accuracy"] - r["accuracy"]
-        within = abs(error) <= 0.05
+        within = abs(error) <= MATCHED
         method = r["method"] if lw in by_point.get(r.get("matches") or "", []) else f"{r['method']} {point(r)}"
         lines.append(f"| {point(lw)} | {cell(lw, 'accuracy')} | {cell(lw, 'macs_ratio', '.3f')} | {method} | "
                      f"{cell(r, 'accuracy')} | {cell(r, 'macs_ratio', '.3f')} | {error * 100:+.1f}% | "
@@ -107,7 +110,7 @@ def levels(points: list[dict]) -> str:
     return f"{n} distinct MACs level{'' if n == 1 else 's'}"
 
 
-def macs_levels(points: list[dict], within: float = 0.05) -> int:
+def macs_levels(points: list[dict], within: float = MATCHED) -> int:
     """How many distinct operating points ``points`` cover: two searches (say two lambdas) that landed within 5% of
     each other's MACs are one point measured twice, not two points. Greedy from the smallest: a level holds every
     point within ``within`` above its first."""
@@ -123,7 +126,7 @@ def best_matches(rs: list[dict]) -> list[tuple[dict, dict, float]]:
     best: dict[int, tuple[dict, dict, float]] = {}
     for lw, r, error in matched_pairs(rs)[1]:
         better = id(lw) not in best or r["accuracy"] > best[id(lw)][1]["accuracy"]
-        if same_budget(lw) and abs(error) <= 0.05 and better:
+        if same_budget(lw) and abs(error) <= MATCHED and better:
             best[id(lw)] = (lw, r, error)
     return sorted(best.values(), key=lambda t: t[0]["macs_ratio"])
 
@@ -142,6 +145,6 @@ def nearest_pruning(by_point: dict[str, list[dict]], pruned: list[dict]) -> list
                 if not same:
                     continue
                 error, r = min(((r["macs"] / lw["macs"] - 1, r) for r in same), key=lambda e: abs(e[0]))
-                if abs(error) <= 0.05:
+                if abs(error) <= MATCHED:
                     pairs.append((lw, r, error))
     return pairs

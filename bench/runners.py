@@ -146,8 +146,7 @@ def matched_target(ctx: Context, base_macs: int) -> tuple[int, str | None, str]:
     a = ctx.args
     if a.target is not None:
         return int(round(a.target * base_macs)), None, "target"
-    source = lwdc_source(a, ctx.folder, ctx.schedule)
-    name = run_name("lwdc", a.lam, a.ops, None, noise_end=a.noise_end, cost=a.cost)
+    source, name = lwdc_source(a, ctx.folder, ctx.schedule), point_run_names(a)[-1]
     if source.name == "result.json":
         return int(Run(source.parent).read_file(source.name)["macs"]), name, "result"
     ratio = check_checkpoint(source, "search", None)["history"][-1]["cost_ratios"]["macs"]
@@ -155,14 +154,19 @@ def matched_target(ctx: Context, base_macs: int) -> tuple[int, str | None, str]:
     return int(round(ratio * base_macs)), name, "search"
 
 
+def point_run_names(a) -> list[str]:
+    """The run names of the LWDC point a pruning run matches: with the pruning run's own distillation first, the
+    plain one last (one name when the pruning run is plain)."""
+    weights = dict.fromkeys((getattr(a, "distill", 0.0), 0.0))
+    return [run_name("lwdc", a.lam, a.ops, None, noise_end=a.noise_end, cost=a.cost, distill=d) for d in weights]
+
+
 def lwdc_source(a, folder: Path, schedule: Schedule) -> Path:
     """The result of the LWDC point a pruning run matches, else its finished search checkpoint; a clear error if
     neither exists. The point's run with the pruning run's own distillation is looked at first, then its plain run:
     a distilled LWDC run searches for itself when no plain twin has (then only the ``-kdW`` folder exists), and
     reuses the twin's search otherwise (both derive the same network)."""
-    weight = getattr(a, "distill", 0.0)
-    names = dict.fromkeys(run_name("lwdc", a.lam, a.ops, None, noise_end=a.noise_end, cost=a.cost, distill=d)
-                          for d in (weight, 0.0))
+    names = point_run_names(a)
     for name in names:
         run_dir = folder / name
         source, search = run_dir / "result.json", run_dir / "checkpoints" / "search.pt"
