@@ -15,7 +15,7 @@ from lwdc.costs import build_cost_table, get_cost_model
 from lwdc.derivation import derive, max_output_difference
 from lwdc.methods.lwdc import layer_rows
 from lwdc.models import create_model
-from lwdc.ops import ReadChannels, keep_outputs, width_keep
+from lwdc.ops import ReadChannels, UnknownOperatorError, get_op, keep_outputs, width_keep
 from lwdc.profiling import count_macs, count_params
 from lwdc.space import Chain, expand
 
@@ -201,3 +201,34 @@ def test_compress_with_width_operators_gives_a_plain_thinner_network(quadrants):
     assert not any(isinstance(m, ReadChannels) for m in result.model.modules())
     if result.choices["conv2"].startswith("width") and result.choices["conv1"] != "skip":
         assert result.model.conv1.out_channels == result.model.conv2.in_channels < 8
+
+
+def test_aligned_width_operators_keep_only_whole_blocks_of_channels():
+    """``width-a16`` offers a width operator only where it keeps a multiple of 16 channels: none in stage 1
+    (16 channels: 12, 8 or 4 kept), ``width50_a16`` alone in stage 2 (16 of 32), all three in stage 3 (48, 32, 16
+    of 64). The derived network then has only multiples of 16 channels, and it still computes the supernet's
+    output with the cut producer."""
+    supernet = expand(create_model("resnet20"), torch.zeros(1, 3, 32, 32), "width-a16")
+    layers = supernet.choice_layers()
+    widths = {n: [op for op in l.op_names if op.startswith("width")] for n, l in layers.items()}
+    assert all(not widths[f"layer1.{b}.conv2"] for b in range(3))
+    assert all(widths[f"layer2.{b}.conv2"] == ["width50_a16"] for b in range(3))
+    assert all(widths[f"layer3.{b}.conv2"] == ["width75_a16", "width50_a16", "width25_a16"] for b in range(3))
+    reason = get_op("width25_a16").fits(layers["layer1.0.conv2"].spec)
+    assert reason == "25% of 16 input channels keeps 4, not a multiple of 16 channels"
+    torch.manual_seed(0)
+    supernet = expand(_randomise_norms(create_model("resnet20")), torch.zeros(1, 3, 32, 32), "width-a16")
+    supernet.set_choices({"layer2.1.conv2": "width50_a16", "layer3.2.conv2": "width25_a16"})
+    derived = derive(supernet)
+    assert max_output_difference(supernet, derived, torch.randn(2, 3, 32, 32)) <= 1e-5
+    convs = [m for m in derived.modules() if isinstance(m, nn.Conv2d)]
+    assert all(m.out_channels % 16 == 0 and m.in_channels % 16 in (0, 3) for m in convs)
+    assert derived.layer2[1].conv1.out_channels == 16 and derived.layer3[2].conv1.out_channels == 16
+    x = torch.zeros(1, 3, 32, 32)
+    assert count_macs(derived, x) < count_macs(create_model("resnet20"), x)
+
+
+@pytest.mark.parametrize("name", ["width25_a0", "width0_a16"])
+def test_an_aligned_width_operator_with_a_zero_is_refused(name):
+    with pytest.raises(UnknownOperatorError, match="unknown operator"):
+        get_op(name)
