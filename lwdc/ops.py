@@ -315,8 +315,8 @@ def _width(pct: int, align: int = 1) -> OpSpec:
 
     ``align`` > 1 (``width25_a16``) offers it only where the channels kept are a multiple of ``align``: a runtime
     that computes convolutions in blocks of channels takes nearly as long for 4 channels as for 16 (onnxruntime on
-    this AVX-512 host, blocks of 16: a 16-channel 32x32 block cut to 4 inner channels kept 0.71 of its time for
-    0.25 of its MACs; cut to 16 of 32 at 16x16, 0.54 for 0.50; ``bench/results/width_align.json``)."""
+    this AVX-512 host, blocks of 16: a 16-channel 32x32 block cut to 4 inner channels kept 0.69 of its time for
+    0.25 of its MACs; a 32-channel 16x16 block cut to 16, 0.58 for 0.50; ``bench/results/width_align.json``)."""
 
     def kept(s: LayerSpec) -> int:
         return s.in_ch * pct // 100
