@@ -542,14 +542,14 @@ OP_SETS: dict[str, tuple[str, ...]] = {
     # the default set plus the original layer reading 3/4, 1/2 or 1/4 of its input channels where the layer
     # before it can be cut to them: channel pruning's thinner layers inside LWDC's search space
     "width": ("original", "conv3x3_g2", "conv3x3_g4", "conv1x1", "sep3x3", "skip", "width75", "width50", "width25"),
-    # the same, keeping only multiples of 16 channels: where onnxruntime computes in blocks of 16 channels
-    # (AVX-512), the channels a width operator drops below a block boundary save MACs but little time
-    "width-a16": ("original", "conv3x3_g2", "conv3x3_g4", "conv1x1", "sep3x3", "skip",
-                  "width75_a16", "width50_a16", "width25_a16"),
     # binary operators (lwdc.binary) beside the default set's real ones, so the search weighs one bit against
     # fewer channels or no layer at all
     "binary": ("original", "bin3x3", "birealbin3x3", "conv3x3_g4", "conv1x1", "sep3x3", "skip"),
 }
+
+# the `width` set keeping only multiples of 16 channels: where onnxruntime computes in blocks of 16 channels
+# (AVX-512), the channels a width operator drops below a block boundary save MACs but little time
+OP_SETS["width-a16"] = tuple(f"{n}_a16" if n.startswith("width") else n for n in OP_SETS["width"])
 
 
 def op_patterns() -> list[str]:
