@@ -23,7 +23,9 @@ from pathlib import Path
 import torch
 
 from lwdc import compress
-from lwdc.budgets import BudgetError
+from lwdc.api import CompressConfig
+from lwdc.budgets import BUDGET_SIGNALS, BudgetError
+from lwdc.methods.search import GATE_OPTIMIZERS
 from lwdc.costs import get_cost_model
 from lwdc.costs.flash import flash_bytes
 from lwdc.costs.ram import peak_ram_bytes
@@ -55,6 +57,14 @@ def main() -> None:
     p.add_argument("--tag", default="", help="appended to run folder names (a rerun under new settings)")
     p.add_argument("--fill-limits", action="store_true", help="fill absolute budgets (flash=0.35) toward their "
                    "limits after the search (CompressConfig.fill_limits); name such runs apart with --tag")
+    p.add_argument("--budget-signals", choices=BUDGET_SIGNALS, nargs="+", default=[CompressConfig.budget_signal],
+                   help="what each target's pull is sized by during the search (lwdc.budgets); each target runs "
+                        "under each, named -SIGNAL")
+    p.add_argument("--gate-optimizer", default=CompressConfig.gate_optimizer, choices=GATE_OPTIMIZERS,
+                   help="the gates' optimiser (lwdc.methods.search); a non-default one is named -shared-adam")
+    p.add_argument("--budget-ramp", type=float, default=CompressConfig.budget_ramp,
+                   help="each limit falls from 1.0x to its value over this share of the search; a non-default one "
+                        "is named -rampR")
     p.add_argument("--quick", action="store_true", help="a few batches per epoch (smoke)")
     p.add_argument("--cache-dir", default=str(CACHE))
     p.add_argument("--out", default=str(OUT))
@@ -88,18 +98,22 @@ def main() -> None:
         absolute = not value.endswith("x")      # flash=0.35: 35% of the original's bytes, as a byte budget
         original = get_cost_model(cost).network_cost(base, example) if absolute else None
         limit = f"{int(float(value) * original)}" if absolute else value
-        for seed in (a.flash_seeds if absolute else a.seeds):
-            name = f"{cost.replace(':', '-')}-{value}-s{seed}{a.tag}"
+        for seed, signal in ((s, g) for s in (a.flash_seeds if absolute else a.seeds) for g in a.budget_signals):
+            name = f"{cost.replace(':', '-')}-{value}-s{seed}{a.tag}-{signal}" + \
+                (f"-{a.gate_optimizer}" if a.gate_optimizer != CompressConfig.gate_optimizer else "") + \
+                (f"-ramp{a.budget_ramp:g}" if a.budget_ramp != CompressConfig.budget_ramp else "")
             started = time.perf_counter()
             lines: list[str] = []
             try:
                 result = compress(base, train, test, example_input=example, budgets={cost: limit}, ops="default",
                                   search_epochs=a.search_epochs, finetune_epochs=a.finetune_epochs, seed=seed,
-                                  finetune_lr=0.05, fill_limits=a.fill_limits, max_batches=max_batches,
+                                  finetune_lr=0.05, fill_limits=a.fill_limits, budget_signal=signal, gate_optimizer=a.gate_optimizer,
+                                  budget_ramp=a.budget_ramp, max_batches=max_batches,
                                   progress=False, run_dir=cache / name,
                                   log=lambda s: (lines.append(s), print(f"[{name}] {s}", flush=True)))
             except BudgetError as exc:
                 rows.append({"run": name, "target": f"{cost}={value} ({limit} B of {original:,.0f})", "seed": seed,
+                             "budget_signal": signal, "gate_optimizer": a.gate_optimizer, "budget_ramp": a.budget_ramp,
                              "refused": str(exc), "seconds": time.perf_counter() - started})
                 print(f"[{name}] refused after {rows[-1]['seconds']:.1f} s: {exc}", flush=True)
                 save()
@@ -109,6 +123,7 @@ def main() -> None:
             macs, flash = count_macs(result.model, example), flash_bytes(result.model, example_input=example)
             rows.append({
                 "run": name, "target": f"{cost}={value}" + (f" ({limit} B)" if absolute else ""), "seed": seed,
+                "budget_signal": signal, "gate_optimizer": a.gate_optimizer, "budget_ramp": a.budget_ramp,
                 "search_argmax_ratio": [h["cost_ratios"].get(budget["cost"]) for h in r["history"]["search"]],
                 "multipliers": [h.get("extra", {}).get(f"mu_{budget['cost']}") for h in r["history"]["search"]],
                 "repaired_layers": budget["repaired_layers"], "filled_layers": budget.get("filled_layers", []),

@@ -45,6 +45,7 @@ class CompressConfig:
     budget_stiffness: float = 20.0  # quadratic pull of each budget toward its limit (augmented Lagrangian)
     budget_ramp: float = 0.0       # each limit falls from 1.0x to its value over this fraction of the search
     budget_tolerance: float = 0.05  # a ratio target (0.5x) is met within this; absolute budgets exactly
+    budget_signal: str = "argmax"  # a budget's pull is sized by the derivable network, or "expected" (lwdc.budgets)
     fill_limits: bool = False      # also fill an absolute budget left far under (use the board's flash, not a tenth)
     original_prob: float | None = 0.9  # initial P(original) of every gate (None: uniform)
     warmup_epochs: float = 1.0     # branch warm-up by local distillation, in epochs of the training data
@@ -87,6 +88,9 @@ class CompressConfig:
             get_cost_model(budget.cost)
         if self.effective_lam < 0:
             raise ValueError(f"lambda must be >= 0 (it weighs the resource cost), got {self.lam}")
+        from .budgets import BUDGET_SIGNALS
+        if self.budget_signal not in BUDGET_SIGNALS:
+            raise ValueError(f"budget_signal {self.budget_signal!r}: choose one of {', '.join(BUDGET_SIGNALS)}")
         if not 0 <= self.budget_tolerance < 1 or self.budget_rate < 0 or not 0 <= self.budget_ramp <= 1:
             raise ValueError("budget_tolerance must be in [0, 1), budget_rate >= 0 and budget_ramp in [0, 1]")
         if self.max_batches is not None and self.max_batches < 1:
@@ -129,7 +133,8 @@ FINETUNE_ONLY = ("finetune_epochs", "finetune_lr", "fill_limits", "distill", "di
 LEGACY_DEFAULTS = {"noise_end": 1.0, "method": "lwdc", "budgets": None, "budget_rate": 2.0, "budget_tolerance": 0.05,
                    "budget_stiffness": 20.0, "gate_travel": None,
                    "gate_optimizer": "adam", "budget_ramp": 0.0, "share": None, "optimizer": "sgd",
-                   "fill_limits": False, "distill": 0.0, "distill_temperature": 4.0, "distill_search": False}
+                   "fill_limits": False, "distill": 0.0, "distill_temperature": 4.0, "distill_search": False,
+                   "budget_signal": "expected"}
 
 
 def compress_fingerprint(cfg: CompressConfig, stage: str = "finetune") -> str:
@@ -139,6 +144,8 @@ def compress_fingerprint(cfg: CompressConfig, stage: str = "finetune") -> str:
     finetune_only = FINETUNE_ONLY if not cfg.distill_search else \
         tuple(k for k in FINETUNE_ONLY if k not in ("distill", "distill_temperature"))   # then the search reads them
     ignored = ("checkpoint_every", "progress", "device") + (finetune_only if stage == "search" else ())
+    if not cfg.budgets:
+        ignored += ("budget_signal",)       # read only by budgets: a lambda-only run's checkpoints do not depend on it
     settings = {**asdict(cfg), "lam": cfg.effective_lam}     # lam None means 1 (or 0 with budgets): same search
     return config_fingerprint({k: v for k, v in settings.items()
                                if k not in ignored and not (k in LEGACY_DEFAULTS and v == LEGACY_DEFAULTS[k])})

@@ -67,8 +67,9 @@ class ChoiceLayer(nn.Module):
     def chosen_op(self) -> str:
         return self.op_names[self.chosen]
 
-    def probabilities(self) -> torch.Tensor:
-        return choice_probabilities(self.alpha)
+    def probabilities(self, temperature: float = 1.0) -> torch.Tensor:
+        """softmax(alpha / temperature): at the gate's noise scale, the distribution its draws follow."""
+        return choice_probabilities(self.alpha if temperature == 1.0 else self.alpha / temperature)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and self.fixed is None:

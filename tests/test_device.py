@@ -123,10 +123,30 @@ def test_noise_end_at_its_legacy_value_keeps_older_fingerprints():
     dropped = ("checkpoint_every", "progress", "device", "noise_end", "method", "budgets", "budget_rate",
                "budget_tolerance", "budget_stiffness", "gate_travel", "gate_optimizer", "budget_ramp",
                "share", "optimizer", "fill_limits", "distill", "distill_temperature",
-               "distill_search")  # added later, at legacy values
+               "distill_search", "budget_signal")  # added later, at legacy values (budget_signal: read only by budgets)
     older = {**{k: v for k, v in asdict(cfg).items() if k not in dropped}, "lam": 1.0}   # lam None meant 1.0
     assert compress_fingerprint(cfg) == config_fingerprint(older)
     assert compress_fingerprint(CompressConfig()) != compress_fingerprint(cfg)      # the default, 0.25, differs
+
+
+def test_the_budget_signal_ties_only_runs_with_budgets_and_older_ones_resume_under_the_expected_law():
+    """A checkpoint written before ``budget_signal`` existed ran the expected law: it resumes under that value. A
+    run without budgets never reads the signal, so its checkpoints resume whatever the signal."""
+    assert compress_fingerprint(CompressConfig(lam=1.0)) == compress_fingerprint(
+        CompressConfig(lam=1.0, budget_signal="expected"))
+    target = {"budgets": {"macs": "0.5x"}}
+    older = CompressConfig(**target, budget_signal="expected")
+    assert compress_fingerprint(CompressConfig(**target)) != compress_fingerprint(older)
+    from dataclasses import asdict
+
+    from lwdc.stages import config_fingerprint
+    from lwdc.api import LEGACY_DEFAULTS
+    written_then = {k: v for k, v in {**asdict(older), "lam": 0.0}.items()
+                    if k not in ("checkpoint_every", "progress", "device", "budget_signal")
+                    and not (k in LEGACY_DEFAULTS and v == LEGACY_DEFAULTS[k])}
+    assert compress_fingerprint(older) == config_fingerprint(written_then)
+    with pytest.raises(ValueError, match="budget_signal 'mean': choose one of argmax, expected"):
+        CompressConfig(budget_signal="mean").validate()
 
 
 @pytest.mark.parametrize("bad", [0.0, -0.5, 1.5])

@@ -15,6 +15,7 @@ import torch
 from click.core import ParameterSource
 
 from .. import distributed as dist
+from ..budgets import BUDGET_SIGNALS
 from ..api import LEGACY_DEFAULTS, CompressConfig, compress, compress_fingerprint
 from ..landmarks.losses import LOSSES
 from ..methods import list_methods
@@ -58,6 +59,9 @@ CONFIG_HELP = {
                    "rank next while every budget still holds (ratio targets like 0.5x are always filled).",
     "budget_tolerance": "A ratio target (0.5x) counts as met within this share; with --fill-limits, also the band "
                         "under an absolute budget that filling aims for.",
+    "budget_signal": "What a target's pull is sized by during the search: argmax (the network that would be "
+                     "derived now, so the search itself meets the target) or expected (the cost averaged over the "
+                     "gates, the first control law; the repair after the search then did most of the compressing).",
     "seed": "Random seed of everything (data order, augmentation, gates).",
     "max_batches": "Cap batches per epoch (quick looks; evaluation then uses a class-balanced sample).",
     "checkpoint_every": "Also checkpoint every N batches mid-epoch (0: after each epoch only).",
@@ -66,7 +70,7 @@ CONFIG_HELP = {
 }
 _TYPES = {"max_batches": click.IntRange(min=1), "checkpoint_every": click.IntRange(min=0), "lam": float,
           "original_prob": float, "gate_travel": float, "ops": str,
-          "gate_optimizer": click.Choice(["adam", "shared-adam"]), "optimizer": click.Choice(["sgd", "adamw"])}
+          "gate_optimizer": click.Choice(["adam", "shared-adam"]), "budget_signal": click.Choice(list(BUDGET_SIGNALS)), "optimizer": click.Choice(["sgd", "adamw"])}
 
 #: Settings that describe the run rather than the compression, with their defaults.
 RUN_DEFAULTS = {"model_name": "resnet20", "width": 1.0, "data": "cifar10-subset", "cache_dir": None, "download": False,

@@ -43,14 +43,16 @@ class CostTable:
     # (producer layer, width-operator layer, saving[producer branch, consumer branch]), see the module docstring
     couplings: list[tuple[str, str, torch.Tensor]] = field(default_factory=list)
 
-    def expected_ratio(self, supernet: Supernet) -> torch.Tensor:
-        """Differentiable: (fixed + sum over layers of E[branch cost] - E[savings of cut layers]) / original cost."""
+    def expected_ratio(self, supernet: Supernet, temperature: float = 1.0) -> torch.Tensor:
+        """Differentiable: (fixed + sum over layers of E[branch cost] - E[savings of cut layers]) / original cost,
+        under softmax(alpha / temperature)."""
         total = torch.tensor(self.fixed)
         layers = supernet.choice_layers()
         for name, layer in layers.items():
-            total = total + (layer.probabilities() * self.layer_costs[name].to(layer.alpha.device)).sum().cpu()
+            p = layer.probabilities(temperature)
+            total = total + (p * self.layer_costs[name].to(layer.alpha.device)).sum().cpu()
         for producer, consumer, saving in self.couplings:
-            p, c = layers[producer].probabilities(), layers[consumer].probabilities()
+            p, c = layers[producer].probabilities(temperature), layers[consumer].probabilities(temperature)
             total = total - (p @ saving.to(p.device) @ c).cpu()
         return total / self.reference
 

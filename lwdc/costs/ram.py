@@ -71,11 +71,11 @@ class RamTable:
             live, scratch = torch.maximum(live, w_live), torch.maximum(scratch, w_scratch)
         return (live + scratch) / self.reference
 
-    def expected_ratio(self, supernet) -> torch.Tensor:
-        """Differentiable: the peak of the expected working set of each layer under its gate."""
+    def expected_ratio(self, supernet, temperature: float = 1.0) -> torch.Tensor:
+        """Differentiable: the peak of the expected working set of each layer under softmax(alpha / temperature)."""
         per = {}
         for name, layer in supernet.choice_layers().items():
-            p = layer.probabilities().cpu()
+            p = layer.probabilities(temperature).cpu()
             per[name] = ((p * self.live[name]).sum(), (p * self.scratch[name]).sum())
         return self._peak(per)
 

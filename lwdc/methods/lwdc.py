@@ -88,7 +88,7 @@ class LWDC:
             ctx.log(f"target {budget}: {limit:.3f}x of the original's {table.reference:,.0f} {table.unit} "
                     f"(the lightest choice reaches {floor:.3f}x)")
             tolerance = ctx.config.budget_tolerance if budget.ratio is not None else 0.0
-            terms.append(BudgetTerm(budget, table, limit, tolerance))
+            terms.append(BudgetTerm(budget, table, limit, tolerance, signal=ctx.config.budget_signal))
         return terms
 
     def keep_budgets(self, supernet: Supernet, terms: list[BudgetTerm], ctx) -> tuple[dict, dict]:

@@ -146,8 +146,9 @@ class Search(TrainingMethod):
         model.gate.noise = anneal_temperature(global_step / total_steps, 1.0, s.noise_end)
         with torch.no_grad():
             for term in self.budgets:
+                term.temperature = model.gate.noise
                 term.ramp(global_step / total_steps, s.budget_ramp)
-                term.update(model, float(term.table.expected_ratio(model)), s.budget_rate / self.total_steps)
+                term.update(model, float(term.estimate(model)), s.budget_rate / self.total_steps)
 
     def extra_loss(self, model: nn.Module) -> torch.Tensor | None:
         terms = [term.penalty(model, self.settings.budget_stiffness) for term in self.budgets]
