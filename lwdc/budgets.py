@@ -255,7 +255,7 @@ def budget_report(terms: list[BudgetTerm], supernet, repaired: dict[str, str],
                      "achieved_ratio": achieved, "achieved": achieved * t.table.reference,
                      "met": achieved <= t.limit * (1 + t.tolerance), "tolerance": t.tolerance,
                      "binding": t.multiplier > 0 and achieved >= t.limit * (1 - max(t.tolerance, 0.05)),
-                     "multiplier": t.multiplier, "repaired_layers": sorted(repaired),
+                     "multiplier": t.multiplier, "signal": t.signal, "repaired_layers": sorted(repaired),
                      "filled_layers": sorted(filled or {}),
                      "measured_by": "memory planner" if t.measured is not None else "cost table"})
     return rows

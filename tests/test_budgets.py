@@ -57,7 +57,7 @@ def test_a_macs_target_lands_within_tolerance_without_lambda(quadrants, target):
     assert ratio <= target * 1.05, ratio
     assert result.report["lambda"] == 0.0
     (row,) = result.report["budgets"]
-    assert row["met"] and row["achieved_ratio"] == pytest.approx(ratio)
+    assert row["met"] and row["achieved_ratio"] == pytest.approx(ratio) and row["signal"] == "argmax"
 
 
 @pytest.mark.parametrize("precision", ["int8", "float32"])
