@@ -12,14 +12,22 @@ from pathlib import Path
 MARKERS = ("<!-- bench:targets:start -->", "<!-- bench:targets:end -->")
 
 
+def _law(r: dict) -> str:
+    """What sized the target's pull (runs from before ``budget_signal`` ran the expected law), and any non-default
+    gate optimiser or ramp."""
+    extra = [r["gate_optimizer"]] if r.get("gate_optimizer", "adam") != "adam" else []
+    extra += [f"ramp {r['budget_ramp']:g}"] if r.get("budget_ramp") else []
+    return ", ".join([r.get("budget_signal", "expected")] + extra)
+
+
 def _row(file: str, r: dict, baseline: dict) -> str:
     if "refused" in r:
-        return (f"| {r['target']} | {r['seed']} | refused after {r['seconds']:.0f} s (before training) | | | "
+        return (f"| {r['target']} | {_law(r)} | {r['seed']} | refused after {r['seconds']:.0f} s (before training) | | | "
                 f"{r['refused'].split(';')[0]} | {file} |")
     alone = r["search_argmax_ratio"][-1] if r.get("search_argmax_ratio") else None
     ram = (f"; peak RAM {r['ram_bytes_before']:,} -> {r['ram_bytes_after']:,} B (plain plan "
            f"{r['ram_bytes_after_plain_plan']:,})" if "ram_bytes_after" in r else "")
-    return (f"| {r['target']} | {r['seed']} | {r['achieved_ratio']:.3f}x of a {r['limit_ratio']:.3f}x limit "
+    return (f"| {r['target']} | {_law(r)} | {r['seed']} | {r['achieved_ratio']:.3f}x of a {r['limit_ratio']:.3f}x limit "
             f"({'met' if r['met'] else 'MISSED'}) | {alone:.3f}x | {len(r['repaired_layers'])} / "
             f"{len(r.get('filled_layers') or [])}{' (fill limits)' if r.get('fill_limits') else ''} | "
             f"{r['accuracy']:.2f}% (baseline {baseline['accuracy']:.2f}%), MACs {r['macs_ratio']:.3f}x{ram} | {file} |")
@@ -86,9 +94,12 @@ def section(results: Path) -> str:
              "network at the end of the search, before the greedy repair (and the fill toward a target, or toward an "
              "absolute limit with `fill_limits`); 'achieved' is the derived network "
              "(MACs by the independent counter, flash as the C exporter counts it, peak RAM by the memory planner). "
-             "`targets_integral.json` holds the first control law's runs (multiplier only), kept for the record.", "",
-             "| target | seed | achieved | search alone | layers repaired / filled | accuracy, MACs | file |",
-             "|---|---|---|---|---|---|---|"]
+             "`targets_integral.json` holds the first control law's runs (multiplier only), kept for the record. "
+             "'signal' is what sized the target's pull during the search (`budget_signal`, lwdc/budgets.py): "
+             "`expected`, the cost averaged over the gates (every run before `targets_signal*.json`), or `argmax`, "
+             "the network that would be derived (the default since).", "",
+             "| target | signal | seed | achieved | search alone | layers repaired / filled | accuracy, MACs | file |",
+             "|---|---|---|---|---|---|---|---|"]
     for f in files:
         data = json.loads(f.read_text())
         for r in data.get("runs", []):

@@ -552,6 +552,22 @@ def test_unas_table_scores_the_int8_c_against_unas_error(tmp_path):
     assert "| 82.40% | 0.176 | 74,000 | 58,368 |" in lines and "meets uNAS's 0.18" in lines
 
 
+def test_targets_table_names_the_signal_that_sized_each_run(tmp_path):
+    """A run from before ``budget_signal`` ran the expected law and reads so; a new one names its signal and any
+    non-default gate optimiser or ramp."""
+    from bench import report_targets
+    run = {"target": "macs=0.5x", "seed": 0, "search_argmax_ratio": [1.0, 0.493], "repaired_layers": [],
+           "filled_layers": [], "limit_ratio": 0.5, "achieved_ratio": 0.493, "met": True, "macs_ratio": 0.493,
+           "accuracy": 69.4}
+    runs = [run, {**run, "budget_signal": "argmax", "gate_optimizer": "adam", "budget_ramp": 0.0},
+            {**run, "budget_signal": "argmax", "gate_optimizer": "shared-adam", "budget_ramp": 0.5}]
+    (tmp_path / "targets_x.json").write_text(json.dumps({"baseline": {"accuracy": 71.4}, "runs": runs}))
+    rows = [line for line in report_targets.section(tmp_path).splitlines() if line.startswith("| macs=0.5x")]
+    assert [row.split(" | ")[1] for row in rows] == ["expected", "argmax", "argmax, shared-adam, ramp 0.5"]
+    assert rows[1] == ("| macs=0.5x | argmax | 0 | 0.493x of a 0.500x limit (met) | 0.493x | 0 / 0 | 69.40% "
+                       "(baseline 71.40%), MACs 0.493x | targets_x.json |")
+
+
 def test_random_and_ablation_tables_read_draws_and_seeds():
     """Issue 26's CIFAR tables: draws grouped by point, seed and matched cost with mean, spread, best and a
     verdict; ablations beside the full search of the same point, one column per seed."""
