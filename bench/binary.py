@@ -244,7 +244,8 @@ def run_row(row: str, data, loaders, calib, args) -> dict:
         settings = dict(ops=ops, budgets={cost: budget}, warmup_epochs=args.warmup_epochs,
                         search_epochs=args.search_epochs, finetune_epochs=args.finetune_epochs,
                         lr=args.search_lr, finetune_lr=args.finetune_lr, optimizer=args.optimizer, weight_decay=0.0,
-                        gate_travel=args.gate_travel, gate_optimizer="shared-adam", budget_ramp=0.5, progress=False,
+                        gate_travel=args.gate_travel, gate_optimizer="shared-adam", budget_ramp=0.5,
+                        budget_signal="expected", progress=False,   # the law its rows were reported under
                         max_batches=args.max_batches, seed=args.seed)
         # "trainer" 2: lwdc.train clips latent weights and the flash cost prices a skip's BatchNorm (older run
         # folders trained without either and are not resumed)

@@ -296,6 +296,7 @@ def run_fold(source: Path, s: Settings, fold: int, variants: list[str], lwdc: bo
                          search_epochs=s.search_epochs, finetune_epochs=s.finetune_epochs, lr=s.search_lr,
                          finetune_lr=s.finetune_lr, weight_decay=s.weight_decay, optimizer=s.optimizer, seed=0,
                          gate_travel=s.gate_travel, gate_optimizer=s.gate_optimizer, budget_ramp=s.budget_ramp,
+                         budget_signal="expected",   # the law its rows were reported under
                          progress=False, max_batches=3 if quick else None)
     train = BatchLoader(data.train, s.batch_size, shuffle=True, augment=augment_of(s), seed=0, drop_last=True)
     test = BatchLoader(data.test, 64)

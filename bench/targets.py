@@ -63,8 +63,8 @@ def main() -> None:
     p.add_argument("--gate-optimizer", default=CompressConfig.gate_optimizer, choices=GATE_OPTIMIZERS,
                    help="the gates' optimiser (lwdc.methods.search); a non-default one is named -shared-adam")
     p.add_argument("--budget-ramp", type=float, default=CompressConfig.budget_ramp,
-                   help="each limit falls from 1.0x to its value over this share of the search; a non-default one "
-                        "is named -rampR")
+                   help="each limit falls from 1.0x to its value over this share of the search; a ramped run is "
+                        "named -rampR (runs named without were not ramped, the default before 0.5)")
     p.add_argument("--quick", action="store_true", help="a few batches per epoch (smoke)")
     p.add_argument("--cache-dir", default=str(CACHE))
     p.add_argument("--out", default=str(OUT))
@@ -101,7 +101,7 @@ def main() -> None:
         for seed, signal in ((s, g) for s in (a.flash_seeds if absolute else a.seeds) for g in a.budget_signals):
             name = f"{cost.replace(':', '-')}-{value}-s{seed}{a.tag}-{signal}" + \
                 (f"-{a.gate_optimizer}" if a.gate_optimizer != CompressConfig.gate_optimizer else "") + \
-                (f"-ramp{a.budget_ramp:g}" if a.budget_ramp != CompressConfig.budget_ramp else "")
+                (f"-ramp{a.budget_ramp:g}" if a.budget_ramp else "")
             started = time.perf_counter()
             lines: list[str] = []
             try:

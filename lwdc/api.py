@@ -145,7 +145,7 @@ def compress_fingerprint(cfg: CompressConfig, stage: str = "finetune") -> str:
         tuple(k for k in FINETUNE_ONLY if k not in ("distill", "distill_temperature"))   # then the search reads them
     ignored = ("checkpoint_every", "progress", "device") + (finetune_only if stage == "search" else ())
     if not cfg.budgets:
-        ignored += ("budget_signal",)       # read only by budgets: a lambda-only run's checkpoints do not depend on it
+        ignored += ("budget_signal", "budget_ramp")   # read only by budgets: a lambda-only run does not depend on them
     settings = {**asdict(cfg), "lam": cfg.effective_lam}     # lam None means 1 (or 0 with budgets): same search
     return config_fingerprint({k: v for k, v in settings.items()
                                if k not in ignored and not (k in LEGACY_DEFAULTS and v == LEGACY_DEFAULTS[k])})

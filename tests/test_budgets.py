@@ -120,11 +120,14 @@ def test_cli_target_option_reaches_the_search(tmp_path):
     r = CliRunner().invoke(main, ["compress", "--model", "resnet8", "--width", "0.25", "--target", "macs=0.6x",
                                   "--search-epochs", "1", "--finetune-epochs", "1", "--warmup-epochs", "0.5",
                                   "--max-batches", "3", "--batch-size", "32", "--no-progress", "--run-dir", str(run),
-                                  "--budget-signal", "expected"])
+                                  "--budget-signal", "expected", "--budget-ramp", "0.25"])
     assert r.exit_code == 0, r.output
     assert "target macs=0.6x" in r.output and ("met" in r.output or "MISSED" in r.output)
     import json
-    assert json.loads((run / "config.json").read_text())["budget_signal"] == "expected"
+    config = json.loads((run / "config.json").read_text())
+    assert (config["budget_signal"], config["budget_ramp"]) == ("expected", 0.25)
+    steep = CliRunner().invoke(main, ["compress", "--budget-ramp", "2", "--run-dir", str(tmp_path / "s")])
+    assert steep.exit_code != 0 and "--budget-ramp" in steep.output and "0<=x<=1" in steep.output
     wrong = CliRunner().invoke(main, ["compress", "--budget-signal", "mean", "--run-dir", str(tmp_path / "w")])
     assert wrong.exit_code != 0 and "'argmax', 'expected'" in wrong.output
     bad = CliRunner().invoke(main, ["compress", "--target", "macs=7x", "--run-dir", str(tmp_path / "b")])

@@ -90,9 +90,7 @@ def test_run_folder_from_before_the_noise_setting_resumes_under_its_old_behaviou
     run = tmp_path / "old"
     first = CliRunner().invoke(main, ["compress", *QUICK, "--run-dir", str(run), "--noise-end", "1"])
     assert first.exit_code == 0, first.output
-    config = json.loads((run / "config.json").read_text())
-    del config["noise_end"]
-    (run / "config.json").write_text(json.dumps(config))
+    _as_written_before(run, "noise_end")
     (run / "report.json").unlink()
     (run / "checkpoints" / "finetune.pt").unlink()
     result = CliRunner().invoke(main, ["compress", "--resume", str(run)])
@@ -137,3 +135,35 @@ def test_share_chains_the_second_method_after_a_finished_run(finished_run, tmp_p
     refused = CliRunner().invoke(main, ["export", str(out), "--out", str(tmp_path / "q"), "--int8",
                                         "--weight-storage", "startup"])
     assert refused.exit_code != 0 and "--weight-storage" in refused.output
+
+
+def test_a_pretrained_checkpoint_from_before_a_setting_existed_still_resumes(tmp_path):
+    """An older lwdc wrote config.json and fingerprinted checkpoints/pretrain.pt over the settings it knew. Resumed
+    now, a setting added since is filled in at its legacy value (budget_signal, budget_ramp); it must not enter the
+    pretrained checkpoint's fingerprint too, or every older folder's pretraining looks foreign and is refused."""
+    run = tmp_path / "old"
+    first = CliRunner().invoke(main, ["compress", *QUICK, "--run-dir", str(run), "--budget-signal", "expected",
+                                      "--budget-ramp", "0"])
+    assert first.exit_code == 0, first.output
+    _as_written_before(run, "budget_signal", "budget_ramp")
+    (run / "report.json").unlink()
+    (run / "checkpoints" / "finetune.pt").unlink()
+    result = CliRunner().invoke(main, ["compress", "--resume", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "finetune  epoch   1/1" in result.output
+
+
+def _as_written_before(run, *added_later: str) -> None:
+    """Make ``run`` look written by an lwdc that lacked the settings ``added_later``: config.json without them, and
+    checkpoints/pretrain.pt fingerprinted over the settings that version knew (search and fine-tuning checkpoints
+    leave legacy values out of their fingerprints themselves)."""
+    from lwdc.cli.compress import _pretrain_fingerprint
+
+    config = json.loads((run / "config.json").read_text())
+    for key in added_later:
+        del config[key]
+    (run / "config.json").write_text(json.dumps(config))
+    path = run / "checkpoints" / "pretrain.pt"
+    state = torch.load(path, weights_only=True)
+    state["fingerprint"] = _pretrain_fingerprint({k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+    torch.save(state, path)

@@ -149,6 +149,26 @@ def test_the_budget_signal_ties_only_runs_with_budgets_and_older_ones_resume_und
         CompressConfig(budget_signal="mean").validate()
 
 
+def test_the_budget_ramp_ties_only_runs_with_budgets_and_unramped_ones_keep_their_fingerprint():
+    """A run without budgets never reads the ramp, so its checkpoints resume whatever the setting; a budget run at
+    another ramp is another search, and one at no ramp (the default, and the behaviour before the setting) keeps
+    the fingerprint it had before the setting existed."""
+    assert compress_fingerprint(CompressConfig(lam=1.0)) == compress_fingerprint(CompressConfig(lam=1.0, budget_ramp=0.5))
+    target = {"budgets": {"macs": "0.5x"}}
+    assert compress_fingerprint(CompressConfig(**target)) != compress_fingerprint(CompressConfig(**target, budget_ramp=0.5))
+    from dataclasses import asdict
+
+    from lwdc.api import LEGACY_DEFAULTS
+    from lwdc.stages import config_fingerprint
+    unramped = CompressConfig(**target, budget_ramp=0.0)
+    written_then = {k: v for k, v in {**asdict(unramped), "lam": 0.0}.items()
+                    if k not in ("checkpoint_every", "progress", "device", "budget_ramp")
+                    and not (k in LEGACY_DEFAULTS and v == LEGACY_DEFAULTS[k])}
+    assert compress_fingerprint(unramped) == config_fingerprint(written_then)
+    with pytest.raises(ValueError, match="budget_ramp in \\[0, 1\\]"):
+        CompressConfig(budget_ramp=1.5).validate()
+
+
 @pytest.mark.parametrize("bad", [0.0, -0.5, 1.5])
 def test_noise_end_out_of_range_is_refused(bad):
     with pytest.raises(ValueError, match="noise_end"):

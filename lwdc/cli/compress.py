@@ -62,6 +62,10 @@ CONFIG_HELP = {
     "budget_signal": "What a target's pull is sized by during the search: argmax (the network that would be "
                      "derived now, so the search itself meets the target) or expected (the cost averaged over the "
                      "gates, the first control law; the repair after the search then did most of the compressing).",
+    "budget_ramp": "Each budget's limit falls linearly from the original's cost (1.0x) to its value over this share "
+                   "of the search (0: the full target from the first step). A ramp spares the supernet every gate "
+                   "jumping at once; in a short search it can come too late, once the gates' sampling noise has "
+                   "annealed and the pull's gradient faded.",
     "seed": "Random seed of everything (data order, augmentation, gates).",
     "max_batches": "Cap batches per epoch (quick looks; evaluation then uses a class-balanced sample).",
     "checkpoint_every": "Also checkpoint every N batches mid-epoch (0: after each epoch only).",
@@ -70,7 +74,8 @@ CONFIG_HELP = {
 }
 _TYPES = {"max_batches": click.IntRange(min=1), "checkpoint_every": click.IntRange(min=0), "lam": float,
           "original_prob": float, "gate_travel": float, "ops": str,
-          "gate_optimizer": click.Choice(["adam", "shared-adam"]), "budget_signal": click.Choice(list(BUDGET_SIGNALS)), "optimizer": click.Choice(["sgd", "adamw"])}
+          "gate_optimizer": click.Choice(["adam", "shared-adam"]), "budget_signal": click.Choice(list(BUDGET_SIGNALS)),
+          "budget_ramp": click.FloatRange(0.0, 1.0), "optimizer": click.Choice(["sgd", "adamw"])}
 
 #: Settings that describe the run rather than the compression, with their defaults.
 RUN_DEFAULTS = {"model_name": "resnet20", "width": 1.0, "data": "cifar10-subset", "cache_dir": None, "download": False,
@@ -371,7 +376,8 @@ def _run(settings: dict, run: Run, prepared, log=click.echo) -> dict:
         frozen = freeze(model, settings.get("freeze", "none"))
         if frozen:
             log(f"pretrain: {len(frozen)} backbone tensors frozen, the head trains (--freeze backbone)")
-        train_stage("pretrain", model, task, train, test, cfg, run, _pretrain_fingerprint(settings), log=log)
+        train_stage("pretrain", model, task, train, test, cfg, run, _pretrain_fingerprint(settings, _stored_keys(run)),
+                    log=log)
         freeze(model, "none")           # the compression stages train every weight
     else:
         log("warning: no --weights and no --pretrain-epochs: compressing an untrained model")
@@ -390,10 +396,18 @@ RUN_LEGACY = {"task": "auto", "augment": "auto", "method": "lwdc", "budgets": ()
 AFTER_TRAINING = ("export", "export_target")
 
 
-def _pretrain_fingerprint(settings: dict) -> str:
-    """Checkpoints hold CPU tensors, so the device is not part of the settings a checkpoint is tied to."""
+def _stored_keys(run: Run) -> set | None:
+    """The settings the folder's config.json names (None before it is written: a new run's, which are all of them;
+    another rank may get here before rank 0 has written it)."""
+    return set(run.spec) if (run.folder / Run.CONFIG).is_file() else None
+
+
+def _pretrain_fingerprint(settings: dict, stored: set | None = None) -> str:
+    """Checkpoints hold CPU tensors, so the device is not part of the settings a checkpoint is tied to. ``stored``:
+    the settings the run folder's config.json names; the lwdc that wrote it fingerprinted those and no others, so
+    a setting added since (filled in at its legacy value on resume) stays out."""
     return config_fingerprint({k: v for k, v in settings.items()
-                               if k != "device" and k not in AFTER_TRAINING
+                               if k != "device" and k not in AFTER_TRAINING and (stored is None or k in stored)
                                and not (k in RUN_LEGACY and v == RUN_LEGACY[k])})
 
 
@@ -461,7 +475,7 @@ def _resumed_settings(run: Run, defaults: dict, overrides: dict | None = None, t
 def _vet_checkpoints(run: Run, settings: dict) -> None:
     """Refuse a damaged, foreign or mismatched checkpoint before any work (data, profiling) starts."""
     config = _config(settings)
-    fingerprints = {"pretrain": _pretrain_fingerprint(settings), "search": compress_fingerprint(config, "search"),
+    fingerprints = {"pretrain": _pretrain_fingerprint(settings, _stored_keys(run)), "search": compress_fingerprint(config, "search"),
                     "finetune": compress_fingerprint(config)}
     for stage, fingerprint in fingerprints.items():
         if run.has_checkpoint(stage):
