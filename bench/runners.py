@@ -98,7 +98,8 @@ def lwdc_config(ctx: Context) -> CompressConfig:
                     warmup_epochs=s.warmup_epochs, search_epochs=s.search_epochs,
                     finetune_epochs=a.finetune_epochs or s.finetune_epochs, lr=s.search_lr,
                     finetune_lr=s.finetune_lr, noise_end=a.noise_end, seed=a.seed, max_batches=a.max_batches,
-                    progress=False, device=a.device, distill=getattr(a, "distill", 0.0))
+                    progress=False, device=a.device, distill=getattr(a, "distill", 0.0),
+                    budget_ramp=0.0)   # as when these runs were named: the ramp is the ramp0.5 variant
     for ablation in getattr(a, "ablate", ()):
         settings.update(ABLATIONS[ablation])
     for variant in getattr(a, "variant", ()):

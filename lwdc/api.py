@@ -43,7 +43,7 @@ class CompressConfig:
     budgets: dict | list | None = None  # targets the search keeps, {"macs": "0.5x", "flash": "200KiB"} (lwdc.budgets)
     budget_rate: float = 2.0       # dual-ascent rate of the budgets' multipliers over the whole search
     budget_stiffness: float = 20.0  # quadratic pull of each budget toward its limit (augmented Lagrangian)
-    budget_ramp: float = 0.0       # each limit falls from 1.0x to its value over this fraction of the search
+    budget_ramp: float = 0.5       # each limit falls from 1.0x to its value over this fraction of the search
     budget_tolerance: float = 0.05  # a ratio target (0.5x) is met within this; absolute budgets exactly
     budget_signal: str = "argmax"  # a budget's pull is sized by the derivable network, or "expected" (lwdc.budgets)
     fill_limits: bool = False      # also fill an absolute budget left far under (use the board's flash, not a tenth)

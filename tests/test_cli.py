@@ -139,11 +139,12 @@ def test_share_chains_the_second_method_after_a_finished_run(finished_run, tmp_p
 
 def test_a_pretrained_checkpoint_from_before_a_setting_existed_still_resumes(tmp_path):
     """An older lwdc wrote config.json and fingerprinted checkpoints/pretrain.pt over the settings it knew. Resumed
-    now, a setting added since is filled in at its legacy value (budget_signal, budget_ramp); it must not enter the
-    pretrained checkpoint's fingerprint too, or every older folder's pretraining looks foreign and is refused."""
+    now, a setting added since is filled in at its legacy value (budget_signal, budget_ramp), not today's default
+    (the search checkpoint of this target run would be refused under argmax or a ramp); and it must not enter the
+    pretrained checkpoint's fingerprint, or every older folder's pretraining looks foreign and is refused."""
     run = tmp_path / "old"
-    first = CliRunner().invoke(main, ["compress", *QUICK, "--run-dir", str(run), "--budget-signal", "expected",
-                                      "--budget-ramp", "0"])
+    first = CliRunner().invoke(main, ["compress", *QUICK, "--run-dir", str(run), "--target", "macs=0.6x",
+                                      "--budget-signal", "expected", "--budget-ramp", "0"])
     assert first.exit_code == 0, first.output
     _as_written_before(run, "budget_signal", "budget_ramp")
     (run / "report.json").unlink()

@@ -150,12 +150,13 @@ def test_the_budget_signal_ties_only_runs_with_budgets_and_older_ones_resume_und
 
 
 def test_the_budget_ramp_ties_only_runs_with_budgets_and_unramped_ones_keep_their_fingerprint():
-    """A run without budgets never reads the ramp, so its checkpoints resume whatever the setting; a budget run at
-    another ramp is another search, and one at no ramp (the default, and the behaviour before the setting) keeps
-    the fingerprint it had before the setting existed."""
+    """The ramp became a default (0.5) after budget runs had searched without one: such a run's checkpoints keep
+    the fingerprint they were written with (no ramp is the legacy value); a run without budgets never reads the
+    ramp, so its checkpoints resume whatever the setting; a budget run at another ramp is another search."""
+    assert CompressConfig().budget_ramp == 0.5
     assert compress_fingerprint(CompressConfig(lam=1.0)) == compress_fingerprint(CompressConfig(lam=1.0, budget_ramp=0.5))
     target = {"budgets": {"macs": "0.5x"}}
-    assert compress_fingerprint(CompressConfig(**target)) != compress_fingerprint(CompressConfig(**target, budget_ramp=0.5))
+    assert compress_fingerprint(CompressConfig(**target)) != compress_fingerprint(CompressConfig(**target, budget_ramp=0.0))
     from dataclasses import asdict
 
     from lwdc.api import LEGACY_DEFAULTS

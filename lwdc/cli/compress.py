@@ -63,9 +63,9 @@ CONFIG_HELP = {
                      "derived now, so the search itself meets the target) or expected (the cost averaged over the "
                      "gates, the first control law; the repair after the search then did most of the compressing).",
     "budget_ramp": "Each budget's limit falls linearly from the original's cost (1.0x) to its value over this share "
-                   "of the search (0: the full target from the first step). A ramp spares the supernet every gate "
-                   "jumping at once; in a short search it can come too late, once the gates' sampling noise has "
-                   "annealed and the pull's gradient faded.",
+                   "of the search (0: the full target from the first step, which moved every gate at once). In a "
+                   "short search (a few hundred steps) a ramp can bring the pull too late, once the gates' sampling "
+                   "noise has annealed and the pull's gradient faded: use 0 or --gate-travel there.",
     "seed": "Random seed of everything (data order, augmentation, gates).",
     "max_batches": "Cap batches per epoch (quick looks; evaluation then uses a class-balanced sample).",
     "checkpoint_every": "Also checkpoint every N batches mid-epoch (0: after each epoch only).",

@@ -90,7 +90,7 @@ class SearchSettings:
     bn_batches: int = 20                # BatchNorm re-estimation before the supernet is evaluated
     budget_rate: float = 2.0            # dual ascent: a budget missed by 1x over the whole search adds this to mu
     budget_stiffness: float = 20.0      # quadratic pull toward a target (augmented Lagrangian), see lwdc.budgets
-    budget_ramp: float = 0.0            # fraction of the search over which each limit falls from 1.0x to its value
+    budget_ramp: float = 0.5            # fraction of the search over which each limit falls from 1.0x to its value
 
     def validate(self) -> None:
         if not self.lam >= 0 or self.lam == float("inf"):
