@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from lwdc import compress
+from lwdc.api import LEGACY_DEFAULTS
 from lwdc.binary import BINARY_CONVS, BiRealBlock, BinaryConv2d, clip_latent_weights
 from lwdc.costs.flash import flash_bytes
 from lwdc.data import BatchLoader, load_data, random_crop_flip
@@ -245,7 +246,7 @@ def run_row(row: str, data, loaders, calib, args) -> dict:
                         search_epochs=args.search_epochs, finetune_epochs=args.finetune_epochs,
                         lr=args.search_lr, finetune_lr=args.finetune_lr, optimizer=args.optimizer, weight_decay=0.0,
                         gate_travel=args.gate_travel, gate_optimizer="shared-adam", budget_ramp=0.5,
-                        budget_signal="expected", progress=False,   # the law its rows were reported under
+                        budget_signal=LEGACY_DEFAULTS["budget_signal"], progress=False,   # its rows' law
                         max_batches=args.max_batches, seed=args.seed)
         # "trainer" 2: lwdc.train clips latent weights and the flash cost prices a skip's BatchNorm (older run
         # folders trained without either and are not resumed)

@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from lwdc import CompressConfig, compress
+from lwdc.api import LEGACY_DEFAULTS
 from lwdc.analysis.detection import model_outputs
 from lwdc.data import BatchLoader, load_data, random_crop_flip
 from lwdc.data.landmark_augment import landmark_augment
@@ -296,7 +297,7 @@ def run_fold(source: Path, s: Settings, fold: int, variants: list[str], lwdc: bo
                          search_epochs=s.search_epochs, finetune_epochs=s.finetune_epochs, lr=s.search_lr,
                          finetune_lr=s.finetune_lr, weight_decay=s.weight_decay, optimizer=s.optimizer, seed=0,
                          gate_travel=s.gate_travel, gate_optimizer=s.gate_optimizer, budget_ramp=s.budget_ramp,
-                         budget_signal="expected",   # the law its rows were reported under
+                         budget_signal=LEGACY_DEFAULTS["budget_signal"],   # the law its rows were reported under
                          progress=False, max_batches=3 if quick else None)
     train = BatchLoader(data.train, s.batch_size, shuffle=True, augment=augment_of(s), seed=0, drop_last=True)
     test = BatchLoader(data.test, 64)

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from lwdc import CompressConfig, compress, expand
+from lwdc.api import LEGACY_DEFAULTS
 from lwdc.costs import build_cost_table, get_cost_model
 from lwdc.analysis.detection import model_outputs
 from lwdc.data import BatchLoader, load_data, random_shift
@@ -73,7 +74,9 @@ class SetSpec:
     clinical: bool = False           # binary detection: class-weighted loss, AUC-first metrics
     shift: int = 0                   # training augmentation: random time shift of up to this many samples
     ops: dict = field(default_factory=dict)   # LWDC operator set per model (default: "default")
-    search: dict = field(default_factory=dict)   # other CompressConfig settings of the LWDC points
+    # other CompressConfig settings of the LWDC points; each set keeps the budget law (LEGACY_DEFAULTS: the expected
+    # signal) its reported rows ran under, so that a rerun reproduces them and resumes their run folders
+    search: dict = field(default_factory=dict)
     model_kwargs: dict = field(default_factory=dict)
 
 
@@ -87,15 +90,14 @@ SETS = {
                     # network is fine-tuned as long and as fast as the baseline trained: 10 epochs at 0.01 gave
                     # M5 96.7%, 30 at 0.05 gave 99.7% (same search, seed 0)
                     search={"lr": 0.01, "gate_travel": 10.0, "gate_optimizer": "shared-adam", "budget_ramp": 0.5,
-                            "budget_tolerance": 0.0, "budget_signal": "expected"},   # the law it was reported under finetune_epochs=30, finetune_lr=0.05,
+                            "budget_tolerance": 0.0, "budget_signal": LEGACY_DEFAULTS["budget_signal"]},
+                    finetune_epochs=30, finetune_lr=0.05,
                     ops={"m5": "signal", "logmel_dscnn": "signal"}),   # m5's first conv (80 taps) holds 66% of
                                                                     # the MACs; DS-CNN's pointwise layers 75%
     "p300": SetSpec("eeg_p300_muse.tar.gz", ("eegnet", "farahat1d"), tuple(range(4)), "fold", epochs=40, lr=0.01,
                     batch_size=64, points=("macs=0.5x", "macs=0.3x"), search_epochs=8, finetune_epochs=10, finetune_lr=0.005,
                     clinical=True, ops={"farahat1d": "signal"},   # no shift: epochs are time-locked to the stimulus
-                    # the budget law these points were run and reported under (before the argmax signal and the ramp
-                    # became the defaults), so that a rerun reproduces them and resumes their run folders
-                    search={"budget_signal": "expected", "budget_ramp": 0.0}),
+                    search={"budget_signal": LEGACY_DEFAULTS["budget_signal"], "budget_ramp": 0.0}),
 }
 QUICK = dict(epochs=1, search_epochs=1, finetune_epochs=1, warmup_epochs=0.2)
 
@@ -293,9 +295,15 @@ _POINT_ONLY = ("warmup_epochs", "search_epochs", "finetune_epochs", "finetune_lr
 
 
 def _relevant(settings: dict, method: str) -> dict:
-    """The settings a row of ``method`` depends on: a row written under other ones is measured again."""
+    """The settings a row of ``method`` depends on: a row written under other ones is measured again. A search
+    setting at its legacy value is the behaviour from before the setting existed (as in compress_fingerprint), so
+    pinning it there keeps older rows current."""
     skip = _GRID if method.startswith("lwdc") else _GRID + _POINT_ONLY
-    return {k: v for k, v in settings.items() if k not in skip}
+    out = {k: v for k, v in settings.items() if k not in skip}
+    if "search" in out:
+        out["search"] = {k: v for k, v in out["search"].items()
+                         if not (k in LEGACY_DEFAULTS and v == LEGACY_DEFAULTS[k])}
+    return out
 
 
 def build_match_table(spec: SetSpec, model_name: str, split: int, source: Path, match: str) -> None:

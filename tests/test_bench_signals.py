@@ -115,7 +115,7 @@ def test_a_row_is_current_whatever_other_rows_the_set_names():
     """Adding a point (or a model, a split) to a set leaves its finished rows alone: the FSDD point's row, written
     when the set named one point, was measured again (and its run folder moved aside) once a second point was
     added. A change to how the row is made still counts."""
-    from bench.signals import SETS, _relevant
+    from bench.signals import SETS, _relevant, point_name
     now = json.loads(json.dumps({**SETS["fsdd"].__dict__, "model_kwargs": {}}))
     written = {**now, "points": ["macs=0.5x"], "models": ["m5"], "splits": [0]}
     for method in ("lwdc-signal-macs0.5x", "lwdc-signal-macs0.5x-random-d0", "baseline", "lda"):
@@ -124,3 +124,28 @@ def test_a_row_is_current_whatever_other_rows_the_set_names():
     assert _relevant(searched_otherwise, "lwdc-signal-macs0.5x") != _relevant(now, "lwdc-signal-macs0.5x")
     assert _relevant(searched_otherwise, "baseline") == _relevant(now, "baseline")
     assert _relevant({**now, "epochs": 5}, "baseline") != _relevant(now, "baseline")
+
+
+def test_each_signal_set_still_has_the_settings_its_reported_rows_ran_under():
+    """A rerun of bench.signals must find every committed LWDC row current (not measure it again under other
+    settings), with the budget signal pinned to the law the rows ran under. Caught a comment that swallowed FSDD's fine-tuning
+    settings (30 epochs at 0.05 fell back to 10 at 0.01)."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from bench.signals import SETS, _relevant, point_name
+    from lwdc.api import LEGACY_DEFAULTS
+
+    root = Path(__file__).resolve().parent.parent / "bench" / "results" / "signals"
+    rows = [json.loads(f.read_text()) for f in sorted(root.glob("*/*.json"))]
+    rows = [r for r in rows if r.get("settings") and not r.get("quick") and r["set"] in SETS
+            and any(r["method"].startswith(point_name(point, SETS[r["set"]].ops.get(r["model"], "default")))
+                    for point in SETS[r["set"]].points)]          # the rows of the sets' points (older grids aside)
+    assert {r["set"] for r in rows} == set(SETS)
+    for name, spec in SETS.items():
+        assert spec.search["budget_signal"] == LEGACY_DEFAULTS["budget_signal"], name
+    for r in rows:
+        now = json.loads(json.dumps(asdict(SETS[r["set"]])))     # tuples as JSON writes them
+        then = _relevant(r["settings"], r["method"])
+        now = _relevant({k: v for k, v in now.items() if k in r["settings"]}, r["method"])   # as the row knew them
+        assert then == now, (r["set"], r["method"])

@@ -376,8 +376,7 @@ def _run(settings: dict, run: Run, prepared, log=click.echo) -> dict:
         frozen = freeze(model, settings.get("freeze", "none"))
         if frozen:
             log(f"pretrain: {len(frozen)} backbone tensors frozen, the head trains (--freeze backbone)")
-        train_stage("pretrain", model, task, train, test, cfg, run, _pretrain_fingerprint(settings, _stored_keys(run)),
-                    log=log)
+        train_stage("pretrain", model, task, train, test, cfg, run, _pretrain_fingerprint(settings, run), log=log)
         freeze(model, "none")           # the compression stages train every weight
     else:
         log("warning: no --weights and no --pretrain-epochs: compressing an untrained model")
@@ -396,16 +395,12 @@ RUN_LEGACY = {"task": "auto", "augment": "auto", "method": "lwdc", "budgets": ()
 AFTER_TRAINING = ("export", "export_target")
 
 
-def _stored_keys(run: Run) -> set | None:
-    """The settings the folder's config.json names (None before it is written: a new run's, which are all of them;
-    another rank may get here before rank 0 has written it)."""
-    return set(run.spec) if (run.folder / Run.CONFIG).is_file() else None
-
-
-def _pretrain_fingerprint(settings: dict, stored: set | None = None) -> str:
-    """Checkpoints hold CPU tensors, so the device is not part of the settings a checkpoint is tied to. ``stored``:
-    the settings the run folder's config.json names; the lwdc that wrote it fingerprinted those and no others, so
-    a setting added since (filled in at its legacy value on resume) stays out."""
+def _pretrain_fingerprint(settings: dict, run: Run | None = None) -> str:
+    """Checkpoints hold CPU tensors, so the device is not part of the settings a checkpoint is tied to. Only the
+    settings ``run``'s config.json names count: the lwdc that wrote it fingerprinted those and no others, so a
+    setting added since (filled in at its legacy value on resume) stays out. Before config.json exists (a new
+    run, or another rank ahead of rank 0) every setting counts: the new folder will name them all."""
+    stored = set(run.spec) if run is not None and (run.folder / Run.CONFIG).is_file() else None
     return config_fingerprint({k: v for k, v in settings.items()
                                if k != "device" and k not in AFTER_TRAINING and (stored is None or k in stored)
                                and not (k in RUN_LEGACY and v == RUN_LEGACY[k])})
@@ -475,7 +470,7 @@ def _resumed_settings(run: Run, defaults: dict, overrides: dict | None = None, t
 def _vet_checkpoints(run: Run, settings: dict) -> None:
     """Refuse a damaged, foreign or mismatched checkpoint before any work (data, profiling) starts."""
     config = _config(settings)
-    fingerprints = {"pretrain": _pretrain_fingerprint(settings, _stored_keys(run)), "search": compress_fingerprint(config, "search"),
+    fingerprints = {"pretrain": _pretrain_fingerprint(settings, run), "search": compress_fingerprint(config, "search"),
                     "finetune": compress_fingerprint(config)}
     for stage, fingerprint in fingerprints.items():
         if run.has_checkpoint(stage):
