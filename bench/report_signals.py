@@ -14,6 +14,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from .report_latency import fastest_round
 from .report_random import verdict
 
 MARKERS = ("<!-- bench:signals:start -->", "<!-- bench:signals:end -->")
@@ -92,7 +93,8 @@ def _ort_time(r: dict, timed: dict) -> tuple[float, float | None, bool]:
     e = timed.get(row_stem(r["model"], r["settings"]["split_kind"], r["split"], r["method"], r.get("quick", False)))
     base = timed.get(e["baseline"]) if e else None
     if e and base and "ort_b1" in e and "ort_b1" in base:
-        return e["ort_b1"]["median"], e["ort_b1"]["median"] / base["ort_b1"]["median"], True
+        mine, original = fastest_round(e, "ort_b1"), fastest_round(base, "ort_b1")
+        return mine, mine / original, True
     return r["latency_ms_onnxruntime"], None, False
 
 
@@ -136,7 +138,7 @@ def _random(name: str, rows: list[dict], retimed: dict | None = None) -> list[st
             verdict(lw["metrics"][key], vals, digits) if lw else "-"]) + " |")
     if retimed:
         lines += ["", f"ORT times re-timed together by `python -m bench.remeasure --signals {name}` "
-                      f"({retimed['measured_at']}, {retimed['rounds']} rounds, one process, one thread, load average "
+                      f"({retimed['measured_at']}, the fastest of {retimed['rounds']} rounds, one process, one thread, load average "
                       f"{retimed['load_average_1m_before']:.1f} at the start); * marks a row's own time, taken in its "
                       f"own process."]
     else:
