@@ -8,8 +8,9 @@ ratios are fair, its absolute figures carry that moment's load, and two runs' fi
 command loads the final model of every finished run of a schedule (one per result in ``--results``) into one
 process and times them round-robin on one thread: in every round each model gets one eager batch-1 median and one
 onnxruntime batch-1 median, the order rotating from round to round, so a burst of load hits all models alike.
-It writes ``<results>/../latency_<schedule>.json`` with each model's median over rounds and the spread; bench.report
-prefers these figures to the in-run ones where a model and its baseline were both re-measured.
+It writes ``<results>/../latency_<schedule>.json`` with each model's rounds, their median and spread; bench.report
+prefers these figures to the in-run ones where a model and its baseline were both re-measured, and reads each
+model's fastest round (load on a shared CPU only ever slows a round: ``bench.report_latency.fastest_round``).
 
 Models come from the run folders in ``--cache-dir``: the saved final model (``model_state.pt`` +
 ``model_arch.json``, what every run writes since bench.remeasure exists, and LWDC runs always did), else, for runs
