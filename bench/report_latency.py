@@ -52,7 +52,7 @@ def apply_remeasured(rs: list[dict], path: Path) -> tuple[list[dict], dict | Non
                     references[ref_key] = original_time(models, *ref_key)
                 reference = references[ref_key]
                 r["latency_ms"][key], r["baseline_latency_ms"][key] = fastest_round(mine, key), reference
-                r["speed_ratio"][key] = speed_ratio(reference, fastest_round(mine, key), base_macs, r["macs"])
+                r["speed_ratio"][key] = speed_ratio(reference, r["latency_ms"][key], base_macs, r["macs"])
         out.append(r)
     return out, data
 
