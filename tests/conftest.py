@@ -67,7 +67,8 @@ def quadrants():
 
 def pytest_collection_modifyitems(config, items):
     """Start the ``e2e`` checks first. CI runs the suite on one worker per core (pytest-xdist, ``--dist
-    loadscope``: a module's tests stay on one worker, so module fixtures are built once). The 200-model property
-    test is one item of 4-5 minutes; started last, it ran alone while the other core idled (28.6 min against the
-    ~14 the two workers need). Started first, the other worker takes the rest of the suite beside it."""
+    loadscope --no-loadscope-reorder``: a module's tests stay on one worker, so module fixtures are built once,
+    and modules go out in this order). The 200-model property test is one item of 4-5 minutes; started last (as
+    xdist's default order, most tests per module first, starts it), it ran alone while the other core idled.
+    Started first, the other worker takes the rest of the suite beside it."""
     items.sort(key=lambda item: item.get_closest_marker("e2e") is None)   # stable: the rest keep their order
