@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
-__all__ = ["merge_seeds", "cell", "seeds_of", "diff_cell", "per_seed_diffs"]
+__all__ = ["merge_seeds", "cell", "seeds_of", "diff_cell", "per_seed_diffs", "common_seed_diffs"]
 
 MEAN_FIELDS = ("accuracy", "macs_ratio", "params_ratio", "train_seconds", "wall_time_total_s", "macs_error",
                "search_epoch_seconds", "epoch_seconds")
@@ -62,6 +62,13 @@ def per_seed_diffs(a: dict, b: dict, key: str = "accuracy") -> list[float] | Non
     if "seed_runs" not in a or seeds_of(a) != seeds_of(b):
         return None
     return [x[key] - y[key] for x, y in zip(a["seed_runs"], b["seed_runs"])]
+
+
+def common_seed_diffs(a: dict, b: dict, key: str = "accuracy") -> list[float]:
+    """``a[key] - b[key]`` for every seed both ran, single-seed records included (a two-seed run against a
+    four-seed match gives two pairs): the pairs a pooled comparison over many points is built from."""
+    theirs = {x["seed"]: x for x in b.get("seed_runs", [b])}
+    return [x[key] - theirs[x["seed"]][key] for x in a.get("seed_runs", [a]) if x["seed"] in theirs]
 
 
 def diff_cell(a: dict, b: dict, key: str = "accuracy") -> str:
