@@ -110,7 +110,7 @@ def best_pruning(rs: list[dict]) -> list[str]:
 
 def pooled(pairs: list[tuple[bool, float]]) -> list[str]:
     """Every seed of every point above against the same seed of its pruning match, pooled: whether LWDC is ahead
-    overall, which single points (two seeds each, seed spread of 0.3-1.3 points) cannot say. ``pairs``: (LWDC
+    overall, which single points (two seeds each, whose seeds spread by up to 1.3 points) cannot say. ``pairs``: (LWDC
     fine-tuning distilled?, LWDC - pruning in points)."""
     def summary(diffs: list[float]) -> str:
         se = statistics.stdev(diffs) / len(diffs) ** 0.5

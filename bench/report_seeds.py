@@ -61,7 +61,7 @@ def per_seed_diffs(a: dict, b: dict, key: str = "accuracy") -> list[float] | Non
     """``a[key] - b[key]`` seed by seed, when both ran the same seeds (more than one); else None."""
     if "seed_runs" not in a or seeds_of(a) != seeds_of(b):
         return None
-    return [x[key] - y[key] for x, y in zip(a["seed_runs"], b["seed_runs"])]
+    return common_seed_diffs(a, b, key)
 
 
 def common_seed_diffs(a: dict, b: dict, key: str = "accuracy") -> list[float]:
